@@ -1,0 +1,140 @@
+"""The one checkpoint format of napari-wavegms: a single ``.safetensors`` file, safe to load.
+
+It holds the trainable weights (E_wave and LMM) *and* the frozen Tiny-VAE decoder, so a checkpoint
+segments images on its own, with no download. Its header carries a JSON config (Tiny-VAE name and
+latent width, image size, training data and recipe, metrics) and a sha256 of the tensor bytes, so a
+truncated, tampered or mismatched file is refused with a message naming the file and the problem.
+safetensors stores raw tensors only: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..atomic import atomic_path
+from .tiny_vae import TinyVAE, build_autoencoder, load_tiny_vae
+from .wavegms import WaveGMS
+
+FORMAT = "napari-wavegms/1"
+DECODER_PREFIX = "vae_decoder."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with the reason."""
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].contiguous()
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def model_tensors(model: WaveGMS, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint stores: ``encoder.*``, ``lmm.*`` and the frozen decoder."""
+    tensors = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    tensors |= {f"lmm.{k}": v for k, v in model.lmm.state_dict().items()}
+    tensors |= {DECODER_PREFIX + k: v for k, v in model.vae.autoencoder.decoder.state_dict().items()}
+    out = {}
+    for k, v in tensors.items():
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        out[k] = v.contiguous()
+    return out
+
+
+def save_checkpoint(path: str | os.PathLike, model: WaveGMS, config: dict[str, Any] | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write ``model`` atomically (temporary file, then rename) with ``config`` in the header.
+
+    ``dtype=torch.float16`` halves the size (fine for shipping: masks are thresholded).
+    """
+    path = Path(path)
+    tensors = model_tensors(model, dtype)
+    header = {
+        "format": FORMAT,
+        "tiny_vae": {"name": model.vae.name, "latent_channels": model.latent_channels, "pool": model.vae.pool},
+        "image_size": model.image_size,
+        **(config or {}),
+    }
+    metadata = {"wavegms": json.dumps(header), "sha256": _digest(tensors)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Config and tensors of a checkpoint, verified; raises :class:`CheckpointError` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint (truncated or corrupt?): {err}") from err
+    if "wavegms" not in metadata:
+        raise CheckpointError(f"{path} is a safetensors file but not a Wave-GMS checkpoint (no 'wavegms' header)")
+    try:
+        config = json.loads(metadata["wavegms"])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: its Wave-GMS header is not valid JSON: {err}") from err
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: format {config.get('format')!r} is not supported (expected {FORMAT!r})")
+    if metadata.get("sha256") != _digest(tensors):
+        raise CheckpointError(f"{path}: its weights do not match the checksum in its header (modified or corrupt)")
+    return config, tensors
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
+                    weights_dir: str | os.PathLike | None = None,
+                    need_encoder: bool = False) -> tuple[WaveGMS, dict[str, Any]]:
+    """Rebuild a :class:`WaveGMS` from a checkpoint.
+
+    Inference needs only the decoder stored in the file. Training from it (``need_encoder=True``)
+    also loads the Tiny-VAE's encoder by the name in the config, from the registry or ``weights_dir``.
+    """
+    config, tensors = read_checkpoint(path)
+    try:
+        vae_cfg = config["tiny_vae"]
+        latent_channels, pool = int(vae_cfg["latent_channels"]), bool(vae_cfg["pool"])
+        image_size = int(config["image_size"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: incomplete config ({err!r} missing or invalid)") from err
+    if need_encoder:
+        vae = load_tiny_vae(vae_cfg["name"], weights_dir)
+    else:
+        vae = TinyVAE(build_autoencoder(latent_channels, pool), vae_cfg["name"])
+    if vae.latent_channels != latent_channels:
+        raise CheckpointError(f"{path}: trained with {latent_channels} latent channels, "
+                              f"but Tiny-VAE {vae_cfg['name']!r} has {vae.latent_channels}")
+    model = WaveGMS(vae, image_size=image_size)
+    decoder = {k[len(DECODER_PREFIX):]: v for k, v in tensors.items() if k.startswith(DECODER_PREFIX)}
+    parts = ((model.encoder, "encoder."), (model.lmm, "lmm."), (model.vae.autoencoder.decoder, None))
+    for module, prefix in parts:
+        state = decoder if prefix is None else {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        expected = module.state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        bad_shape = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
+        if missing or unexpected or bad_shape:
+            raise CheckpointError(
+                f"{path}: weights do not fit the model its config describes "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]})"
+            )
+        module.load_state_dict({k: v.float() for k, v in state.items()})
+    model.vae.requires_grad_(False)
+    return model.to(device).eval(), config

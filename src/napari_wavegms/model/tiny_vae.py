@@ -1,0 +1,179 @@
+"""The frozen Tiny-VAE: diffusers' ``AutoencoderTiny`` plus the ``pool`` branch that TAEF2 adds.
+
+It loads (a) a diffusers-format folder or hub name (``madebyollin/taesd``) and (b) the original
+TAESD-family ``*_encoder.pth`` / ``*_decoder.pth`` pair, read with ``torch.load(weights_only=True)``
+so no code is ever unpickled. TAEF2's blocks at 1/8 resolution first add a pooled branch
+(``x + pool(x)``, 1×1 conv → GroupNorm → ReLU → 1×1 conv), which diffusers lacks; we subclass its
+block rather than re-implementing the autoencoder.
+
+Images are in [0, 1] here (diffusers uses [-1, 1]); latents are unscaled.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderTiny
+from diffusers.models.unets.unet_2d_blocks import AutoencoderTinyBlock
+from torch import nn
+
+from .. import weights
+
+
+class TinyVAEError(ValueError):
+    """Weights that do not form a TAESD-family autoencoder."""
+
+
+class PooledTinyBlock(AutoencoderTinyBlock):
+    """TAEF2's residual block: ``x = x + pool(x)`` before the plain TAESD block."""
+
+    def __init__(self, channels: int, act_fn: str = "relu", pool_width: int = 256, groups: int = 4) -> None:
+        super().__init__(channels, channels, act_fn)
+        self.pool = nn.Sequential(
+            nn.Conv2d(channels, pool_width, 1, bias=False),
+            nn.GroupNorm(groups, pool_width),
+            nn.ReLU(),
+            nn.Conv2d(pool_width, channels, 1, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x + self.pool(x))
+
+
+def _lowres_block_indices(layers: nn.Sequential, encoder: bool) -> list[int]:
+    """Indices of the blocks that run at 1/8 resolution: after the encoder's last strided conv,
+    before the decoder's first upsample."""
+    if encoder:
+        last_down = max(i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d) and m.stride == (2, 2))
+        return [i for i, m in enumerate(layers) if i > last_down and isinstance(m, AutoencoderTinyBlock)]
+    first_up = min(i for i, m in enumerate(layers) if isinstance(m, nn.Upsample))
+    return [i for i, m in enumerate(layers) if i < first_up and isinstance(m, AutoencoderTinyBlock)]
+
+
+def build_autoencoder(latent_channels: int, pool: bool) -> AutoencoderTiny:
+    """An ``AutoencoderTiny`` with the TAESD layout (random weights), with TAEF2's pool branch if asked."""
+    ae = AutoencoderTiny(latent_channels=latent_channels)
+    if pool:
+        for coder, is_encoder in ((ae.encoder, True), (ae.decoder, False)):
+            for i in _lowres_block_indices(coder.layers, is_encoder):
+                coder.layers[i] = PooledTinyBlock(coder.layers[i].conv[0].out_channels)
+    return ae
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or non-torch files
+        raise TinyVAEError(f"{path} is not a readable TAESD weight file: {err}") from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TinyVAEError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+class TinyVAE(nn.Module):
+    """A frozen TAESD-family autoencoder with an interface in [0, 1].
+
+    Frozen means: no parameter requires gradients and the module stays in eval mode even when a
+    parent calls ``.train()``; gradients still flow *through* it to its inputs (the Dice loss needs that).
+    """
+
+    def __init__(self, autoencoder: AutoencoderTiny, name: str = "custom") -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
+        self.name = name
+        self.pool = any(isinstance(m, PooledTinyBlock) for m in autoencoder.modules())
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.autoencoder.config.latent_channels)
+
+    def train(self, mode: bool = True) -> TinyVAE:  # noqa: ARG002 - frozen: always eval
+        return super().train(False)
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Image in [0, 1] (B×3×H×W, H and W multiples of 8) → latent B×C×H/8×W/8."""
+        return self.autoencoder.encoder.layers(image)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latent → image in roughly [0, 1] (B×3×8h×8w), TAESD's own clamp applied first."""
+        return self.autoencoder.decoder.layers(torch.tanh(latent / 3) * 3)
+
+    def decode_mask(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latent → soft mask in [0, 1] (B×1×8h×8w): mean over the decoded RGB channels, clamped."""
+        return self.decode(latent).mean(dim=1, keepdim=True).clamp(0.0, 1.0)
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_taesd_files(cls, encoder_path: str | os.PathLike | None, decoder_path: str | os.PathLike,
+                         name: str = "custom") -> TinyVAE:
+        """Load an original ``*_encoder.pth`` / ``*_decoder.pth`` pair (encoder optional: inference
+        needs only the decoder). The layout, latent width and pool branch are read from the files."""
+        dec = _read_state_dict(Path(decoder_path))
+        enc = _read_state_dict(Path(encoder_path)) if encoder_path is not None else None
+        try:
+            latent_channels = dec["1.weight"].shape[1]
+        except KeyError:
+            raise TinyVAEError(f"{decoder_path} is not a TAESD-family decoder (no '1.weight')") from None
+        pool = any(".pool." in k for k in dec)
+        ae = build_autoencoder(latent_channels, pool)
+        # diffusers' DecoderTiny applies the clamp in forward, so its layers start one index earlier.
+        mapped = {f"decoder.layers.{int(k.split('.', 1)[0]) - 1}.{k.split('.', 1)[1]}": v for k, v in dec.items()}
+        if enc is not None:
+            mapped.update({f"encoder.layers.{k}": v for k, v in enc.items()})
+        expected = ae.state_dict()
+        if enc is None:
+            expected = {k: v for k, v in expected.items() if k.startswith("decoder.")}
+        problems = sorted(set(expected) ^ set(mapped))
+        if problems:
+            raise TinyVAEError(
+                f"{decoder_path} / {encoder_path}: keys do not match a TAESD-family autoencoder with "
+                f"{latent_channels} latent channels (pool={pool}); first differences: {problems[:5]}"
+            )
+        for key, value in mapped.items():
+            if value.shape != expected[key].shape:
+                raise TinyVAEError(f"{key}: shape {tuple(value.shape)} in the file, {tuple(expected[key].shape)} expected")
+        ae.load_state_dict(mapped, strict=enc is not None)
+        return cls(ae, name)
+
+    @classmethod
+    def from_diffusers(cls, name_or_path: str | os.PathLike, **kwargs) -> TinyVAE:
+        """Load a diffusers-format ``AutoencoderTiny`` (a local folder, or a hub name such as
+        ``madebyollin/taesd``, which needs internet the first time)."""
+        return cls(AutoencoderTiny.from_pretrained(str(name_or_path), **kwargs), str(name_or_path))
+
+    @classmethod
+    def random(cls, latent_channels: int, pool: bool | None = None) -> TinyVAE:
+        """Randomly initialised, for cost measurements only (``pool`` defaults to TAEF2's layout for C=32)."""
+        return cls(build_autoencoder(latent_channels, latent_channels == 32 if pool is None else pool), "random")
+
+
+def load_tiny_vae(name_or_path: str | os.PathLike, weights_dir: str | os.PathLike | None = None,
+                  need_encoder: bool = True) -> TinyVAE:
+    """Resolve a Tiny-VAE by registry name (``taef2``, ``taesd``), local folder, or diffusers hub name.
+
+    A folder may hold a diffusers ``config.json`` or a ``*_encoder.pth`` / ``*_decoder.pth`` pair.
+    """
+    key = str(name_or_path)
+    if key in weights.TINY_VAES:
+        spec = weights.TINY_VAES[key]
+        dec = weights.fetch(spec.decoder, weights_dir)
+        enc = weights.fetch(spec.encoder, weights_dir) if need_encoder else None
+        return TinyVAE.from_taesd_files(enc, dec, name=key)
+    path = Path(key).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return TinyVAE.from_diffusers(path)
+        decoders = sorted(path.glob("*_decoder.pth"))
+        if len(decoders) == 1:
+            encoder = decoders[0].with_name(decoders[0].name.replace("_decoder", "_encoder"))
+            if need_encoder and not encoder.is_file():
+                raise TinyVAEError(f"{path} holds {decoders[0].name} but not {encoder.name}")
+            return TinyVAE.from_taesd_files(encoder if encoder.is_file() else None, decoders[0], name=path.name)
+        raise TinyVAEError(f"{path} holds neither a diffusers config.json nor exactly one *_decoder.pth")
+    if "/" in key and not path.exists():
+        return TinyVAE.from_diffusers(key)
+    raise TinyVAEError(f"unknown Tiny-VAE {key!r}: use one of {', '.join(weights.TINY_VAES)}, a folder, or a hub name")

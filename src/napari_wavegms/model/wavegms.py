@@ -1,0 +1,109 @@
+"""Wave-GMS: E_wave and the LMM (trainable) in front of a frozen Tiny-VAE decoder (DESIGN.md §1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..preprocess import resize_image
+from .encoder import WaveletEncoder
+from .lmm import LatentMappingModel
+from .tiny_vae import TinyVAE
+
+DICE_SMOOTH = 1e-5
+
+
+@dataclass
+class WaveGMSOutput:
+    """Everything one training forward pass produces."""
+
+    mean: torch.Tensor
+    logvar: torch.Tensor
+    z: torch.Tensor
+    latents: dict[str, torch.Tensor]
+
+
+class WaveGMS(nn.Module):
+    """Image in [0, 1] → mask latents → (frozen decoder) → soft mask.
+
+    ``image_size`` is the side the model was trained at; :meth:`predict` resizes to it and back.
+    """
+
+    def __init__(self, vae: TinyVAE, image_size: int = 224) -> None:
+        super().__init__()
+        if image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8, got {image_size}")
+        self.image_size = image_size
+        self.encoder = WaveletEncoder(vae.latent_channels)
+        self.lmm = LatentMappingModel(vae.latent_channels)
+        self.vae = vae
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.latent_channels
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def forward(self, image: torch.Tensor, sample: bool | None = None) -> WaveGMSOutput:
+        """All heads; samples ``z = μ + σ·ε`` in training mode unless ``sample`` says otherwise."""
+        mean, logvar = self.encoder(image)
+        if self.training if sample is None else sample:
+            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        else:
+            z = mean
+        return WaveGMSOutput(mean, logvar, z, self.lmm(z))
+
+    @torch.inference_mode()
+    def predict(self, image: torch.Tensor) -> torch.Tensor:
+        """Deterministic soft mask in [0, 1], B×1×H×W at the input's size (mean latent, ``out`` head)."""
+        size = image.shape[-2:]
+        x = image
+        if tuple(size) != (self.image_size, self.image_size):
+            x = resize_image(image, self.image_size)
+        mean, _ = self.encoder(x)
+        mask = self.vae.decode_mask(self.lmm(mean, heads=("out",))["out"])
+        if mask.shape[-2:] != size:
+            mask = F.interpolate(mask, size=tuple(size), mode="bilinear", align_corners=False).clamp(0, 1)
+        return mask
+
+
+def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = DICE_SMOOTH) -> torch.Tensor:
+    """1 − soft Dice per image, averaged over the batch."""
+    dims = tuple(range(1, prob.ndim))
+    inter = (prob * target).sum(dims)
+    denom = prob.sum(dims) + target.sum(dims)
+    return (1 - (2 * inter + smooth) / (denom + smooth)).mean()
+
+
+def alignment_loss(z: torch.Tensor, z_teach: torch.Tensor) -> torch.Tensor:
+    """0.9 · mean(1 − cos over channels) + 0.1 · SmoothL1: pulls E_wave's latent towards the Tiny-VAE's."""
+    cos = F.cosine_similarity(z, z_teach, dim=1)
+    return 0.9 * (1 - cos).mean() + 0.1 * F.smooth_l1_loss(z, z_teach)
+
+
+def wavegms_loss(model: WaveGMS, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of DESIGN.md §1.3 for one batch (image B×3×S×S in [0, 1], mask B×1×S×S in {0, 1}).
+
+    Returns the scalar to backpropagate and its parts as floats for logging. The three heads are
+    decoded in one batched call of the frozen decoder; gradients flow through it into the LMM.
+    """
+    out = model(image)
+    with torch.no_grad():
+        targets = model.vae.encode(torch.cat([mask.expand(-1, 3, -1, -1), image], dim=0))
+        z_mask, z_teach = targets.float().chunk(2, dim=0)
+    heads = list(out.latents)
+    decoded = model.vae.decode_mask(torch.cat([out.latents[k] for k in heads], dim=0)).float()
+    parts: dict[str, torch.Tensor] = {}
+    total = image.new_zeros((), dtype=torch.float32)
+    for name, prob in zip(heads, decoded.chunk(len(heads), dim=0), strict=True):
+        mse = F.mse_loss(out.latents[name].float(), z_mask)
+        dice = soft_dice_loss(prob, mask.float())
+        parts[f"mse_{name}"], parts[f"dice_{name}"] = mse, dice
+        total = total + mse + dice
+    parts["align"] = alignment_loss(out.z.float(), z_teach)
+    total = total + parts["align"]
+    return total, {k: float(v.detach()) for k, v in {**parts, "total": total}.items()}

@@ -1,0 +1,202 @@
+"""The one place that knows where files come from: names, download addresses, sha256, cache, offline folders.
+
+Every file the plugin needs at run time (Tiny-VAE weights, sample data) is a :class:`RemoteFile`.
+:func:`fetch` looks for it, in order, in the offline folder given as an argument, in the folder named by
+the file's environment variable (``WAVEGMS_WEIGHTS_DIR`` for weights, ``WAVEGMS_DATA_DIR`` for sample
+data), and in the per-user cache (``WAVEGMS_CACHE_DIR`` overrides its place); only then does it
+download, with pooch, into the cache: atomically and checked against the pinned hash, so an
+interrupted or corrupted download never leaves a file behind that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "WAVEGMS_CACHE_DIR"
+WEIGHTS_ENV = "WAVEGMS_WEIGHTS_DIR"
+DATA_ENV = "WAVEGMS_DATA_DIR"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """A file is neither in an offline folder nor in the cache and could not be downloaded."""
+
+
+class HashMismatchError(RuntimeError):
+    """A file's content does not match its pinned sha256."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file known by name, with the address to download it from and its pinned sha256.
+
+    ``relative_path`` is where it lies inside an offline folder (for data sets laid out in folders).
+    ``sha256`` may be ``None`` only for files whose publisher gives no hash we could pin here; those
+    are trusted on first download and their hash is recorded beside them in the cache.
+    """
+
+    relative_path: str
+    url: str
+    sha256: str | None
+    env: str = WEIGHTS_ENV
+
+    @property
+    def name(self) -> str:
+        return Path(self.relative_path).name
+
+
+@dataclass(frozen=True)
+class TinyVAESpec:
+    """A frozen Tiny-VAE known to the registry."""
+
+    name: str
+    latent_channels: int
+    encoder: RemoteFile
+    decoder: RemoteFile
+    hub_repo: str | None
+    description: str
+
+
+_TAESD_RAW = "https://github.com/madebyollin/taesd/raw/{rev}/{file}"
+_TAEF2_REV = "5cccb12dc72074a4be35680c3b108548a7c69978"
+
+TINY_VAES: dict[str, TinyVAESpec] = {
+    "taef2": TinyVAESpec(
+        name="taef2",
+        latent_channels=32,
+        encoder=RemoteFile(
+            "taef2_encoder.pth",
+            _TAESD_RAW.format(rev=_TAEF2_REV, file="taef2_encoder.pth"),
+            "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6",
+        ),
+        decoder=RemoteFile(
+            "taef2_decoder.pth",
+            _TAESD_RAW.format(rev=_TAEF2_REV, file="taef2_decoder.pth"),
+            "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5",
+        ),
+        hub_repo=None,
+        description="Tiny autoencoder distilled from the FLUX.2 VAE (32 latent channels, MIT licence)",
+    ),
+    "taesd": TinyVAESpec(
+        name="taesd",
+        latent_channels=4,
+        # madebyollin/taesd publishes no checksums; these are trusted on first download (see RemoteFile).
+        encoder=RemoteFile("taesd_encoder.pth", _TAESD_RAW.format(rev="main", file="taesd_encoder.pth"), None),
+        decoder=RemoteFile("taesd_decoder.pth", _TAESD_RAW.format(rev="main", file="taesd_decoder.pth"), None),
+        hub_repo="madebyollin/taesd",
+        description="Tiny autoencoder of Stable Diffusion 1/2 (4 latent channels, MIT licence): the paper's choice",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """The per-user cache folder (``WAVEGMS_CACHE_DIR`` if set), created on demand."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        path = Path(override).expanduser()
+    else:
+        import pooch
+
+        path = Path(pooch.os_cache("napari-wavegms"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verified(path: Path, remote: RemoteFile) -> Path:
+    if remote.sha256 is not None:
+        actual = sha256_of(path)
+        if actual != remote.sha256:
+            raise HashMismatchError(
+                f"{path} does not match the published file {remote.name} "
+                f"(sha256 {actual}, expected {remote.sha256}): it is corrupt or a different version. "
+                f"Delete it and download {remote.url} again."
+            )
+    return path
+
+
+def offline_folders(remote: RemoteFile, offline_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Folders searched before the cache: the argument, then the file's environment variable."""
+    folders = [Path(offline_dir).expanduser()] if offline_dir else []
+    env_value = os.environ.get(remote.env)
+    if env_value:
+        folders += [Path(p).expanduser() for p in env_value.split(os.pathsep) if p]
+    return folders
+
+
+def fetch(
+    remote: RemoteFile,
+    offline_dir: str | os.PathLike | None = None,
+    *,
+    allow_download: bool = True,
+) -> Path:
+    """Return a verified local path to ``remote``, downloading it into the cache if needed."""
+    for folder in offline_folders(remote, offline_dir):
+        candidate = folder / remote.relative_path
+        if candidate.is_file():
+            return _verified(candidate, remote)
+
+    cache = cache_dir()
+    cached = cache / remote.relative_path
+    if cached.is_file():
+        try:
+            return _verified(cached, remote)
+        except HashMismatchError:
+            log.warning("cached %s is corrupt; downloading it again", cached)
+            cached.unlink()
+
+    searched = [str(f) for f in offline_folders(remote, offline_dir)] + [str(cache)]
+    help_text = (
+        f"Download {remote.url} and put it (as {remote.relative_path}) in a folder named by the "
+        f"environment variable {remote.env}, or in the cache folder {cache}. Searched: {', '.join(searched)}."
+    )
+    if not allow_download:
+        raise WeightsUnavailableError(f"{remote.name} is not available offline. {help_text}")
+    return _download(remote, cached, help_text)
+
+
+def _download(remote: RemoteFile, target: Path, help_text: str) -> Path:
+    import pooch
+    import requests
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    known_hash = f"sha256:{remote.sha256}" if remote.sha256 else None
+    log.info("downloading %s from %s", remote.name, remote.url)
+    try:
+        # pooch downloads to a temporary file in the same folder, checks the hash and only then
+        # renames it into place; on a mismatch it deletes the temporary file and raises ValueError.
+        path = pooch.retrieve(
+            remote.url, known_hash=known_hash, fname=target.name, path=target.parent, progressbar=False
+        )
+    except ValueError as err:
+        raise HashMismatchError(
+            f"the download of {remote.name} from {remote.url} is corrupt or not the pinned version "
+            f"({err}); nothing was kept. {help_text}"
+        ) from err
+    except (requests.RequestException, OSError) as err:
+        raise WeightsUnavailableError(f"could not download {remote.name} ({err}). {help_text}") from err
+    if remote.sha256 is None:
+        digest = sha256_of(Path(path))
+        log.warning("%s has no pinned checksum; trusting this download (sha256 %s)", remote.name, digest)
+    return Path(path)
+
+
+def tiny_vae_files(name: str, offline_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """Verified local paths to the encoder and decoder ``.pth`` files of a registered Tiny-VAE."""
+    try:
+        spec = TINY_VAES[name]
+    except KeyError:
+        raise KeyError(f"unknown Tiny-VAE {name!r}; known: {', '.join(TINY_VAES)}") from None
+    return fetch(spec.encoder, offline_dir), fetch(spec.decoder, offline_dir)

@@ -1,0 +1,57 @@
+"""Shared fixtures: real weights and real data from ../shared, an isolated cache per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# torch must be imported before Qt creates its application (NAPARI.md).
+import torch  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("WAVEGMS_SHARED", REPO.parent / "shared")).resolve()
+WEIGHTS = SHARED / "weights"
+BUSI = SHARED / "data" / "busi"
+KVASIR = SHARED / "data" / "kvasir-seg"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not (WEIGHTS / "taef2_decoder.pth").is_file():
+        raise pytest.UsageError(f"the tests need ../shared beside the checkout (looked in {SHARED})")
+    os.environ["WAVEGMS_WEIGHTS_DIR"] = str(WEIGHTS)
+    os.environ["WAVEGMS_DATA_DIR"] = str(SHARED / "data")
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's real cache."""
+    monkeypatch.setenv("WAVEGMS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def taef2():
+    from napari_wavegms.model import load_tiny_vae
+
+    return load_tiny_vae("taef2", WEIGHTS)
+
+
+@pytest.fixture(scope="session")
+def busi_names() -> list[str]:
+    """Eight GMS-test BUSI names with lesions and eight from the training split."""
+    test = (BUSI / "splits" / "gms_test.txt").read_text().split()
+    train = (BUSI / "splits" / "gms_train.txt").read_text().split()
+    return test[:8] + train[:8]
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory: pytest.TempPathFactory, taef2) -> Path:
+    """An untrained Wave-GMS (seeded) on the real TAEF2 decoder, saved as a checkpoint at 64²."""
+    from napari_wavegms.model import WaveGMS
+    from napari_wavegms.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = WaveGMS(taef2, image_size=64)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "random.safetensors", model, {"note": "untrained"})
