@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 # torch must be imported before Qt creates its application (NAPARI.md).
-import torch  # noqa: F401
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("WAVEGMS_SHARED", REPO.parent / "shared")).resolve()
@@ -55,3 +55,11 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory, taef2) -> Path:
     torch.manual_seed(0)
     model = WaveGMS(taef2, image_size=64)
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "random.safetensors", model, {"note": "untrained"})
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test reads or writes the user's remembered widget settings."""
+    folder = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("WAVEGMS_CONFIG_DIR", str(folder))
+    return folder

@@ -32,7 +32,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     if not is_image_file(path):
-        raise ImageReadError(f"{path}: unsupported file type {path.suffix!r} (expected one of {', '.join(IMAGE_SUFFIXES)})")
+        expected = ", ".join(IMAGE_SUFFIXES)
+        raise ImageReadError(f"{path}: unsupported file type {path.suffix!r} (expected one of {expected})")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile

@@ -7,6 +7,8 @@ level 3 and mapped by a fourth UNet of the same kind to the mean and log-varianc
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -46,7 +48,7 @@ class FlatUNet(nn.Module):
         super().__init__()
         self.conv_in = nn.Conv2d(cin, ENCODER_WIDTHS[0], 3, padding=1)
         widths = (ENCODER_WIDTHS[0], *ENCODER_WIDTHS)
-        self.down = nn.ModuleList(ResBlock(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.down = nn.ModuleList(ResBlock(a, b) for a, b in itertools.pairwise(widths))
         self.middle = nn.Sequential(ResBlock(MIDDLE_WIDTH, MIDDLE_WIDTH), ResBlock(MIDDLE_WIDTH, MIDDLE_WIDTH))
         skips = ENCODER_WIDTHS[::-1]
         previous = (MIDDLE_WIDTH, *DECODER_WIDTHS[:-1])

@@ -91,7 +91,7 @@ class TinyVAE(nn.Module):
     def latent_channels(self) -> int:
         return int(self.autoencoder.config.latent_channels)
 
-    def train(self, mode: bool = True) -> TinyVAE:  # noqa: ARG002 - frozen: always eval
+    def train(self, mode: bool = True) -> TinyVAE:
         return super().train(False)
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
@@ -135,7 +135,9 @@ class TinyVAE(nn.Module):
             )
         for key, value in mapped.items():
             if value.shape != expected[key].shape:
-                raise TinyVAEError(f"{key}: shape {tuple(value.shape)} in the file, {tuple(expected[key].shape)} expected")
+                raise TinyVAEError(
+                    f"{key}: shape {tuple(value.shape)} in the file, {tuple(expected[key].shape)} expected"
+                )
         ae.load_state_dict(mapped, strict=enc is not None)
         return cls(ae, name)
 
