@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# OpenMP threads that spin while waiting make small CPU forwards 10× slower on a loaded 2-core CI box.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # torch must be imported before Qt creates its application (NAPARI.md).
 import torch
 

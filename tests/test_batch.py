@@ -1,0 +1,210 @@
+"""Folder batch processing on a folder of real images with the troubles real folders have."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import BUSI, KVASIR
+from napari_wavegms.batch import CSV_COLUMNS, BatchUsageError, segment_folder
+from napari_wavegms.inference import Segmenter
+from napari_wavegms.io import read_image
+from napari_wavegms.progress import Progress, run_to_end
+
+KVASIR_IMAGE = "cju0qkwl35piu0993l0dewei2"
+
+
+@pytest.fixture(scope="module")
+def seg(random_checkpoint) -> Segmenter:
+    return Segmenter(random_checkpoint, device="cpu", batch_size=2)
+
+
+@pytest.fixture
+def folder(tmp_path: Path, busi_names: list[str]) -> Path:
+    """Two BUSI PNGs, a Kvasir JPEG in a sub-folder, a truncated PNG, a text file and a 16-bit TIFF."""
+    src = tmp_path / "in"
+    (src / "nested").mkdir(parents=True)
+    for name in busi_names[:2]:
+        shutil.copy(BUSI / "images" / f"{name}.png", src / f"{name}.png")
+    shutil.copy(KVASIR / "images" / f"{KVASIR_IMAGE}.jpg", src / "nested" / f"{KVASIR_IMAGE}.jpg")
+    whole = (BUSI / "images" / f"{busi_names[2]}.png").read_bytes()
+    (src / "broken.png").write_bytes(whole[: len(whole) // 3])
+    (src / "notes.txt").write_text("not an image\n")
+    busi = read_image(BUSI / "images" / f"{busi_names[3]}.png")
+    tifffile.imwrite(src / "deep.tif", busi.astype(np.uint16) * 200 + 50)
+    return src
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run(job) -> tuple[list[Progress], object]:
+    events = []
+    while True:
+        try:
+            events.append(next(job))
+        except StopIteration as stop:
+            return events, stop.value
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == CSV_COLUMNS
+        return list(reader)
+
+
+def test_folder_with_good_and_bad_files(tmp_path, folder, seg, busi_names):
+    before = snapshot(folder)
+    out = tmp_path / "out"
+    events, summary = run(segment_folder(folder, out, recursive=True, overlays=True, segmenter=seg))
+
+    assert events[-1].done == events[-1].total == 6
+    assert [e.done for e in events] == sorted(e.done for e in events)
+    done = {r.file for r in summary.done}
+    assert done == {f"{busi_names[0]}.png", f"{busi_names[1]}.png", "deep.tif", f"nested/{KVASIR_IMAGE}.jpg"}
+    failed = {r.file: r.error for r in summary.failed}
+    assert set(failed) == {"broken.png", "notes.txt"}
+    assert "broken.png" in failed["broken.png"] and "cannot be read" in failed["broken.png"]
+    assert "not an image" in failed["notes.txt"]
+
+    for r in summary.done:  # masks: same stem and sub-folder, the input's shape, 0/255
+        mask = read_image(out / Path(r.file).with_suffix(".png"))
+        image = read_image(folder / r.file)
+        assert mask.shape == image.shape[:2] and mask.dtype == np.uint8
+        assert set(np.unique(mask)) <= {0, 255}
+        assert r.shape == image.shape and 0.0 <= r.foreground <= 1.0
+        assert r.foreground == pytest.approx((mask > 0).mean())
+        overlay = read_image(out / "overlays" / Path(r.file).with_suffix(".png"))
+        assert overlay.shape == (*image.shape[:2], 3)
+    assert (out / "nested" / f"{KVASIR_IMAGE}.png").is_file()
+    assert not list(out.rglob(".*"))  # no temporary files left behind
+
+    rows = read_csv(summary.csv_path)
+    assert summary.csv_path.parent == out and summary.csv_path.name.startswith("wavegms-summary-")
+    assert {row["file"]: row["status"] for row in rows} == {r.file: r.status for r in summary.results}
+    assert next(row for row in rows if row["file"] == "deep.tif")["shape"] == "x".join(
+        str(s) for s in read_image(folder / "deep.tif").shape)
+    assert snapshot(folder) == before  # inputs untouched, nothing written into the input folder
+
+    # A rerun skips what is done (masks not rewritten) and records the failures again.
+    masks_before = snapshot(out)
+    _, again = run(segment_folder(folder, out, recursive=True, overlays=True, segmenter=seg))
+    assert {r.file for r in again.skipped} == done
+    assert {r.file for r in again.failed} == {"broken.png", "notes.txt"}
+    assert again.csv_path != summary.csv_path and summary.csv_path.is_file()
+    after = snapshot(out)
+    assert {k: v for k, v in after.items() if not k.startswith("wavegms-summary")} == {
+        k: v for k, v in masks_before.items() if not k.startswith("wavegms-summary")}
+
+    # overwrite=True does them again.
+    _, third = run(segment_folder(folder, out, recursive=True, overwrite=True, segmenter=seg))
+    assert {r.file for r in third.done} == done
+    assert snapshot(folder) == before
+
+
+def test_not_recursive_and_pattern(tmp_path, folder, seg):
+    _, summary = run(segment_folder(folder, tmp_path / "o1", segmenter=seg))
+    assert not any(r.file.startswith("nested/") for r in summary.results)
+    _, summary = run(segment_folder(folder, tmp_path / "o2", pattern="*.PNG", recursive=True, segmenter=seg))
+    assert {r.file for r in summary.results} <= {p.name for p in folder.glob("*.png")}
+    assert len(summary.results) == 3 and len(summary.failed) == 1
+
+
+def test_tif_output_and_conventions(tmp_path, folder, seg):
+    _, summary = run(segment_folder(folder, tmp_path / "o", pattern="*.tif", fmt="tif", convention="0/1",
+                                    segmenter=seg))
+    mask = tifffile.imread(tmp_path / "o" / "deep.tif")
+    assert [r.status for r in summary.results] == ["done"]
+    assert mask.shape == read_image(folder / "deep.tif").shape and set(np.unique(mask)) <= {0, 1}
+    _, summary = run(segment_folder(folder, tmp_path / "l", pattern="*.tif", convention="labels", min_size=20,
+                                    threshold=0.45, segmenter=seg))
+    labels = read_image(tmp_path / "l" / "deep.png")
+    assert labels.max() >= 1 and set(np.unique(labels)) == set(range(labels.max() + 1))
+    assert np.bincount(labels.ravel())[1:].min() >= 20
+
+
+def test_output_equal_to_input_is_refused_and_missing_input_reported(tmp_path, folder, seg):
+    with pytest.raises(BatchUsageError, match="is the input folder"):
+        next(segment_folder(folder, folder, segmenter=seg))
+    with pytest.raises(BatchUsageError, match="does not exist"):
+        next(segment_folder(tmp_path / "nothing", tmp_path / "o", segmenter=seg))
+    with pytest.raises(BatchUsageError, match="format"):
+        next(segment_folder(folder, tmp_path / "o", fmt="jpg", segmenter=seg))
+    image = folder / "deep.tif"
+    with pytest.raises(BatchUsageError, match="is the input folder"):  # a file's own folder
+        next(segment_folder(image, folder, fmt="tif", segmenter=seg))
+
+
+def test_output_inside_the_input_is_left_out_of_the_scan(folder, seg):
+    before = snapshot(folder)
+    out = folder / "masks"
+    for _ in range(2):
+        _, summary = run(segment_folder(folder, out, pattern="*.png", recursive=True, segmenter=seg))
+        assert not any(r.file.startswith("masks/") for r in summary.results)
+    assert {k: v for k, v in snapshot(folder).items() if not k.startswith("masks/")} == before
+
+
+def test_an_output_that_would_land_on_an_input_is_refused(tmp_path, seg, busi_names):
+    data = tmp_path / "data"
+    src = data / "in"
+    (src / "in").mkdir(parents=True)
+    shutil.copy(BUSI / "images" / f"{busi_names[0]}.png", src / "x.png")
+    shutil.copy(BUSI / "images" / f"{busi_names[1]}.png", src / "in" / "x.png")  # → data/in/x.png
+    before = snapshot(src)
+    _, summary = run(segment_folder(src, data, recursive=True, segmenter=seg))
+    status = {r.file: (r.status, r.error) for r in summary.results}
+    assert status["x.png"][0] == "done"
+    assert status["in/x.png"][0] == "failed" and "inside the input folder" in status["in/x.png"][1]
+    assert snapshot(src) == before
+
+
+def test_same_stem_twice_is_caught(tmp_path, seg, busi_names):
+    src = tmp_path / "in"
+    src.mkdir()
+    image = read_image(BUSI / "images" / f"{busi_names[0]}.png")
+    shutil.copy(BUSI / "images" / f"{busi_names[0]}.png", src / "a.png")
+    tifffile.imwrite(src / "a.tif", image)
+    _, summary = run(segment_folder(src, tmp_path / "out", segmenter=seg))
+    assert [r.status for r in summary.results] == ["done", "failed"]
+    assert "also the output of a.png" in summary.results[1].error
+
+
+def test_single_file_input(tmp_path, folder, seg):
+    _, summary = run(segment_folder(folder / "deep.tif", tmp_path / "o", segmenter=seg))
+    assert [r.file for r in summary.done] == ["deep.tif"]
+    assert (tmp_path / "o" / "deep.png").is_file()
+
+
+def test_cancel_keeps_finished_masks_and_a_summary(tmp_path, folder, seg):
+    out = tmp_path / "out"
+    job = segment_folder(folder, out, recursive=True, segmenter=seg)
+    next(job)  # the start
+    first = next(job)
+    job.close()
+    csvs = list(out.glob("wavegms-summary-*.csv"))
+    assert len(csvs) == 1
+    rows = read_csv(csvs[0])
+    assert 1 <= len(rows) < 6 and rows[0]["file"] == first.message
+    assert not list(out.rglob(".*"))
+
+
+def test_torchrun_processes_split_the_files(tmp_path, folder, seg, monkeypatch):
+    out = tmp_path / "out"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    seen = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        summary = run_to_end(segment_folder(folder, out, recursive=True, segmenter=seg))
+        assert summary.csv_path.name.endswith(f"-rank{rank}.csv")
+        seen.append({r.file for r in summary.results})
+    assert not seen[0] & seen[1]
+    assert len(seen[0] | seen[1]) == 6 and abs(len(seen[0]) - len(seen[1])) <= 1

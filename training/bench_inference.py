@@ -1,0 +1,219 @@
+"""Inference speed of Wave-GMS beside a U-Net baseline, in one run on the same machine (not a test).
+
+    python training/bench_inference.py                 # CPU, and CUDA when there is one
+    python training/bench_inference.py --device cuda --reps 20
+
+Prints markdown tables:
+1. images/s at 224² (batch 1 and 16, the model alone) and the latency of one 512×512 and one
+   2048×2048 uint8 image end to end through :class:`napari_wavegms.inference.Segmenter` (normalise,
+   resize to 224², model, soft mask back to full size, threshold);
+2. where Wave-GMS's time goes: E_wave, LMM, Tiny-VAE decoder;
+3. the effect of ``torch.no_grad`` vs ``torch.inference_mode``, channels-last memory and (CUDA) float16
+   autocast, with the agreement of float16 masks with float32 ones.
+
+Wave-GMS uses the real TAEF2 decoder and random E_wave/LMM weights (cost does not depend on the
+values). The U-Net is MONAI's ``UNet`` with channels (64, 128, 256, 512, 1024), strides (2, 2, 2, 2)
+and ``num_res_units=1``: 13.4M parameters, the size of the paper's 14.0M U-Net (``num_res_units=2``
+would be 26M). Both run at 224², the training size of the paper. The default run takes about
+2-3 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.networks.nets import UNet
+from torch import nn
+from torch.nn import functional as F
+
+from napari_wavegms.device import describe, resolve_device
+from napari_wavegms.inference import FusedMaskPredictor, Segmenter
+from napari_wavegms.model import WaveGMS, load_tiny_vae
+from napari_wavegms.preprocess import resize_image
+
+SIZE = 224
+
+
+class UNetBaseline(nn.Module):
+    """MONAI U-Net behind the same ``image_size`` / ``predict`` interface as :class:`WaveGMS`."""
+
+    def __init__(self, image_size: int = SIZE) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.net = UNet(spatial_dims=2, in_channels=3, out_channels=1, channels=(64, 128, 256, 512, 1024),
+                        strides=(2, 2, 2, 2), num_res_units=1)
+
+    @torch.inference_mode()
+    def predict(self, image: torch.Tensor) -> torch.Tensor:
+        size = tuple(image.shape[-2:])
+        x = resize_image(image, self.image_size) if size != (self.image_size,) * 2 else image
+        prob = torch.sigmoid(self.net(x))
+        if tuple(prob.shape[-2:]) != size:
+            prob = F.interpolate(prob, size=size, mode="bilinear", align_corners=False)
+        return prob
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 1) -> float:
+    """Median seconds of ``reps`` calls after ``warmup`` calls."""
+    return timed_result(fn, device, reps, warmup)[0]
+
+
+def timed_result(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 1) -> tuple[float, object]:
+    """Median seconds of ``reps`` calls after ``warmup`` calls, and the last call's result."""
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    sync(device)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        result = fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def params(module: nn.Module, trainable_only: bool = False) -> float:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only) / 1e6
+
+
+def build(device: torch.device, weights: str | None) -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    vae = load_tiny_vae("taef2", weights, need_encoder=False)
+    return {"Wave-GMS": WaveGMS(vae, SIZE).to(device).eval(), "U-Net (MONAI)": UNetBaseline().to(device).eval()}
+
+
+def throughput_and_latency(models: dict[str, nn.Module], device: torch.device, reps: int,
+                           big_batch: int) -> list[str]:
+    rows = []
+    rng = np.random.default_rng(0)
+    images = {s: rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for s in (512, 2048)}
+    for name, model in models.items():
+        seg = Segmenter(model, device=str(device), batch_size=big_batch)
+        x1 = torch.rand(1, 3, SIZE, SIZE, device=device)
+        xb = torch.rand(big_batch, 3, SIZE, SIZE, device=device)
+        if seg.channels_last:
+            x1, xb = (t.contiguous(memory_format=torch.channels_last) for t in (x1, xb))
+
+        def run(x: torch.Tensor, seg: Segmenter = seg) -> torch.Tensor:
+            with torch.inference_mode(), seg._autocast():
+                return seg._predict(x)  # the engine's path (folded mask conv for Wave-GMS)
+
+        b1 = 1 / timed(lambda x=x1, run=run: run(x), device, reps)
+        bb = big_batch / timed(lambda x=xb, run=run: run(x), device, max(1, reps // 3), warmup=1)
+        lat = {s: timed(lambda im=im, seg=seg: seg(im), device, max(1, reps // 2)) for s, im in images.items()}
+        trainable = params(model, trainable_only=True)
+        rows.append(f"| {name} | {trainable:.2f}M / {params(model):.2f}M | {seg.device_name}, {seg.precision} | "
+                    f"{b1:.1f} | {bb:.1f} | {lat[512] * 1e3:.0f} | {lat[2048] * 1e3:.0f} |")
+    return rows
+
+
+def breakdown(model: WaveGMS, device: torch.device, reps: int, batch: int, half: bool) -> list[str]:
+    x = torch.rand(batch, 3, SIZE, SIZE, device=device)
+    ctx = (lambda: torch.autocast(device.type, dtype=torch.float16)) if half else nullcontext
+    with torch.inference_mode(), ctx():
+        mean, _ = model.encoder(x)
+        latent = model.lmm(mean, heads=("out",))["out"]
+        parts = {
+            "E_wave (wavelet encoder)": timed(lambda: model.encoder(x), device, reps),
+            "LMM (latent mapping)": timed(lambda: model.lmm(mean, heads=("out",)), device, reps),
+            "Tiny-VAE decoder (TAEF2, frozen)": timed(lambda: model.vae.decode_mask(latent), device, reps),
+        }
+    rows = []
+    for name, sec in parts.items():
+        rows.append(f"| {name} | {sec / batch * 1e3:.1f} | {100 * sec / sum(parts.values()):.0f} % |")
+    rows.append(f"| sum | {sum(parts.values()) / batch * 1e3:.1f} | |")
+    return rows
+
+
+def variants(model: WaveGMS, device: torch.device, reps: int, batch: int) -> list[str]:
+    """Same inputs under each setting; the float32 soft masks of the first setting are the reference."""
+    x = torch.rand(batch, 3, SIZE, SIZE, device=device, generator=None)
+    settings = [("no_grad, contiguous, float32", torch.no_grad, False, False, False),
+                ("inference_mode, contiguous, float32", torch.inference_mode, False, False, False),
+                ("inference_mode, channels-last, float32", torch.inference_mode, True, False, False),
+                ("inference_mode, contiguous, float32, folded mask conv", torch.inference_mode, False, False, True)]
+    if device.type == "cuda":
+        settings += [("inference_mode, channels-last, float16 autocast", torch.inference_mode, True, True, False),
+                     ("inference_mode, channels-last, float16, folded (the engine's default)",
+                      torch.inference_mode, True, True, True)]
+    fused = FusedMaskPredictor(model).eval()
+    rows, reference = [], None
+    for label, mode, channels_last, half, fold in settings:
+        model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        xi = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+        amp = torch.autocast(device.type, dtype=torch.float16) if half else nullcontext()
+
+        def run(xi: torch.Tensor = xi, mode=mode, amp=amp, fold=fold) -> torch.Tensor:
+            with mode(), amp:
+                if fold:
+                    return fused(xi).float()
+                mean, _ = model.encoder(xi)
+                return model.vae.decode_mask(model.lmm(mean, heads=("out",))["out"]).float()
+
+        sec, soft = timed_result(run, device, reps)
+        if reference is None:
+            reference = soft
+        agree = ((soft > 0.5) == (reference > 0.5)).float().mean().item()
+        diff = (soft - reference).abs().max().item()
+        rows.append(f"| {label} | {batch / sec:.1f} | {agree * 100:.3f} % | {diff:.1e} |")
+    model.to(memory_format=torch.contiguous_format)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="all", help="cpu, cuda, … or all (CPU plus CUDA if present)")
+    parser.add_argument("--reps", type=int, default=3, help="timed repetitions (median reported)")
+    parser.add_argument("--batch", type=int, default=16, help="the large batch of the throughput column")
+    parser.add_argument("--parts-batch", type=int, default=2, help="batch of the breakdown and variant tables")
+    parser.add_argument("--weights", default=os.environ.get("WAVEGMS_WEIGHTS_DIR"),
+                        help="folder with taef2_decoder.pth (default: $WAVEGMS_WEIGHTS_DIR, then ../shared/weights)")
+    args = parser.parse_args(argv)
+    if args.weights is None:
+        shared = Path(__file__).resolve().parents[2] / "shared" / "weights"
+        args.weights = str(shared) if shared.is_dir() else None
+
+    names = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
+    start = time.perf_counter()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads\n")
+    for name in names:
+        device = resolve_device(name)
+        models = build(device, args.weights)
+        print(f"## {describe(device)}\n")
+        print(f"| model | params trainable / total | device, precision | img/s 224² b1 | img/s 224² b{args.batch} "
+              "| ms 512² image | ms 2048² image |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for row in throughput_and_latency(models, device, args.reps, args.batch):
+            print(row, flush=True)
+        wave = models["Wave-GMS"]
+        half = device.type == "cuda"
+        print(f"\nWhere Wave-GMS's time goes (224², batch {args.parts_batch}, {'float16' if half else 'float32'}):\n")
+        print("| part | ms / image | share |\n| --- | --- | --- |")
+        wave.to(memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format)
+        for row in breakdown(wave, device, args.reps, args.parts_batch, half):
+            print(row, flush=True)
+        print(f"\nSettings (Wave-GMS, 224², batch {args.parts_batch}; masks at 0.5 compared with the first row):\n")
+        print("| setting | img/s | same mask pixels | max soft-mask difference |\n| --- | --- | --- | --- |")
+        for row in variants(wave, device, args.reps, args.parts_batch):
+            print(row, flush=True)
+        print()
+    print(f"({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
