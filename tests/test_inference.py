@@ -12,7 +12,6 @@ import pytest
 
 from conftest import BUSI, KVASIR
 from napari_wavegms.inference import (
-    FusedMaskPredictor,
     Segmenter,
     UnsupportedImageError,
     image_layout,
@@ -238,12 +237,3 @@ def test_stack_scale_equals_the_training_normalisation_for_one_image(gray, name)
     layout = image_layout(a.shape, a.dtype)
     assert layout.kind == "gray" and layout.mask_shape == gray.shape
     np.testing.assert_array_equal(intensity_scale([a], a.dtype).apply(a), normalize_intensity(a))
-
-
-def test_fused_fast_path_equals_the_models_predict(seg):
-    import torch
-
-    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    assert isinstance(seg._predict, FusedMaskPredictor)
-    with torch.inference_mode():
-        torch.testing.assert_close(seg._predict(x), seg.model.predict(x), atol=1e-5, rtol=0)

@@ -95,3 +95,11 @@ def test_predict_is_deterministic_and_batch_independent(taef2, busi_names):
 def test_model_rejects_image_size_not_multiple_of_8(taef2):
     with pytest.raises(ValueError, match="multiple of 8"):
         WaveGMS(taef2, image_size=100)
+
+
+def test_folded_mask_head_equals_the_mean_of_the_decoded_image(taef2):
+    """decode_mask folds the decoder's last conv; it must equal the channel mean of decode()."""
+    z = torch.randn(2, 32, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        reference = taef2.decode(z).mean(dim=1, keepdim=True).clamp(0, 1)
+        torch.testing.assert_close(taef2.decode_mask(z), reference, atol=1e-5, rtol=0)

@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from napari_wavegms.device import describe, resolve_device
-from napari_wavegms.inference import FusedMaskPredictor, Segmenter
+from napari_wavegms.inference import Segmenter
 from napari_wavegms.model import WaveGMS, load_tiny_vae
 from napari_wavegms.preprocess import resize_image
 
@@ -110,7 +110,7 @@ def throughput_and_latency(models: dict[str, nn.Module], device: torch.device, r
 
         def run(x: torch.Tensor, seg: Segmenter = seg) -> torch.Tensor:
             with torch.inference_mode(), seg._autocast():
-                return seg._predict(x)  # the engine's path (folded mask conv for Wave-GMS)
+                return seg.model.predict(x)  # the engine's path
 
         b1 = 1 / timed(lambda x=x1, run=run: run(x), device, reps)
         bb = big_batch / timed(lambda x=xb, run=run: run(x), device, max(1, reps // 3), warmup=1)
@@ -142,25 +142,20 @@ def breakdown(model: WaveGMS, device: torch.device, reps: int, batch: int, half:
 def variants(model: WaveGMS, device: torch.device, reps: int, batch: int) -> list[str]:
     """Same inputs under each setting; the float32 soft masks of the first setting are the reference."""
     x = torch.rand(batch, 3, SIZE, SIZE, device=device, generator=None)
-    settings = [("no_grad, contiguous, float32", torch.no_grad, False, False, False),
-                ("inference_mode, contiguous, float32", torch.inference_mode, False, False, False),
-                ("inference_mode, channels-last, float32", torch.inference_mode, True, False, False),
-                ("inference_mode, contiguous, float32, folded mask conv", torch.inference_mode, False, False, True)]
+    settings = [("no_grad, contiguous, float32", torch.no_grad, False, False),
+                ("inference_mode, contiguous, float32", torch.inference_mode, False, False),
+                ("inference_mode, channels-last, float32", torch.inference_mode, True, False)]
     if device.type == "cuda":
-        settings += [("inference_mode, channels-last, float16 autocast", torch.inference_mode, True, True, False),
-                     ("inference_mode, channels-last, float16, folded (the engine's default)",
-                      torch.inference_mode, True, True, True)]
-    fused = FusedMaskPredictor(model).eval()
+        settings += [("inference_mode, channels-last, float16 autocast (the engine's CUDA default)",
+                      torch.inference_mode, True, True)]
     rows, reference = [], None
-    for label, mode, channels_last, half, fold in settings:
+    for label, mode, channels_last, half in settings:
         model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         xi = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
         amp = torch.autocast(device.type, dtype=torch.float16) if half else nullcontext()
 
-        def run(xi: torch.Tensor = xi, mode=mode, amp=amp, fold=fold) -> torch.Tensor:
+        def run(xi: torch.Tensor = xi, mode=mode, amp=amp) -> torch.Tensor:
             with mode(), amp:
-                if fold:
-                    return fused(xi).float()
                 mean, _ = model.encoder(xi)
                 return model.vae.decode_mask(model.lmm(mean, heads=("out",))["out"]).float()
 

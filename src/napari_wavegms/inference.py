@@ -202,39 +202,6 @@ def label_mask(mask: np.ndarray, min_size: int = 0, label_objects: bool = True) 
 
 
 # ---------------------------------------------------------------- the fast path
-class FusedMaskPredictor(torch.nn.Module):
-    """``WaveGMS.predict`` at the model's size, with the decoder's last conv folded into the mask.
-
-    The soft mask is the mean over the 3 channels the Tiny-VAE decoder's last 3×3 conv produces;
-    a mean of convolutions is the convolution with the mean kernel and bias, so one 64→1 conv gives
-    the same mask (to float rounding, ~1e-6) as 64→3 followed by the mean, and saves about a tenth
-    of the decoder's time (the decoder dominates: see ``training/bench_inference.py``). The model's
-    own modules are shared, not copied; only the small folded conv is new.
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        layers = model.vae.autoencoder.decoder.layers
-        last = layers[-1]
-        if not isinstance(last, torch.nn.Conv2d) or last.out_channels != 3:
-            raise TypeError("the decoder does not end in a 3-channel convolution")
-        self.model = model
-        self.body = torch.nn.Sequential(*list(layers)[:-1])
-        self.head = torch.nn.Conv2d(last.in_channels, 1, last.kernel_size, last.stride, last.padding,
-                                    bias=last.bias is not None).to(last.weight.device)
-        with torch.no_grad():
-            self.head.weight.copy_(last.weight.mean(0, keepdim=True))
-            if last.bias is not None:
-                self.head.bias.copy_(last.bias.mean(0, keepdim=True))
-        self.head.requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images B×3×S×S in [0, 1] → soft masks B×1×S×S (deterministic: mean latent, ``out`` head)."""
-        mean, _ = self.model.encoder(x)
-        latent = self.model.lmm(mean, heads=("out",))["out"]
-        return self.head(self.body(torch.tanh(latent / 3) * 3)).clamp(0.0, 1.0)
-
-
 # ---------------------------------------------------------------- the engine
 class Segmenter:
     """A Wave-GMS model loaded once on one device, segmenting arrays of any supported layout.
@@ -268,10 +235,6 @@ class Segmenter:
         self.channels_last = bool(kind == "cuda" if channels_last is None else channels_last)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        try:  # Wave-GMS: the folded fast path; any other model (a baseline) through its own predict
-            self._predict: Any = FusedMaskPredictor(self.model).eval()
-        except (AttributeError, TypeError, IndexError):
-            self._predict = self.model.predict
 
     def __repr__(self) -> str:
         return (f"Segmenter(image_size={self.image_size}, device={self.device_name!r}, "
@@ -417,7 +380,7 @@ class Segmenter:
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with self._autocast():
-                    prob = self._predict(x)
+                    prob = self.model.predict(x)
                 prob = prob.float()
                 results = []
                 for j, (key, layout) in enumerate(batch):
