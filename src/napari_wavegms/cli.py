@@ -11,20 +11,190 @@ import sys
 
 # ---------------------------------------------------------------- wavegms-predict (inference/batch)
 def predict_main(argv: list[str] | None = None) -> int:
-    """``wavegms-predict INPUT OUTPUT [--model NAME_OR_PATH] [--pattern GLOB] [--format png|tif] [--device D]``."""
-    raise NotImplementedError  # written with batch.py
+    """``wavegms-predict INPUT OUTPUT [--model NAME_OR_PATH] [--pattern GLOB] [--format png|tif] [--device D]``.
+
+    The same run as :func:`napari_wavegms.batch.segment_folder` (the napari batch widget's engine).
+    """
+    parser = argparse.ArgumentParser(
+        prog="wavegms-predict",
+        description="Segment an image file or every matching image of a folder with Wave-GMS; masks keep "
+                    "the input's name (and sub-folder), a summary CSV lists every file's outcome.",
+        epilog="Exit status: 0 all files done or skipped, 1 some failed, 2 usage error, 130 cancelled.",
+    )
+    parser.add_argument("input", nargs="?", help="an image file or a folder of images")
+    parser.add_argument("output", nargs="?", help="output folder (not the input folder)")
+    parser.add_argument("--model", default=None,
+                        help="built-in model name, checkpoint file or training folder (default: built-in)")
+    parser.add_argument("--pattern", default="*", help="glob for file names, case-insensitive (default: *)")
+    parser.add_argument("--recursive", action="store_true", help="also process sub-folders (kept in OUTPUT)")
+    parser.add_argument("--format", dest="fmt", choices=("png", "tif"), default="png", help="mask file type")
+    parser.add_argument("--convention", choices=("0/255", "0/1", "labels"), default="0/255",
+                        help="mask values: 0/255, 0/1, or connected objects numbered 1..n (default 0/255)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="soft-mask threshold (default 0.5)")
+    parser.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this (pixels)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing masks (default: skip)")
+    parser.add_argument("--overlays", action="store_true", help="also write previews to OUTPUT/overlays")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--list-models", action="store_true", help="print the built-in model names and exit")
+    try:  # argparse exits (2 on usage errors, 0 for --help); return the status instead
+        args = parser.parse_args(argv)
+        if not args.list_models and (args.input is None or args.output is None):
+            parser.error("INPUT and OUTPUT are required")
+        if not 0.0 <= args.threshold <= 1.0:
+            parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
+        if args.batch_size < 1:
+            parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 2
+
+    from . import models
+
+    if args.list_models:
+        for name in models.builtin_models():
+            print(name)
+        return 0
+
+    from .batch import BatchUsageError, check_paths, segment_folder
+    from .inference import Segmenter
+    from .model.checkpoint import CheckpointError
+    from .progress import run_with_tqdm
+
+    try:
+        check_paths(args.input, args.output, args.fmt, args.convention)
+        segmenter = Segmenter(args.model, device=args.device, batch_size=args.batch_size)
+    except (BatchUsageError, FileNotFoundError, CheckpointError, ValueError) as err:
+        print(f"wavegms-predict: error: {err}", file=sys.stderr)
+        return 2
+    print(f"model: {args.model or models.default_model()} on {segmenter.device_name} ({segmenter.precision})",
+          file=sys.stderr)
+    job = segment_folder(args.input, args.output, pattern=args.pattern, recursive=args.recursive,
+                         fmt=args.fmt, convention=args.convention, overwrite=args.overwrite,
+                         overlays=args.overlays, threshold=args.threshold, min_size=args.min_size,
+                         segmenter=segmenter)
+    try:
+        summary = run_with_tqdm(job, desc="segmenting", unit="file", disable=args.quiet)
+    except KeyboardInterrupt:
+        print("wavegms-predict: cancelled; finished masks are kept and listed in the summary CSV",
+              file=sys.stderr)
+        return 130
+    except BatchUsageError as err:
+        print(f"wavegms-predict: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed "
+          f"-> {summary.output_dir}", file=sys.stderr)
+    if not summary.results:
+        print(f"wavegms-predict: no file matched {args.pattern!r} in {args.input}", file=sys.stderr)
+    for result in summary.failed:
+        print(f"FAILED {result.file}: {result.error}", file=sys.stderr)
+    print(f"summary: {summary.csv_path}", file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 # ---------------------------------------------------------------- wavegms-train (training)
 def train_main(argv: list[str] | None = None) -> int:
-    """``wavegms-train CONFIG [--data DIR] [--output DIR] [--epochs N] [--image-size S] [--batch-size B] [--device D]``."""
-    raise NotImplementedError  # written with training.py
+    """``wavegms-train CONFIG [--data DIR] [--output DIR] [--epochs N] [--image-size S] [--batch-size B]
+    [--device D]`` (plus --lr, --resume, --init-from, --val-fraction, … see ``--help``)."""
+    import os
+
+    p = argparse.ArgumentParser(
+        prog="wavegms-train",
+        description="Train Wave-GMS on a folder of image/mask pairs (DIR/images + DIR/masks, matched by file "
+        "name). Under torchrun it trains on every process's device with DistributedDataParallel.",
+    )
+    p.add_argument("config", help="YAML config (see training/busi.yaml); options below override it")
+    p.add_argument("--data", help="data folder holding images/ and masks/ (replaces data_dir)")
+    p.add_argument("--output", help="output folder for checkpoints, config and history")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--image-size", type=int, help="training side in pixels (multiple of 8)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--val-fraction", type=float, help="fraction of training pairs carved out for validation")
+    p.add_argument("--init-from", help="fine-tune from a built-in model name, checkpoint or run folder")
+    p.add_argument("--resume", action="store_true", help="continue the output folder's run")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in a used output folder")
+    p.add_argument("--workers", type=int, help="DataLoader workers (only when pairs are not preloaded)")
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="CUDA mixed precision")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimisation steps (smoke test)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    args = p.parse_args(argv)
+
+    from .training import TrainConfig, train_with_progress
+
+    absolute = lambda v: os.path.abspath(os.path.expanduser(v)) if v else None  # noqa: E731
+    overrides = {
+        "data_dir": absolute(args.data), "output_dir": absolute(args.output), "epochs": args.epochs,
+        "image_size": args.image_size, "batch_size": args.batch_size, "device": args.device, "lr": args.lr,
+        "seed": args.seed, "val_fraction": args.val_fraction, "init_from": args.init_from,
+        "resume": True if args.resume else None, "overwrite": True if args.overwrite else None,
+        "num_workers": args.workers, "amp": args.amp, "max_steps": args.max_steps,
+    }
+    try:
+        config = TrainConfig.from_yaml(args.config, **overrides)
+    except (OSError, ValueError) as err:
+        print(f"wavegms-train: {err}", file=sys.stderr)
+        return 2
+    return train_with_progress(config, quiet=args.quiet)
 
 
 # ---------------------------------------------------------------- wavegms-eval (metrics)
 def eval_main(argv: list[str] | None = None) -> int:
     """``wavegms-eval MODEL DATA [--split LISTFILE] [--device D] [--csv FILE] [--json]``."""
-    raise NotImplementedError  # written with training.py / metrics.py
+    import json
+    import math
+
+    p = argparse.ArgumentParser(
+        prog="wavegms-eval",
+        description="Score a model on a folder of image/mask pairs: Dice, IoU, HD95 per image, in the "
+        "paper's protocol (at the model's size) and at native resolution.",
+    )
+    p.add_argument("model", help="built-in model name, checkpoint file or training output folder")
+    p.add_argument("data", help="folder holding images/ and masks/")
+    p.add_argument("--split", help="list file of names to score (or relative to DATA: splits/gms_test.txt)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--csv", help="write per-image scores to this CSV file")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the means")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--images", default="images", help="name of the images sub-folder")
+    p.add_argument("--masks", default="masks", help="name of the masks sub-folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+
+    from .data import DataError
+    from .model.checkpoint import CheckpointError
+    from .progress import run_with_tqdm
+    from .training import evaluate
+
+    try:
+        job = evaluate(args.model, args.data, split=args.split, device=args.device,
+                       batch_size=args.batch_size, threshold=args.threshold, images=args.images,
+                       masks=args.masks, csv=args.csv)
+        result = run_with_tqdm(job, desc="evaluating", unit="img", disable=args.quiet)
+    except KeyboardInterrupt:
+        print("wavegms-eval: interrupted", file=sys.stderr)
+        return 130
+    except (DataError, CheckpointError, OSError, ValueError) as err:
+        print(f"wavegms-eval: {err}", file=sys.stderr)
+        return 1
+    for problem in result.problems:
+        print(f"wavegms-eval: skipped: {problem}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"  # noqa: E731
+        print(f"{result.n} images, model {result.model}")
+        for name, s in (("paper (224², px)", result.paper), ("native", result.native)):
+            n_undef = s["hd95_undefined"]
+            undefined = f"  ({n_undef} HD95 undefined: one mask empty)" if n_undef else ""
+            print(f"  {name:17s} Dice {fmt(s['dice'])} ± {fmt(s['dice_std'])}  IoU {fmt(s['iou'])} ± "
+                  f"{fmt(s['iou_std'])}  HD95 {fmt(s['hd95'])} ± {fmt(s['hd95_std'])}{undefined}")
+        if result.csv:
+            print(f"  per-image scores: {result.csv}")
+    return 1 if result.problems else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,118 @@
+"""``wavegms-predict``: exit status 0 / 1 / 2 / 130 and what it prints, on real images."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import BUSI
+from napari_wavegms import cli
+from napari_wavegms.io import read_image
+
+
+@pytest.fixture
+def images(tmp_path: Path, busi_names: list[str]) -> Path:
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in busi_names[:3]:
+        shutil.copy(BUSI / "images" / f"{name}.png", src / f"{name}.png")
+    return src
+
+
+def test_all_done_exits_0_and_rerun_skips(tmp_path, images, random_checkpoint, capsys, busi_names):
+    out = tmp_path / "out"
+    argv = [str(images), str(out), "--model", str(random_checkpoint), "--device", "cpu", "--quiet"]
+    assert cli.predict_main(argv) == 0
+    for name in busi_names[:3]:
+        assert read_image(out / f"{name}.png").shape == read_image(images / f"{name}.png").shape
+    err = capsys.readouterr().err
+    assert "3 done, 0 skipped, 0 failed" in err and "summary: " in err and "cpu" in err
+    assert cli.predict_main(argv) == 0
+    assert "0 done, 3 skipped, 0 failed" in capsys.readouterr().err
+
+
+def test_some_failed_exits_1_and_names_them(tmp_path, images, random_checkpoint, capsys):
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    out = tmp_path / "out"
+    code = cli.predict_main([str(images), str(out), "--model", str(random_checkpoint), "--quiet",
+                             "--format", "tif", "--convention", "0/1", "--overlays"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "FAILED broken.png" in err and "3 done" in err
+    csv_path = Path(err.split("summary: ")[1].split()[0])
+    assert csv_path.is_file() and csv_path.parent == out
+    assert len(list(out.glob("*.tif"))) == 3 and len(list((out / "overlays").glob("*.png"))) == 3
+
+
+def test_single_file_and_options(tmp_path, images, random_checkpoint, busi_names):
+    image = images / f"{busi_names[0]}.png"
+    out = tmp_path / "out"
+    assert cli.predict_main([str(image), str(out), "--model", str(random_checkpoint), "--quiet",
+                             "--threshold", "0.2", "--batch-size", "1"]) == 0
+    mask = read_image(out / image.name)
+    assert mask.shape == read_image(image).shape and set(np.unique(mask)) <= {0, 255}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],  # INPUT and OUTPUT missing
+        ["{in}", "{out}", "--format", "jpg"],
+        ["{in}", "{out}", "--threshold", "2"],
+        ["{missing}", "{out}", "--model", "{model}"],
+        ["{in}", "{in}", "--model", "{model}"],
+        ["{in}", "{out}"],  # no built-in model installed and none given
+        ["{in}", "{out}", "--model", "no-such-model"],
+        ["{in}", "{out}", "--model", "{model}", "--device", "tpu"],
+    ],
+)
+def test_usage_errors_exit_2(tmp_path, images, random_checkpoint, argv, capsys):
+    values = {"in": images, "out": tmp_path / "out", "missing": tmp_path / "missing", "model": random_checkpoint}
+    code = cli.predict_main([a.format(**values) for a in argv])
+    assert code == 2
+    assert "error" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_list_models_prints_the_builtin_names(capsys):
+    from napari_wavegms.models import builtin_models
+
+    assert cli.predict_main(["--list-models"]) == 0
+    assert capsys.readouterr().out.split() == list(builtin_models())
+
+
+def test_ctrl_c_cancels_cleanly(tmp_path, images, random_checkpoint, monkeypatch, capsys):
+    from napari_wavegms.inference import Segmenter
+
+    calls = []
+    original = Segmenter.segment_many
+
+    def interrupted(self, images, **kw):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, images, **kw)
+
+    monkeypatch.setattr(Segmenter, "segment_many", interrupted)
+    out = tmp_path / "out"
+    code = cli.predict_main([str(images), str(out), "--model", str(random_checkpoint), "--quiet",
+                             "--batch-size", "1"])
+    assert code == 130
+    assert "cancelled" in capsys.readouterr().err
+    assert len(list(out.glob("*.png"))) == 1  # the first file is kept
+    assert len(list(out.glob("wavegms-summary-*.csv"))) == 1
+    assert not list(out.rglob(".*"))
+
+
+def test_console_script_is_installed(tmp_path):
+    exe = Path(sys.executable).with_name("wavegms-predict")
+    result = subprocess.run([str(exe), str(tmp_path / "missing"), str(tmp_path / "out")], capture_output=True,
+                            text=True, env={**os.environ, "WAVEGMS_CACHE_DIR": str(tmp_path)}, timeout=120)
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr

@@ -1,0 +1,124 @@
+"""``wavegms-train`` and ``wavegms-eval`` as a user runs them, and two-process DDP training with gloo."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import BUSI, WEIGHTS
+from napari_wavegms.cli import eval_main, train_main
+from napari_wavegms.model.checkpoint import read_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a CPU shared with other jobs, two OpenMP threads per process run ~10× slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def busi10(tmp_path, busi_names):
+    """Ten real BUSI pairs (symlinks) with split lists: 8 for training, 2 for validation."""
+    root = tmp_path / "data"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+        for n in busi_names[:10]:
+            os.symlink(BUSI / sub / f"{n}.png", root / sub / f"{n}.png")
+    (root / "splits").mkdir()
+    (root / "splits" / "train.txt").write_text("\n".join(busi_names[:8]) + "\n")
+    (root / "splits" / "val.txt").write_text("\n".join(busi_names[8:10]) + "\n")
+    return root
+
+
+def write_config(folder: Path, data: Path) -> Path:
+    cfg = folder / "cfg" / "tiny.yaml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    rel = os.path.relpath(data, cfg.parent)  # relative to the YAML file, as in training/busi.yaml
+    cfg.write_text(f"data_dir: {rel}\ntrain_split: splits/train.txt\nval_split: splits/val.txt\n"
+                   f"weights_dir: {WEIGHTS}\nwarmup_epochs: 1\nseed: 7\n")
+    return cfg
+
+
+def test_train_then_eval_cli(tmp_path, busi10, capsys):
+    cfg = write_config(tmp_path, busi10)
+    out = tmp_path / "run"
+    rc = train_main([str(cfg), "--output", str(out), "--epochs", "1", "--image-size", "32",
+                     "--batch-size", "4", "--device", "cpu"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "8 train / 2 val / 0 test pairs" in err and "epoch 1/1" in err
+    assert {"best.safetensors", "last.safetensors", "last.state.safetensors", "config.yaml",
+            "history.csv", "data.json"} <= {p.name for p in out.iterdir()}
+    header, _ = read_checkpoint(out / "best.safetensors")
+    assert header["training"]["image_size"] == 32 and header["training"]["data_dir"] == str(busi10.resolve())
+
+    # eval: one JSON object with both protocols; the split is read relative to DATA
+    rc = eval_main([str(out), str(busi10), "--split", "splits/val.txt", "--device", "cpu", "--json",
+                    "--csv", str(tmp_path / "scores.csv"), "--quiet"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 2
+    assert result["dice"] == result["paper"]["dice"]
+    assert {"dice", "iou", "hd95"} <= set(result["paper"]) and {"dice", "iou", "hd95"} <= set(result["native"])
+    rows = list(csv.DictReader((tmp_path / "scores.csv").open()))
+    assert sorted(r["name"] for r in rows) == sorted((busi10 / "splits" / "val.txt").read_text().split())
+
+    # a table without --json
+    assert eval_main([str(out / "last.safetensors"), str(busi10), "--device", "cpu", "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "10 images" in table and "native" in table and "HD95" in table
+
+
+def test_cli_errors_are_clear(tmp_path, busi10, capsys):
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 1\n")
+    assert train_main([str(cfg), "--data", str(empty), "--output", str(tmp_path / "o"), "--quiet"]) == 1
+    assert "no image/mask pairs to train on" in capsys.readouterr().err
+    assert train_main([str(tmp_path / "missing.yaml")]) == 2
+    assert "no such config file" in capsys.readouterr().err
+    assert eval_main([str(tmp_path / "nope.safetensors"), str(busi10), "--quiet"]) == 1
+    assert "neither a built-in model" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_gloo(tmp_path, busi10):
+    """torchrun with 2 CPU processes: each epoch sees the 8 training pairs once across ranks, and one
+    checkpoint set is written (by rank 0)."""
+    cfg = write_config(tmp_path, busi10)
+    out = tmp_path / "ddp"
+    script = Path(sys.executable).with_name("wavegms-train")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), str(script), str(cfg), "--output", str(out), "--epochs", "1",
+           "--image-size", "32", "--batch-size", "2", "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = list(csv.DictReader((out / "history.csv").open()))
+    assert len(history) == 1
+    assert history[0]["samples_seen"] == "8" and history[0]["samples_unique"] == "8"
+    assert history[0]["step"] == "2"                    # 4 pairs per rank, batch 2
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["best.safetensors", "config.yaml", "data.json", "history.csv", "last.safetensors",
+                     "last.state.safetensors"]
+    header, _ = read_checkpoint(out / "best.safetensors")
+    assert header["run"]["world_size"] == 2
+    assert proc.stderr.count("epoch 1/1 loss") == 1       # only rank 0 reports

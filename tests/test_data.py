@@ -1,0 +1,187 @@
+"""Paired folders on real BUSI files: pairing, every bad input with its own message, splits, loading, augmentation."""
+
+from __future__ import annotations
+
+import shutil
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from conftest import BUSI
+from napari_wavegms.augment import AugmentConfig, augment_batch, hsv_to_rgb, rgb_to_hsv
+from napari_wavegms.data import (
+    DataError,
+    Pair,
+    PairDataset,
+    carve,
+    load_pair,
+    pair_tensors,
+    read_split,
+    scan_pairs,
+)
+from napari_wavegms.preprocess import normalize_intensity, resize_image, to_rgb
+from napari_wavegms.training import TrainConfig, make_splits
+
+
+def make_folder(root, names, src=BUSI):
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    for n in names:
+        shutil.copy(src / "images" / f"{n}.png", root / "images" / f"{n}.png")
+        shutil.copy(src / "masks" / f"{n}.png", root / "masks" / f"{n}.png")
+    return root
+
+
+def test_scan_real_busi_is_complete():
+    scan = scan_pairs(BUSI / "images", BUSI / "masks")
+    assert len(scan) == 780 and scan.problems == []
+    test = read_split(BUSI / "splits" / "gms_test.txt")
+    assert len(scan_pairs(BUSI / "images", BUSI / "masks", names=test)) == 130
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    scan = scan_pairs(tmp_path / "images", tmp_path / "masks")
+    assert len(scan) == 0 and "hold no image files" in scan.problems[0]
+    with pytest.raises(DataError, match="no image/mask pairs to train on"):
+        make_splits(TrainConfig(data_dir=str(tmp_path)))
+    missing = scan_pairs(tmp_path / "nope", tmp_path / "masks")
+    assert "images folder does not exist" in missing.problems[0]
+
+
+def test_every_bad_input_has_its_own_message(tmp_path, busi_names):
+    good = busi_names[:2]
+    root = make_folder(tmp_path, good)
+    img = iio.imread(BUSI / "images" / f"{busi_names[2]}.png")
+    msk = iio.imread(BUSI / "masks" / f"{busi_names[2]}.png")
+    # mismatched names
+    iio.imwrite(root / "images" / "lonely.png", img)
+    iio.imwrite(root / "masks" / "orphan.png", msk)
+    # corrupt image
+    (root / "images" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    iio.imwrite(root / "masks" / "corrupt.png", msk)
+    # a mask of another size
+    iio.imwrite(root / "images" / "small.png", img)
+    iio.imwrite(root / "masks" / "small.png", msk[: msk.shape[0] // 2])
+    # a 16-bit TIFF image: accepted, min–max scaled like inference does
+    img16 = (img.astype(np.uint16) * 257 + 3)
+    tifffile.imwrite(root / "images" / "deep.tif", img16)
+    iio.imwrite(root / "masks" / "deep.png", msk)
+    # an RGBA mask: accepted, alpha ignored
+    rgba = np.dstack([msk, msk, msk, np.full_like(msk, 255)])
+    iio.imwrite(root / "images" / "rgba.png", img)
+    iio.imwrite(root / "masks" / "rgba.png", rgba)
+    # a non-binary (JPEG-like) mask: used, but reported
+    soft = msk.copy()
+    soft[msk > 0] = 200
+    soft[0, 0] = 17
+    iio.imwrite(root / "images" / "soft.png", img)
+    iio.imwrite(root / "masks" / "soft.png", soft)
+
+    fast = scan_pairs(root / "images", root / "masks")
+    assert any("lonely.png: no mask" in p for p in fast.problems)
+    assert any("orphan.png: no image" in p for p in fast.problems)
+    scan = scan_pairs(root / "images", root / "masks", check=True)
+    text = "\n".join(scan.problems)
+    assert "unreadable image" in text and "corrupt.png" in text
+    assert "small.png: mask is" in text and "pixels but its image" in text
+    assert sorted(scan.names) == sorted([*good, "deep", "rgba", "soft"])  # all problems found, none fatal
+    notes = "\n".join(scan.notes)
+    assert "deep.tif: uint16 image" in notes
+    assert "rgba.png: RGBA mask" in notes
+    assert "soft.png: mask is not binary (3 distinct values)" in notes
+
+    pairs = {p.name: p for p in scan.pairs}
+    x16, _, _ = load_pair(pairs["deep"])
+    assert x16.dtype == np.float32 and x16.min() == 0.0 and x16.max() == 1.0
+    np.testing.assert_allclose(x16[..., 0], normalize_intensity(img16), atol=1e-6)
+    _, m_rgba, _ = load_pair(pairs["rgba"])
+    np.testing.assert_array_equal(m_rgba, msk > 0)
+
+
+def test_split_files_and_carving(tmp_path):
+    f = tmp_path / "list.txt"
+    f.write_text("# a comment\nbenign_1\n\nbenign_2.png  # with suffix\nmalignant_3\n")
+    assert read_split(f) == ["benign_1", "benign_2", "malignant_3"]
+    with pytest.raises(DataError, match="split file not found"):
+        read_split(tmp_path / "missing.txt")
+    names = [f"n{i}" for i in range(50)]
+    kept, val = carve(names, 0.1, 2333)
+    assert len(val) == 5 and not set(kept) & set(val) and len(kept) + len(val) == 50
+    assert carve(names, 0.1, 2333) == (kept, val) and carve(names, 0.1, 1)[1] != val
+    assert len(carve(names[:3], 0.01, 0)[1]) == 1           # at least one validation image
+    assert carve(names[:1], 0.5, 0) == (["n0"], [])        # cannot carve from one
+
+
+def test_busi_config_splits():
+    from conftest import REPO
+
+    cfg = TrainConfig.from_yaml(REPO / "training" / "busi.yaml")
+    s = make_splits(cfg)
+    assert s.sizes() == {"train": 465, "val": 52, "test": 130}
+    assert not {p.name for p in s.train} & {p.name for p in s.test}
+    assert not {p.name for p in s.val} & {p.name for p in s.test}
+    kv = make_splits(TrainConfig.from_yaml(REPO / "training" / "kvasir-seg.yaml"))
+    assert kv.sizes() == {"train": 792, "val": 88, "test": 120} and kv.problems == []
+
+
+def test_dataset_uses_the_inference_preprocessing(busi_names):
+    scan = scan_pairs(BUSI / "images", BUSI / "masks", names=busi_names[:4])
+    ds = PairDataset(scan.pairs, 64)
+    assert ds.preloaded and len(ds) == 4
+    x, m, i = ds[1]
+    assert x.shape == (3, 64, 64) and m.shape == (1, 64, 64) and i == 1
+    assert set(torch.unique(m).tolist()) <= {0.0, 1.0} and m.sum() > 0
+    raw = iio.imread(scan.pairs[1].image)
+    expected = resize_image(torch.from_numpy(to_rgb(normalize_intensity(raw), "gray")).permute(2, 0, 1)[None], 64)[0]
+    torch.testing.assert_close(x, expected, atol=2e-3, rtol=0)     # float16 storage
+    lazy = PairDataset(scan.pairs, 64, preload=False)
+    assert not lazy.preloaded
+    torch.testing.assert_close(lazy[1][0], expected)
+    xb, mb = ds.batch([0, 3])
+    assert xb.shape == (2, 3, 64, 64) and mb.shape == (2, 1, 64, 64)
+
+
+def test_augmentations_keep_pairs_aligned_and_images_alive(busi_names):
+    scan = scan_pairs(BUSI / "images", BUSI / "masks", names=busi_names)
+    ds = PairDataset(scan.pairs, 64)
+    x, m = ds.batch(range(len(ds)))
+    gen = torch.Generator().manual_seed(0)
+    # colour jitter on every image: values stay in [0, 1] and no image is blanked (the reference's bug)
+    xa, ma = augment_batch(x, m, gen, AugmentConfig(flip_p=0, rot90_p=0, affine_p=0, jitter_p=1))
+    assert xa.min() >= 0 and xa.max() <= 1
+    assert (xa.flatten(1).std(1) > 0.5 * x.flatten(1).std(1)).all()
+    assert (xa - x).abs().max() > 0.01 and torch.equal(ma, m)
+    # geometry: an image that *is* its mask must still be its mask after flips, turns and affine warps
+    xm = m.expand(-1, 3, -1, -1).clone()
+    xg, mg = augment_batch(xm, m, gen, AugmentConfig(jitter_p=0, affine_p=0))
+    torch.testing.assert_close(xg[:, :1], mg)
+    assert not torch.equal(mg, m)
+    xg, mg = augment_batch(xm, m, gen, AugmentConfig(flip_p=0, rot90_p=0, jitter_p=0, affine_p=1))
+    assert set(torch.unique(mg).tolist()) <= {0.0, 1.0}
+    inter = ((xg[:, :1] > 0.5) & (mg > 0.5)).sum()
+    union = ((xg[:, :1] > 0.5) | (mg > 0.5)).sum()
+    assert inter / union > 0.95
+    # reproducible from the seed
+    a = augment_batch(x, m, torch.Generator().manual_seed(5))
+    b = augment_batch(x, m, torch.Generator().manual_seed(5))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_hsv_round_trip():
+    rgb = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(hsv_to_rgb(rgb_to_hsv(rgb)), rgb, atol=1e-5, rtol=0)
+
+
+def test_pair_tensors_resize_rules():
+    image = np.random.default_rng(0).random((40, 30, 3), dtype=np.float32)
+    mask = np.zeros((40, 30), bool)
+    mask[10:20, 5:15] = True
+    x, m = pair_tensors(image, mask, 16)
+    assert x.shape == (3, 16, 16) and m.shape == (1, 16, 16)
+    assert set(torch.unique(m).tolist()) == {0.0, 1.0}        # nearest: still binary
+    assert isinstance(Pair("a", BUSI, BUSI).name, str)

@@ -1,0 +1,174 @@
+"""Training on real BUSI pairs at 64² on the CPU: checkpoints, stop, resume, evaluate; the model learns."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import BUSI, WEIGHTS
+from napari_wavegms.data import PairDataset, scan_pairs
+from napari_wavegms.model.checkpoint import load_checkpoint, read_checkpoint
+from napari_wavegms.progress import run_to_end
+from napari_wavegms.training import (
+    TrainConfig,
+    evaluate,
+    load_train_state,
+    lr_factor,
+    save_train_state,
+    train,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a CPU shared with other jobs, two OpenMP threads per process run ~10× slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def busi16(tmp_path, busi_names):
+    """The 16 real BUSI pairs as a data folder (symlinks: the shared data is never copied or touched)."""
+    root = tmp_path / "busi16"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+        for n in busi_names:
+            os.symlink(BUSI / sub / f"{n}.png", root / sub / f"{n}.png")
+    return root
+
+
+def test_warmup_is_per_step_then_cosine_to_zero():
+    total, warm = 100, 10
+    f = [lr_factor(s, total, warm) for s in range(total)]
+    assert f[0] == pytest.approx(0.1)                 # the first step already learns (not lr 0)
+    assert f[9] == pytest.approx(1.0) and f[10] == pytest.approx(1.0)
+    assert all(a < b for a, b in itertools.pairwise(f[:10]))
+    assert all(a >= b for a, b in itertools.pairwise(f[10:]))
+    assert f[-1] < 0.001
+
+
+def test_config_yaml_round_trip(tmp_path):
+    cfg_file = tmp_path / "conf" / "run.yaml"
+    cfg_file.parent.mkdir()
+    cfg_file.write_text("data_dir: ../data\nepochs: 3\nimage_size: 64\n")
+    cfg = TrainConfig.from_yaml(cfg_file, batch_size=2, lr=None)
+    assert cfg.data_dir == str((tmp_path / "data").resolve())     # relative to the YAML file
+    assert (cfg.epochs, cfg.batch_size, cfg.lr) == (3, 2, 2e-3)
+    back = TrainConfig.from_yaml(cfg.to_yaml(tmp_path / "saved.yaml"))
+    assert back == cfg
+    cfg_file.write_text("data_dir: x\nepoch: 3\n")
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_yaml(cfg_file)
+
+
+def test_train_stop_resume_evaluate(tmp_path, busi16, busi_names):
+    out = tmp_path / "run"
+    lists = {"train": busi_names[4:12], "val": busi_names[12:], "test": busi_names[:4]}
+    for split, names in lists.items():
+        (tmp_path / f"{split}.txt").write_text("\n".join(names))
+    cfg = TrainConfig(data_dir=str(busi16), image_size=64, epochs=2, batch_size=4, warmup_epochs=1,
+                      train_split=str(tmp_path / "train.txt"), val_split=str(tmp_path / "val.txt"),
+                      test_split=str(tmp_path / "test.txt"), output_dir=str(out), weights_dir=str(WEIGHTS),
+                      device="cpu")
+    # 1. stop after the first step: last and best are kept
+    job = train(cfg)
+    kinds = []
+    for ev in job:
+        kinds.append(ev.kind)
+        if ev.kind == "step":
+            assert ev.done == 1 and ev.total == 4 and ev.losses["total"] > 0 and ev.device.startswith("cpu")
+            assert 0 < ev.info["lr"] <= cfg.lr
+            job.close()
+            break
+    assert kinds[0] == "prepare"
+    assert (out / "last.safetensors").is_file() and (out / "best.safetensors").is_file()
+    assert not (out / "test.json").exists()               # a stopped run never touches the test split
+    data = json.loads((out / "data.json").read_text())
+    assert data["splits"] == {"train": 8, "val": 4, "test": 4}
+    assert data["names"]["test"] == lists["test"]
+    # a fresh run may not silently replace it
+    with pytest.raises(FileExistsError, match="already holds a training run"):
+        next(train(cfg))
+    # 2. resume: repeats the interrupted epoch, then finishes and scores the test split once
+    events = []
+    job = train(TrainConfig(**{**cfg.to_dict(), "resume": True}))
+    result = None
+    while True:
+        try:
+            events.append(next(job))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert [e.done for e in events if e.kind == "step"] == [1, 2, 3, 4]
+    epochs = [e for e in events if e.kind == "epoch"]
+    assert [e.epoch for e in epochs] == [1, 2]
+    assert all(set(e.val) >= {"dice", "iou", "hd95"} and e.val["n"] == 4 for e in epochs)
+    assert not result.stopped
+    assert [h["samples_seen"] for h in result.history] == [8, 8]
+    assert [h["samples_unique"] for h in result.history] == [8, 8]
+    assert result.test["n"] == 4 and {"paper", "native", "dice"} <= set(result.test)
+    assert json.loads((out / "test.json").read_text()) == result.test
+    # checkpoints carry the whole config, the data summary and the metrics, and are valid models
+    header, _ = read_checkpoint(result.best)
+    assert header["training"]["image_size"] == 64 and header["data"]["splits"]["train"] == 8
+    assert "dice" in header["metrics"]["val"] and header["metrics"]["test"]["n"] == 4
+    meta, rng = load_train_state(out / "last.state.safetensors",
+                                 torch.optim.AdamW(load_checkpoint(result.last)[0].trainable_parameters()))
+    assert meta["epoch"] == 2 and len(meta["history"]) == 2 and "aug" in rng
+    # 3. evaluate the run folder on all 16 pairs, both protocols
+    res = run_to_end(evaluate(out, busi16, device="cpu", csv=tmp_path / "scores.csv"))
+    assert res.n == 16 and (tmp_path / "scores.csv").is_file()
+    js = res.to_json()
+    assert js["dice"] == res.paper["dice"] and 0 <= js["native"]["dice"] <= 1
+    assert {"name", "dice", "native_dice", "native_hd95", "height", "width"} <= set(res.rows[0])
+    # 4. fine-tune from it
+    ft = TrainConfig(**{**cfg.to_dict(), "output_dir": str(tmp_path / "ft"), "init_from": str(out),
+                        "epochs": 1, "max_steps": 1, "test_split": None})
+    ft_result = run_to_end(train(ft))
+    assert ft_result.stopped and ft_result.last.is_file()
+    assert read_checkpoint(ft_result.last)[0]["init_from"] == str(out / "best.safetensors")
+
+
+def test_train_state_round_trip(tmp_path):
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([p], lr=0.1)
+    p.grad = torch.ones(3)
+    opt.step()
+    save_train_state(tmp_path / "s.safetensors", opt, {"epoch": 4}, {"cpu": torch.get_rng_state()})
+    q = torch.nn.Parameter(torch.ones(3))
+    opt2 = torch.optim.AdamW([q], lr=0.5)
+    meta, rng = load_train_state(tmp_path / "s.safetensors", opt2)
+    assert meta == {"epoch": 4} and torch.equal(rng["cpu"], torch.get_rng_state())
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    torch.testing.assert_close(s1["state"][0]["exp_avg"], s2["state"][0]["exp_avg"])
+    assert s2["param_groups"][0]["lr"] == 0.1
+
+
+def test_model_overfits_a_fixed_batch(taef2):
+    """The loss on 4 real images at 64² falls clearly and the masks it predicts fit them."""
+    from napari_wavegms.model import WaveGMS, wavegms_loss
+
+    names = (BUSI / "splits" / "gms_test.txt").read_text().split()[:4]
+    x, m = PairDataset(scan_pairs(BUSI / "images", BUSI / "masks", names=names).pairs, 64).batch(range(4))
+    torch.manual_seed(0)
+    model = WaveGMS(taef2, 64).train()
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=2e-3, weight_decay=0.01)
+    losses = []
+    for _ in range(45):
+        loss, parts = wavegms_loss(model, x, m)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(parts)
+    first = sum(p["total"] for p in losses[:3]) / 3
+    last = sum(p["total"] for p in losses[-3:]) / 3
+    assert last < 0.5 * first
+    pred = model.eval().predict(x) > 0.5
+    dice = 2 * (pred & (m > 0)).sum() / (pred.sum() + (m > 0).sum())
+    assert dice > 0.5
