@@ -1,0 +1,47 @@
+"""Menu commands: napari injects the viewer (and the selected layer) by their type annotations."""
+
+from __future__ import annotations
+
+from napari.layers import Image
+from napari.utils.notifications import show_error, show_info
+from napari.viewer import Viewer
+
+from . import _settings
+from ._worker import Job
+
+
+def segment_selected(viewer: Viewer) -> Job | None:
+    """Layers ▸ Segment ▸ Segment with Wave-GMS: the selected image, the Segment widget's settings."""
+    from .segment import segment_layer
+
+    layer = viewer.layers.selection.active
+    if not isinstance(layer, Image):
+        show_error("Wave-GMS: select an Image layer to segment")
+        return None
+    saved = _settings.load("segment")
+    model = saved.get("model")
+    if not model:
+        from ..models import default_model
+
+        model = default_model()
+    if not model:
+        show_error(
+            "Wave-GMS: no model chosen yet. Pick one (or a checkpoint file) in the Wave-GMS Segment "
+            "widget, then use this command again."
+        )
+        viewer.window.add_plugin_dock_widget("napari-wavegms", "Segment")
+        return None
+
+    def _done(status: str, device: str | None) -> None:
+        if status == "done":
+            show_info(f"Wave-GMS: segmented {layer.name} on {device}")
+
+    return segment_layer(
+        viewer,
+        layer,
+        model=model,
+        device=saved.get("device", "auto"),
+        threshold=float(saved.get("threshold", 0.5)),
+        whole_stack=saved.get("scope", "whole stack") == "whole stack",
+        on_done=_done,
+    )

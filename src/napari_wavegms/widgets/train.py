@@ -1,0 +1,375 @@
+"""The Train widget: train (or fine-tune) a Wave-GMS model on folders of pairs or on layers in the viewer.
+
+Training runs in a worker; the widget shows the pair count and the problems found as the folders are
+chosen, the loss and validation Dice live, and a progress bar. Stop closes the training job, which
+keeps ``last.safetensors`` and ``best.safetensors``. The result is added to the models of this session,
+so the Segment widget offers it at once. Nothing is written to the working directory: the output folder
+must be chosen, and each run gets its own sub-folder (unless it resumes).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+
+from . import _settings
+from ._common import ModelPicker, device_combo, folder_or_none, restore, snapshot
+from ._plot import LossPlot
+from ._session import session_models
+from ._worker import Job, start_job
+
+if TYPE_CHECKING:
+    import napari
+
+FOLDERS, LAYERS = "folders of pairs", "layers in the viewer"
+SPLIT, VAL_FOLDER = "split % of the pairs", "separate folder"
+
+
+@dataclass
+class TrainRequest:
+    """What a run needs, captured on the GUI thread."""
+
+    config: dict[str, Any]  # TrainConfig fields
+    layer_pairs: tuple[Any, Any, bool] | None = None  # (image data, labels data, rgb) from the viewer
+
+
+def write_layer_pairs(image: Any, labels: Any, rgb: bool, folder: Path) -> int:
+    """Write an image layer and its Labels layer as ``images/`` + ``masks/`` pairs, one per 2D slice."""
+    import tifffile
+
+    from ..io import write_mask
+
+    image, labels = np.asarray(image), np.asarray(labels)
+    spatial = image.shape[:-1] if rgb else image.shape
+    if tuple(labels.shape) != tuple(spatial):
+        raise ValueError(
+            f"the Labels layer's shape {labels.shape} does not match the image's {tuple(spatial)}"
+        )
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    lead = spatial[:-2]
+    count = 0
+    for index in np.ndindex(*lead) if lead else [()]:
+        name = "slice_" + "_".join(f"{i:04d}" for i in index) if index else "image"
+        tifffile.imwrite(folder / "images" / f"{name}.tif", image[index])
+        write_mask(folder / "masks" / f"{name}.png", labels[index] > 0)
+        count += 1
+    return count
+
+
+def train_job(request: TrainRequest) -> Generator[Any, None, Any]:
+    """Engine work (worker thread): write layer pairs if asked, then run :func:`training.train`."""
+    from ..training import TrainConfig, train
+
+    tmp = None
+    try:
+        config = dict(request.config)
+        if request.layer_pairs is not None:
+            tmp = Path(tempfile.mkdtemp(prefix="wavegms-pairs-"))
+            write_layer_pairs(*request.layer_pairs, tmp)
+            config.update(data_dir=str(tmp), images="images", masks="masks")
+        return (yield from train(TrainConfig(**config)))
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _scan_job(images: Path, masks: Path) -> Generator[None, None, Any]:
+    from ..data import scan_pairs
+
+    yield
+    return scan_pairs(images, masks)
+
+
+class TrainWidget(Container):
+    """Train Wave-GMS from image/mask pairs; the trained model appears in the Segment widget."""
+
+    SETTINGS = "train"
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        import napari
+
+        self._viewer = viewer
+        saved = _settings.load(self.SETTINGS)
+        self.source = ComboBox(choices=[FOLDERS, LAYERS], value=FOLDERS, label="train on", name="source")
+        self.images = FileEdit(mode="d", label="image folder", name="images")
+        self.masks = FileEdit(
+            mode="d",
+            label="mask folder",
+            name="masks",
+            tooltip="Masks with the same file names as the images (0/255, 0/1 or labels)",
+        )
+        self.image_layer = create_widget(
+            annotation=napari.layers.Image, label="image layer", name="image_layer"
+        )
+        self.labels_layer = create_widget(
+            annotation=napari.layers.Labels, label="mask layer", name="labels_layer"
+        )
+        self.pairs = Label(value="pairs: choose the image and mask folders", name="pairs")
+        self.check = PushButton(text="Check pairs")
+        self.validation = ComboBox(
+            choices=[SPLIT, VAL_FOLDER], value=SPLIT, label="validation", name="validation"
+        )
+        self.val_percent = SpinBox(value=10, min=1, max=50, label="validation %", name="val_percent")
+        self.val_dir = FileEdit(
+            mode="d",
+            label="validation folder",
+            name="val_dir",
+            tooltip="A folder holding images/ and masks/ used only to pick the best epoch",
+        )
+        self.epochs = SpinBox(value=100, min=1, max=100000, label="epochs", name="epochs")
+        self.lr = FloatSpinBox(
+            value=0.002, min=0.00001, max=1.0, step=0.0001, label="learning rate", name="lr"
+        )
+        self.batch_size = SpinBox(value=12, min=1, max=512, label="batch size", name="batch_size")
+        self.image_size = SpinBox(
+            value=224,
+            min=32,
+            max=1024,
+            step=32,
+            label="image size",
+            name="image_size",
+            tooltip="Images are resized to this square size (a multiple of 32)",
+        )
+        self.device = device_combo(saved.get("device"))
+        self.device.name = "device"
+        self.init = ModelPicker(label="start from", include_scratch=True, name="init")
+        self.output = FileEdit(
+            mode="d",
+            label="output folder",
+            name="output",
+            tooltip="Each run is saved in a new sub-folder of this folder",
+        )
+        self.resume = CheckBox(value=False, text="resume the run saved in the output folder", name="resume")
+        self.run_button = PushButton(text="Train")
+        self.stop_button = PushButton(text="Stop (keeps last and best)", enabled=False)
+        self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
+        self.status = Label(value="")
+        self.plot = LossPlot()
+        super().__init__(
+            widgets=[
+                self.source,
+                self.images,
+                self.masks,
+                self.image_layer,
+                self.labels_layer,
+                Container(widgets=[self.pairs, self.check], layout="horizontal", labels=False),
+                self.validation,
+                self.val_percent,
+                self.val_dir,
+                self.epochs,
+                self.lr,
+                self.batch_size,
+                self.image_size,
+                self.device,
+                self.init,
+                self.output,
+                self.resume,
+                Container(widgets=[self.run_button, self.stop_button], layout="horizontal", labels=False),
+                self.progress,
+                self.status,
+            ]
+        )
+        self.native.layout().addWidget(self.plot)
+        self._remembered = [
+            self.source,
+            self.images,
+            self.masks,
+            self.validation,
+            self.val_percent,
+            self.val_dir,
+            self.epochs,
+            self.lr,
+            self.batch_size,
+            self.image_size,
+            self.device,
+            self.output,
+        ]
+        restore(self._remembered, saved)
+        self.init.set_model(saved.get("init") or None)
+        self.job: Job | None = None
+        self.output_dir: Path | None = None
+        self.result: Any = None
+        self._scan: Job | None = None
+        for widget in [*self._remembered, self.init.combo]:
+            widget.changed.connect(self._save)
+        self.images.changed.connect(self.check_pairs)
+        self.masks.changed.connect(self.check_pairs)
+        self.check.changed.connect(self.check_pairs)
+        self.source.changed.connect(self._visibility)
+        self.validation.changed.connect(self._visibility)
+        self.run_button.changed.connect(self.run)
+        self.stop_button.changed.connect(self.stop)
+        self._visibility()
+
+    # --- settings and visibility ----------------------------------------------------------------
+    def _save(self, *_: Any) -> None:
+        values = snapshot(self._remembered)
+        values["init"] = self.init.model or ""
+        _settings.save(self.SETTINGS, values)
+
+    def _visibility(self, *_: Any) -> None:
+        folders = self.source.value == FOLDERS
+        for w in (self.images, self.masks, self.pairs, self.check):
+            w.visible = folders
+        for w in (self.image_layer, self.labels_layer):
+            w.visible = not folders
+        split = self.validation.value == SPLIT
+        self.val_percent.visible = split
+        self.val_dir.visible = not split
+
+    # --- live pair count ------------------------------------------------------------------------
+    def check_pairs(self, *_: Any) -> Job | None:
+        """Count the matched pairs and list problems (in a worker: folders may be slow to list)."""
+        images, masks = folder_or_none(self.images.value), folder_or_none(self.masks.value)
+        if images is None or masks is None:
+            self.pairs.value = "pairs: choose the image and mask folders"
+            return None
+        self.pairs.value = "pairs: checking…"
+        self._scan = start_job(
+            _scan_job(images, masks),
+            "Wave-GMS: checking pairs",
+            show_progress=False,
+            on_result=self._show_scan,
+        )
+        return self._scan
+
+    def _show_scan(self, scan: Any) -> None:
+        text = f"pairs: {len(scan.pairs)} matched, {len(scan.problems)} problem(s)"
+        if scan.problems:
+            text += "\n" + "\n".join(scan.problems[:3]) + ("\n…" if len(scan.problems) > 3 else "")
+        self.pairs.value = text
+        self.pairs.tooltip = "\n".join(scan.problems[:50]) or None
+
+    # --- running --------------------------------------------------------------------------------
+    def _request(self) -> TrainRequest:
+        output = folder_or_none(self.output.value)
+        if output is None:
+            raise ValueError("choose an output folder for the trained model")
+        if self.resume.value:
+            run_dir = output
+            if not (output / "last.safetensors").is_file():
+                raise ValueError(f"{output} holds no last.safetensors to resume from")
+        else:
+            run_dir = output / time.strftime("wavegms-%Y%m%d-%H%M%S")
+        config: dict[str, Any] = {
+            "epochs": int(self.epochs.value),
+            "lr": float(self.lr.value),
+            "batch_size": int(self.batch_size.value),
+            "image_size": int(self.image_size.value),
+            "device": self.device.value,
+            "output_dir": str(run_dir),
+            "init_from": self.init.model,
+            "resume": bool(self.resume.value),
+        }
+        if self.validation.value == SPLIT:
+            config["val_fraction"] = self.val_percent.value / 100
+        else:
+            val_dir = folder_or_none(self.val_dir.value)
+            if val_dir is None:
+                raise ValueError("choose the validation folder (with images/ and masks/), or use a split %")
+            config["val_dir"] = str(val_dir)
+        layer_pairs = None
+        if self.source.value == FOLDERS:
+            images, masks = folder_or_none(self.images.value), folder_or_none(self.masks.value)
+            if images is None or masks is None:
+                raise ValueError("choose the image folder and the mask folder")
+            config.update(data_dir=str(images.parent), images=str(images), masks=str(masks))
+        else:
+            image, labels = self.image_layer.value, self.labels_layer.value
+            if image is None or labels is None:
+                raise ValueError("choose an image layer and the Labels layer holding its masks")
+            data = image.data[0] if image.multiscale else image.data
+            layer_pairs = (data, labels.data, bool(image.rgb))
+        return TrainRequest(config, layer_pairs)
+
+    def run(self, *_: Any) -> Job | None:
+        from napari.utils.notifications import show_error
+
+        try:
+            request = self._request()
+        except ValueError as err:
+            show_error(f"Wave-GMS training: {err}")
+            return None
+        self._save()
+        self.output_dir = Path(request.config["output_dir"])
+        self.result = None
+        self.plot.clear()
+        self.progress.value = 0
+        self.run_button.enabled = False
+        self.stop_button.enabled = True
+        self.status.value = f"starting; saving to {self.output_dir}"
+        self.job = start_job(
+            train_job(request),
+            "Wave-GMS: training",
+            on_event=self._event,
+            on_result=self._result,
+            on_finished=self._finished,
+        )
+        return self.job
+
+    def stop(self, *_: Any) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.status.value = "stopping: saving last and best…"
+
+    def _event(self, event: Any) -> None:
+        total = int(getattr(event, "total", 0) or 0)
+        done = int(getattr(event, "done", 0) or 0)
+        if total:
+            self.progress.max = total
+            self.progress.value = min(done, total)
+        kind = getattr(event, "kind", "")
+        losses = getattr(event, "losses", {}) or {}
+        if kind == "step" and losses:
+            loss = losses.get("loss", losses.get("total", next(iter(losses.values()))))
+            self.plot.add_loss(done, float(loss), total)
+        val = getattr(event, "val", {}) or {}
+        if kind == "epoch" and "dice" in val:
+            self.plot.add_dice(done, float(val["dice"]))
+        if kind in ("step", "epoch"):
+            parts = [f"epoch {getattr(event, 'epoch', '?')}/{getattr(event, 'epochs', '?')}"]
+            if losses:
+                parts.append(f"loss {self.plot.losses[-1][1]:.3f}" if self.plot.losses else "")
+            if self.plot.dice:
+                parts.append(f"val Dice {self.plot.dice[-1][1]:.3f}")
+            if getattr(event, "device", ""):
+                parts.append(str(event.device))
+            self.status.value = " · ".join(p for p in parts if p)
+
+    def _result(self, result: Any) -> None:
+        self.result = result
+
+    def _finished(self, status: str) -> None:
+        self.run_button.enabled = True
+        self.stop_button.enabled = False
+        out = self.output_dir
+        saved = out is not None and any((out / f).is_file() for f in ("best.safetensors", "last.safetensors"))
+        if saved:
+            session_models.add(out, label=f"{out.name} (best)")
+        if status == "done":
+            self.status.value = f"done: {out} (now offered in the Segment widget)"
+        elif status == "cancelled":
+            self.status.value = (
+                f"stopped: last and best kept in {out}" if saved else "stopped before any checkpoint"
+            )
+        else:
+            self.status.value = "failed (see the notification)"

@@ -1,0 +1,78 @@
+"""The Batch widget in a real napari viewer: a temp folder with real BUSI images and one broken file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import BUSI
+from napari_wavegms.io import read_image, read_mask
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def folder(tmp_path: Path, busi_names) -> Path:
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in busi_names[:3]:
+        (src / f"{name}.png").symlink_to(BUSI / "images" / f"{name}.png")
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (src / "notes.txt").write_text("not an image")
+    return src
+
+
+def test_batch_widget_processes_a_folder(
+    make_napari_viewer, qtbot, folder, tmp_path, random_checkpoint, busi_names
+):
+    viewer = make_napari_viewer()
+    widget = viewer.window.add_plugin_dock_widget("napari-wavegms", "Batch")[1]
+    widget.input.value = folder
+    widget.output.value = tmp_path / "out"
+    widget.pattern.value = "*.png"
+    widget.model.add_file(random_checkpoint)
+    widget.device.value = "cpu"
+    events = []
+    job = widget.run()
+    job._on_event = lambda e: (events.append(e), widget._event(e))
+    assert not widget.run_button.enabled and widget.cancel_button.enabled
+    qtbot.waitUntil(lambda: not job.running, timeout=120_000)
+    assert job.status == "done"
+    summary = widget.summary
+    assert len(summary.done) == 3 and len(summary.failed) == 1
+    assert summary.failed[0].file == "broken.png" and "broken.png" in summary.failed[0].error
+    assert "3 done, 0 skipped, 1 failed" in widget.summary_label.value
+    assert "broken.png" in widget.summary_label.value
+    assert events and events[-1].total == 4  # per-file progress
+    assert widget.progress.value == widget.progress.max == 4
+    for name in busi_names[:3]:
+        mask = read_mask(tmp_path / "out" / f"{name}.png")
+        assert mask.shape == read_image(folder / f"{name}.png").shape[:2]
+    assert summary.csv_path.is_file()
+
+    # open a few results in the viewer
+    widget.open_count.value = 2
+    assert widget.open_button.enabled
+    added = widget.open_results()
+    assert len(added) == 4
+    assert f"{busi_names[0]}_wavegms" in viewer.layers
+    assert set(np.unique(viewer.layers[f"{busi_names[0]}_wavegms"].data)) <= {0, 1}
+
+    # a rerun skips what exists
+    job = widget.run()
+    qtbot.waitUntil(lambda: not job.running, timeout=120_000)
+    assert len(widget.summary.skipped) == 3 and len(widget.summary.done) == 0
+
+
+def test_batch_widget_refuses_missing_folders(make_napari_viewer, monkeypatch):
+    from napari_wavegms.widgets import batch
+
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    viewer = make_napari_viewer()
+    widget = viewer.window.add_plugin_dock_widget("napari-wavegms", "Batch")[1]
+    assert widget.run() is None
+    assert shown and "input folder" in shown[0]
+    assert batch.folder_or_none(widget.output.value) is None

@@ -1,0 +1,94 @@
+"""Manifest, writer and sample data, as napari uses them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import KVASIR, REPO
+from napari_wavegms.io import read_image, read_mask
+
+STEM = "cju16jgnyzp970878melv7r25"
+
+
+def test_manifest_declares_widgets_menus_sample_and_writer():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_file(REPO / "napari.yaml")
+    manifest.validate_imports()  # every python_name resolves
+    contrib = manifest.contributions
+    assert [w.display_name for w in contrib.widgets] == ["Segment", "Train", "Batch"]
+    assert [m.command for m in contrib.menus["napari/layers/segment"]] == [
+        "napari-wavegms.segment_selected",
+        "napari-wavegms.segment_widget",
+    ]
+    assert [m.command for m in contrib.menus["napari/file/io_utilities"]] == ["napari-wavegms.batch_widget"]
+    assert [s.key for s in contrib.sample_data] == ["kvasir_polyp"]
+    assert contrib.writers[0].layer_types == ["labels"]
+
+
+@pytest.mark.gui
+def test_sample_data_opens_image_and_ground_truth(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-wavegms", "kvasir_polyp")
+    image, truth = viewer.layers
+    assert image.rgb and image.data.shape == (529, 560, 3)
+    np.testing.assert_array_equal(image.data, read_image(KVASIR / "images" / f"{STEM}.jpg"))
+    np.testing.assert_array_equal(truth.data > 0, read_mask(KVASIR / "masks" / f"{STEM}.png"))
+    assert "Kvasir-SEG" in image.metadata["citation"] and "Jha" in truth.metadata["citation"]
+
+
+def test_sample_mask_from_the_original_jpeg_is_verified_by_its_pixels(tmp_path, monkeypatch):
+    """Where only the publisher's JPEG mask is at hand (as after a download), its pixels are checked."""
+    import imageio.v3 as iio
+
+    from napari_wavegms.samples import load_sample
+    from napari_wavegms.weights import HashMismatchError
+
+    root = tmp_path / "data" / "kvasir-seg"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    shutil.copy(KVASIR / "images" / f"{STEM}.jpg", root / "images")
+    truth = read_mask(KVASIR / "masks" / f"{STEM}.png")
+    rgb = np.repeat((truth * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    iio.imwrite(root / "masks" / f"{STEM}.jpg", rgb, extension=".jpg", quality=90)
+    monkeypatch.setenv("WAVEGMS_DATA_DIR", str(tmp_path / "data"))
+    _image, mask, _ = load_sample("kvasir_polyp")
+    np.testing.assert_array_equal(mask, truth)
+
+    rgb[200:260, 200:260] = 255 - rgb[200:260, 200:260]  # a different mask
+    iio.imwrite(root / "masks" / f"{STEM}.jpg", rgb, extension=".jpg", quality=90)
+    with pytest.raises(HashMismatchError, match="pixel sha256"):
+        load_sample("kvasir_polyp")
+
+
+@pytest.mark.gui
+def test_writer_saves_labels_as_png_and_tif(make_napari_viewer, tmp_path: Path):
+    viewer = make_napari_viewer()
+    mask = np.zeros((40, 50), np.uint8)
+    mask[10:20, 5:30] = 1
+    viewer.add_labels(mask, name="m")
+    written = viewer.layers.save(str(tmp_path / "m.png"), plugin="napari-wavegms")
+    assert written == [str(tmp_path / "m.png")]
+    stored = read_image(tmp_path / "m.png")
+    assert set(np.unique(stored)) == {0, 255}
+    np.testing.assert_array_equal(stored > 0, mask > 0)
+
+    stack = np.zeros((3, 40, 50), np.uint8)
+    stack[1, 5:9, 5:9] = 2
+    stack[2, 20:30, 20:30] = 7
+    viewer.add_labels(stack, name="s")
+    viewer.layers.selection = {viewer.layers["s"]}
+    viewer.layers.save(str(tmp_path / "s.tif"), selected=True, plugin="napari-wavegms")
+    import tifffile
+
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "s.tif"), stack)  # label ids kept
+
+    from napari_wavegms._writer import write_labels
+
+    with pytest.raises(ValueError, match=r"save it as \.tif"):
+        write_labels(str(tmp_path / "s.png"), stack, {})
+    assert not (tmp_path / "s.png").exists()

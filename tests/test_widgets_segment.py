@@ -1,0 +1,248 @@
+"""The Segment widget and the one-click menu command, in a real napari viewer under Xvfb."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import BUSI
+from napari_wavegms.io import read_image
+
+pytestmark = pytest.mark.gui
+
+PLUGIN = "napari-wavegms"
+
+
+def open_widget(viewer, name: str):
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget
+
+
+def wait_done(qtbot, job, timeout: int = 60_000) -> None:
+    qtbot.waitUntil(lambda: not job.running, timeout=timeout)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Error notifications the plugin shows to the user."""
+    from napari_wavegms.widgets import _worker
+
+    shown: list[str] = []
+    monkeypatch.setattr(_worker, "show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def busi_image(busi_names) -> np.ndarray:
+    return read_image(BUSI / "images" / f"{busi_names[0]}.png")
+
+
+def test_segment_busi_layer_keeps_shape_scale_and_transforms(
+    make_napari_viewer, qtbot, random_checkpoint, busi_image
+):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(
+        busi_image,
+        name="busi",
+        scale=(0.1, 0.1),
+        translate=(5.0, 7.0),
+        units=("mm", "mm"),
+        axis_labels=("y", "x"),
+        rotate=10,
+    )
+    widget = open_widget(viewer, "Segment")
+    widget.model.add_file(random_checkpoint)
+    widget.image.value = image
+    job = widget.run()
+    assert not widget.run_button.enabled  # no second run while one is going
+    wait_done(qtbot, job)
+    assert job.status == "done"
+    labels = viewer.layers["busi_wavegms"]
+    assert labels.data.shape == busi_image.shape
+    assert labels.data.dtype == np.uint8 and set(np.unique(labels.data)) <= {0, 1}
+    np.testing.assert_allclose(labels.scale, (0.1, 0.1))
+    np.testing.assert_allclose(labels.translate, (5.0, 7.0))
+    np.testing.assert_allclose(labels.affine.affine_matrix, image.affine.affine_matrix)
+    np.testing.assert_allclose(labels.rotate, image.rotate)
+    assert tuple(str(u) for u in labels.units) == tuple(str(u) for u in image.units)
+    assert tuple(labels.axis_labels) == ("y", "x")
+    assert widget.run_button.enabled
+    assert widget.device_used.value.startswith("device in use: cpu")
+    assert labels.metadata["wavegms"]["model"] == str(random_checkpoint)
+
+    # rerun with another threshold: the same layer is updated, not duplicated
+    first = labels.data.copy()
+    widget.threshold.value = 0.01
+    wait_done(qtbot, widget.run())
+    assert [layer.name for layer in viewer.layers] == ["busi", "busi_wavegms"]
+    assert viewer.layers["busi_wavegms"] is labels
+    assert labels.data.sum() > first.sum()
+
+
+def test_stack_whole_and_current_slice(make_napari_viewer, qtbot, random_checkpoint, busi_names):
+    stack = np.stack([read_image(BUSI / "images" / f"{n}.png")[:200, :240] for n in busi_names[:3]])
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="stack", scale=(2.0, 0.1, 0.1))
+    widget = open_widget(viewer, "Segment")
+    widget.model.add_file(random_checkpoint)
+    widget.threshold.value = 0.01
+    wait_done(qtbot, widget.run())
+    whole = viewer.layers["stack_wavegms"].data.copy()
+    assert whole.shape == (3, 200, 240)
+    np.testing.assert_allclose(viewer.layers["stack_wavegms"].scale, (2.0, 0.1, 0.1))
+    assert all(whole[i].any() for i in range(3))
+
+    viewer.layers.remove("stack_wavegms")
+    viewer.dims.set_current_step(0, 1)
+    widget.scope.value = "current slice"
+    wait_done(qtbot, widget.run())
+    one = viewer.layers["stack_wavegms"].data
+    assert one.shape == (3, 200, 240)
+    assert not one[0].any() and not one[2].any()
+    np.testing.assert_array_equal(one[1], whole[1])
+
+
+def test_result_goes_to_the_layer_chosen_at_run(make_napari_viewer, qtbot, random_checkpoint, busi_image):
+    viewer = make_napari_viewer()
+    first = viewer.add_image(busi_image, name="first")
+    second = viewer.add_image(busi_image[::2, ::2], name="second")
+    widget = open_widget(viewer, "Segment")
+    widget.model.add_file(random_checkpoint)
+    widget.image.value = first
+    job = widget.run()
+    widget.image.value = second  # the user switches while the job runs
+    viewer.layers.selection.active = second
+    wait_done(qtbot, job)
+    assert "first_wavegms" in viewer.layers and "second_wavegms" not in viewer.layers
+    assert viewer.layers["first_wavegms"].data.shape == busi_image.shape
+
+
+def test_cancel_stops_the_job_and_closes_the_engine_generator(
+    make_napari_viewer, qtbot, random_checkpoint, busi_image
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([busi_image] * 40), name="long")
+    widget = open_widget(viewer, "Segment")
+    widget.model.add_file(random_checkpoint)
+    seen = []
+
+    def cancel_on_first_slices(event):
+        seen.append(event)
+        if event.total and event.done:
+            widget.cancel()
+
+    job = widget.run()
+    job._on_event = cancel_on_first_slices
+    wait_done(qtbot, job)
+    assert job.status == "cancelled"
+    assert max(e.done for e in seen) < 40
+    assert job.worker._gen.gi_frame is None  # closed: the engine's finally blocks have run
+    assert "long_wavegms" not in viewer.layers
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+    assert widget.status.value == "cancelled"
+
+
+def test_event_loop_keeps_running_during_a_job(make_napari_viewer, qtbot, random_checkpoint, busi_image):
+    from qtpy.QtCore import QTimer
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([busi_image] * 12), name="stack")
+    widget = open_widget(viewer, "Segment")
+    widget.model.add_file(random_checkpoint)
+    ticks_during_job = []
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(lambda: ticks_during_job.append(1) if widget.job and widget.job.running else None)
+    timer.start()
+    job = widget.run()
+    wait_done(qtbot, job)
+    timer.stop()
+    assert job.status == "done"
+    assert len(ticks_during_job) >= 3
+
+
+def test_errors_reach_the_user_with_the_reason(make_napari_viewer, qtbot, busi_image, errors, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(busi_image, name="img")
+    widget = open_widget(viewer, "Segment")
+    not_a_model = tmp_path / "notes.safetensors"
+    not_a_model.write_bytes(b"this is not a checkpoint")
+    widget.model.add_file(not_a_model)
+    job = widget.run()
+    wait_done(qtbot, job)
+    assert job.status == "failed"
+    assert len(errors) == 1 and "notes.safetensors" in errors[0]
+    assert widget.run_button.enabled
+
+
+def test_settings_are_remembered_and_the_menu_command_uses_them(
+    make_napari_viewer, qtbot, random_checkpoint, busi_image, _isolated_settings
+):
+    from app_model.types import MenuItem
+    from napari._app_model import get_app_model
+
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, "Segment")
+    widget.model.add_file(random_checkpoint)
+    widget.threshold.value = 0.3
+    assert (_isolated_settings / "settings.json").is_file()
+
+    viewer2 = make_napari_viewer()
+    widget2 = open_widget(viewer2, "Segment")
+    assert widget2.threshold.value == pytest.approx(0.3)
+    assert widget2.model.model == str(random_checkpoint)
+
+    app = get_app_model()
+    in_menu = [i.command.id for i in app.menus.get_menu("napari/layers/segment") if isinstance(i, MenuItem)]
+    assert "napari-wavegms.segment_selected" in in_menu
+    batch_menu = [
+        i.command.id for i in app.menus.get_menu("napari/file/io_utilities") if isinstance(i, MenuItem)
+    ]
+    assert "napari-wavegms.batch_widget" in batch_menu
+
+    from napari_wavegms.widgets._commands import segment_selected
+
+    layer = viewer2.add_image(busi_image, name="menu", scale=(0.5, 0.5))
+    viewer2.layers.selection.active = layer
+    job = segment_selected(viewer2)
+    wait_done(qtbot, job)
+    result = viewer2.layers["menu_wavegms"]
+    assert result.data.shape == busi_image.shape
+    np.testing.assert_allclose(result.scale, (0.5, 0.5))
+
+
+def test_napari_start_and_widget_construction_do_not_import_torch():
+    code = textwrap.dedent("""
+        import sys
+        import napari
+        viewer = napari.Viewer(show=False)
+        for name in ("Segment", "Train", "Batch"):
+            viewer.window.add_plugin_dock_widget("napari-wavegms", name)
+        print("torch" in sys.modules)
+        viewer.close()
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_rgb_image_synchronous_mode(make_napari_viewer, random_checkpoint, monkeypatch):
+    """An RGB Kvasir frame gives an H×W Labels layer (the channel axis is not spatial); WAVEGMS_SYNC=1
+    runs the job on the calling thread, so the result is there when run() returns."""
+    from conftest import KVASIR
+
+    monkeypatch.setenv("WAVEGMS_SYNC", "1")
+    rgb = read_image(KVASIR / "images" / "cju16jgnyzp970878melv7r25.jpg")
+    viewer = make_napari_viewer()
+    viewer.add_image(rgb, name="polyp", scale=(0.2, 0.3))
+    widget = open_widget(viewer, "Segment")
+    widget.model.add_file(random_checkpoint)
+    job = widget.run()
+    assert not job.running and job.status == "done" and job.worker is None
+    labels = viewer.layers["polyp_wavegms"]
+    assert labels.data.shape == rgb.shape[:2]
+    np.testing.assert_allclose(labels.scale, (0.2, 0.3))
