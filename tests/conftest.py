@@ -41,6 +41,15 @@ def taef2():
     return load_tiny_vae("taef2", WEIGHTS)
 
 
+def link_busi_pairs(root: Path, names: list[str]) -> Path:
+    """A data folder of real BUSI pairs as symlinks: the shared data is never copied or touched."""
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+        for n in names:
+            os.symlink(BUSI / sub / f"{n}.png", root / sub / f"{n}.png")
+    return root
+
+
 @pytest.fixture(scope="session")
 def busi_names() -> list[str]:
     """Eight GMS-test BUSI names with lesions and eight from the training split."""

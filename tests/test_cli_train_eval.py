@@ -11,30 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import BUSI, WEIGHTS
+from conftest import WEIGHTS, link_busi_pairs
 from napari_wavegms.cli import eval_main, train_main
 from napari_wavegms.model.checkpoint import read_checkpoint
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a CPU shared with other jobs, two OpenMP threads per process run ~10× slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture
 def busi10(tmp_path, busi_names):
     """Ten real BUSI pairs (symlinks) with split lists: 8 for training, 2 for validation."""
-    root = tmp_path / "data"
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True)
-        for n in busi_names[:10]:
-            os.symlink(BUSI / sub / f"{n}.png", root / sub / f"{n}.png")
+    root = link_busi_pairs(tmp_path / "data", busi_names[:10])
     (root / "splits").mkdir()
     (root / "splits" / "train.txt").write_text("\n".join(busi_names[:8]) + "\n")
     (root / "splits" / "val.txt").write_text("\n".join(busi_names[8:10]) + "\n")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 
 import pytest
 import torch
 
-from conftest import BUSI, WEIGHTS
+from conftest import BUSI, WEIGHTS, link_busi_pairs
 from napari_wavegms.data import PairDataset, scan_pairs
 from napari_wavegms.model.checkpoint import load_checkpoint, read_checkpoint
 from napari_wavegms.progress import run_to_end
@@ -23,24 +22,10 @@ from napari_wavegms.training import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a CPU shared with other jobs, two OpenMP threads per process run ~10× slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def busi16(tmp_path, busi_names):
     """The 16 real BUSI pairs as a data folder (symlinks: the shared data is never copied or touched)."""
-    root = tmp_path / "busi16"
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True)
-        for n in busi_names:
-            os.symlink(BUSI / sub / f"{n}.png", root / sub / f"{n}.png")
-    return root
+    return link_busi_pairs(tmp_path / "busi16", busi_names)
 
 
 def test_warmup_is_per_step_then_cosine_to_zero():
