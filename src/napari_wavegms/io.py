@@ -99,7 +99,8 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray, convention: str = "0/2
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            tifffile.imwrite(tmp, data, compression="zlib")
+            # minisblack: a stack of 3 or 4 masks is slices, never an RGB image.
+            tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack")
         elif suffix == ".png":
             if data.ndim != 2:
                 raise ValueError(f"{path}: PNG holds one 2D mask; use .tif for a stack of shape {data.shape}")

@@ -43,7 +43,7 @@ from .atomic import atomic_path
 from .augment import augment_batch
 from .data import DataError, Pair, PairDataset, carve, load_pair, read_split, resolve_split, scan_pairs
 from .device import describe, resolve_device
-from .metrics import score, summarize, write_csv
+from .metrics import PAPER_SIZE, score, summarize, write_csv
 from .preprocess import resize_image, resize_mask
 from .progress import Progress
 
@@ -895,7 +895,7 @@ def evaluate(
         raise DataError(
             f"no image/mask pairs to evaluate in {data_dir}" + (f" ({problems[0]})" if problems else "")
         )
-    size = net.image_size
+    size = PAPER_SIZE  # net.predict resizes to its own training size and back
     rows: list[dict] = []
     total = len(pairs)
     yield Progress(0, total, "")

@@ -1,0 +1,103 @@
+"""Turn a training run into a built-in model: a half-precision checkpoint and its model card.
+
+    python training/make_builtin.py runs/busi-cpu64 --name busi-wavegms-cpu64 --dataset busi \
+        --split splits/gms_test.txt --summary "..." --hardware "..."
+
+The card's scores are those of the *shipped* file: it is written first, loaded back and evaluated with
+the same ``evaluate`` that ``wavegms-eval`` runs, on the whole test split (never seen in training) and
+on the first 10 test images (the reference the test suite re-checks within 0.02).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from napari_wavegms.atomic import atomic_path
+from napari_wavegms.data import read_split, resolve_split, scan_pairs
+from napari_wavegms.model.checkpoint import load_checkpoint, save_checkpoint
+from napari_wavegms.models import BUILTIN_DIR
+from napari_wavegms.progress import run_to_end
+from napari_wavegms.training import evaluate
+
+DATASETS = {
+    "busi": {
+        "name": "BUSI (Breast Ultrasound Images Dataset)",
+        "modality": "breast ultrasound (B-mode), lesion masks",
+        "licence": "CC BY 4.0",
+        "citation": "W. Al-Dhabyani, M. Gomaa, H. Khaled, A. Fahmy, Dataset of breast ultrasound images, "
+        "Data in Brief 28 (2020) 104863",
+    },
+    "kvasir-seg": {
+        "name": "Kvasir-SEG",
+        "modality": "colonoscopy (RGB endoscopy), polyp masks",
+        "licence": "research and education use (Simula lists CC BY 4.0); commercial use needs permission",
+        "citation": "D. Jha et al., Kvasir-SEG: A Segmented Polyp Dataset, MMM 2020",
+    },
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path, help="training output folder (best.safetensors, history.csv)")
+    p.add_argument("--name", required=True, help="built-in name; must contain the dataset name")
+    p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    p.add_argument("--data", type=Path, help="data folder (default: $WAVEGMS_DATA_DIR/DATASET)")
+    p.add_argument("--split", required=True, help="test split list, relative to the data folder")
+    p.add_argument("--summary", required=True, help="one line shown in the model picker")
+    p.add_argument("--hardware", required=True, help="what it was trained on")
+    p.add_argument("--rank", type=int, default=1, help="order in the model picker (1 = default model)")
+    args = p.parse_args()
+    if args.dataset not in args.name:
+        p.error(f"the name must contain the dataset name {args.dataset!r}")
+    data = args.data or Path(os.environ["WAVEGMS_DATA_DIR"]) / args.dataset
+
+    model, config = load_checkpoint(args.run / "best.safetensors")
+    target = BUILTIN_DIR / f"{args.name}.safetensors"
+    save_checkpoint(target, model, {k: v for k, v in config.items() if k not in ("format", "tiny_vae",
+                                                                             "image_size")},
+                    dtype=torch.float16)
+    shipped, shipped_config = load_checkpoint(target)
+
+    full = run_to_end(evaluate(shipped, data, split=args.split, device="cpu",
+                               csv=args.run / f"{args.name}-test.csv"))
+    names = read_split(resolve_split(args.split, data))[:10]
+    ten_pairs = scan_pairs(data / "images", data / "masks", names=names).pairs
+    ten = run_to_end(evaluate(shipped, data, pairs=ten_pairs, device="cpu"))
+
+    with open(args.run / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    card = {
+        "name": args.name,
+        "rank": args.rank,
+        "summary": args.summary,
+        "modality": DATASETS[args.dataset]["modality"],
+        "data": {**DATASETS[args.dataset], "folder": args.dataset, "test_split": args.split},
+        "split": shipped_config["data"],
+        "recipe": shipped_config["training"],
+        "training": {
+            "epochs_run": len(history),
+            "seconds": round(sum(float(r["seconds"]) for r in history), 1),
+            "best_val_dice": max(float(r["val_dice"]) for r in history if r.get("val_dice")),
+            "hardware": args.hardware,
+        },
+        "tiny_vae": shipped_config["tiny_vae"],
+        "image_size": shipped_config["image_size"],
+        "weights": "float16",
+        "test": {"command": f"wavegms-eval {args.name} {data} --split {args.split} --json", **full.to_json()},
+        "reference_check": {"images": names, "dice": ten.paper["dice"],
+                            "note": "mean paper-protocol Dice on these 10 test images; tests/test_builtin_models.py"},
+    }
+    with atomic_path(target.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(card, indent=2, default=float) + "\n")
+    print(json.dumps({"file": str(target), "bytes": target.stat().st_size, "test": card["test"],
+                      "reference_check": card["reference_check"]}, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
