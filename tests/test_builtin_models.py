@@ -11,9 +11,9 @@ import pytest
 from conftest import SHARED
 from napari_wavegms.cli import predict_main
 from napari_wavegms.data import scan_pairs
+from napari_wavegms.evaluation import evaluate
 from napari_wavegms.models import builtin_models, default_model
 from napari_wavegms.progress import run_to_end
-from napari_wavegms.training import evaluate
 
 MODELS = builtin_models()
 

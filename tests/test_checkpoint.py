@@ -107,3 +107,22 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path: Path, random_che
     model, _ = load_checkpoint(random_checkpoint)
     target = save_checkpoint(tmp_path / "out" / "m.safetensors", model, {"a": 1})
     assert [p.name for p in target.parent.iterdir()] == ["m.safetensors"]
+
+
+def test_training_state_round_trip_and_corrupt_file(tmp_path: Path, random_checkpoint: Path):
+    from napari_wavegms.model.checkpoint import load_train_state, save_train_state
+
+    model, _ = load_checkpoint(random_checkpoint)
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
+    model.lmm.stem.weight.grad = torch.ones_like(model.lmm.stem.weight)
+    opt.step()
+    path = save_train_state(tmp_path / "last.state.safetensors", opt, {"epoch": 3}, {"cpu": torch.get_rng_state()})
+    fresh = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
+    meta, rng = load_train_state(path, fresh)
+    assert meta == {"epoch": 3} and torch.equal(rng["cpu"], torch.get_rng_state())
+    p = model.lmm.stem.weight
+    assert torch.equal(fresh.state[p]["exp_avg"], opt.state[p]["exp_avg"])
+
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="unreadable training state"):
+        load_train_state(path, fresh)

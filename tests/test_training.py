@@ -10,16 +10,10 @@ import torch
 
 from conftest import BUSI, WEIGHTS, link_busi_pairs
 from napari_wavegms.data import PairDataset, scan_pairs
-from napari_wavegms.model.checkpoint import load_checkpoint, read_checkpoint
+from napari_wavegms.evaluation import evaluate
+from napari_wavegms.model.checkpoint import load_checkpoint, load_train_state, read_checkpoint, save_train_state
 from napari_wavegms.progress import run_to_end
-from napari_wavegms.training import (
-    TrainConfig,
-    evaluate,
-    load_train_state,
-    lr_factor,
-    save_train_state,
-    train,
-)
+from napari_wavegms.training import TrainConfig, lr_factor, train
 
 
 @pytest.fixture

@@ -28,9 +28,10 @@ from torch.nn import functional as F
 from napari_wavegms.augment import augment_batch
 from napari_wavegms.data import PairDataset
 from napari_wavegms.device import describe, resolve_device
+from napari_wavegms.evaluation import evaluate
 from napari_wavegms.model.wavegms import soft_dice_loss
 from napari_wavegms.progress import run_to_end
-from napari_wavegms.training import TrainConfig, evaluate, lr_factor, make_splits, train, validate
+from napari_wavegms.training import TrainConfig, lr_factor, make_splits, train, validate
 
 
 class UNetSegmenter(torch.nn.Module):

@@ -20,10 +20,10 @@ import torch
 
 from napari_wavegms.atomic import atomic_path
 from napari_wavegms.data import read_split, resolve_split, scan_pairs
+from napari_wavegms.evaluation import evaluate
 from napari_wavegms.model.checkpoint import load_checkpoint, save_checkpoint
 from napari_wavegms.models import BUILTIN_DIR
 from napari_wavegms.progress import run_to_end
-from napari_wavegms.training import evaluate
 
 DATASETS = {
     "busi": {

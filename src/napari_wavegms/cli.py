@@ -165,9 +165,9 @@ def eval_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from .data import DataError
+    from .evaluation import evaluate
     from .model.checkpoint import CheckpointError
     from .progress import run_with_tqdm
-    from .training import evaluate
 
     try:
         job = evaluate(args.model, args.data, split=args.split, device=args.device,

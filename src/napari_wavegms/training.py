@@ -28,23 +28,20 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-from torch.nn import functional as F
 
 from .atomic import atomic_path
 from .augment import augment_batch
-from .data import DataError, Pair, PairDataset, carve, load_pair, read_split, resolve_split, scan_pairs
+from .data import DataError, Pair, PairDataset, carve, read_split, resolve_split, scan_pairs
 from .device import describe, resolve_device
-from .metrics import PAPER_SIZE, score, summarize, write_csv
-from .preprocess import resize_image, resize_mask
+from .evaluation import EvalResult, evaluate
+from .metrics import score, summarize, write_csv
+from .model.checkpoint import CheckpointError, load_checkpoint, load_train_state, save_checkpoint, save_train_state
 from .progress import Progress
 
 CHECKPOINTS = ("best.safetensors", "last.safetensors")
@@ -333,52 +330,6 @@ def _amp_setup(amp: str, device: torch.device) -> tuple[torch.dtype | None, Any]
     raise ValueError(f"unknown amp setting {amp!r}: use auto, bf16, fp16 or off")
 
 
-def save_train_state(
-    path: Path, optimizer: torch.optim.Optimizer, meta: dict[str, Any], tensors: dict[str, torch.Tensor]
-) -> Path:
-    """Optimizer state and run state as safetensors (tensors) + JSON metadata: resumable, never pickled."""
-    sd = optimizer.state_dict()
-    out = {f"rng.{k}": v.contiguous() for k, v in tensors.items()}
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, state in sd["state"].items():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor):
-                out[f"opt.{idx}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    metadata = {
-        "meta": json.dumps(meta),
-        "param_groups": json.dumps(sd["param_groups"]),
-        "scalars": json.dumps(scalars),
-    }
-    with atomic_path(path) as tmp:
-        save_file(out, str(tmp), metadata=metadata)
-    return path
-
-
-def load_train_state(
-    path: Path, optimizer: torch.optim.Optimizer
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Restore ``optimizer`` from :func:`save_train_state`'s file; returns (meta, rng tensors)."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no training state to resume from (was the run started by this version?)"
-        )
-    with safe_open(str(path), framework="pt") as f:
-        md = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    for idx, values in json.loads(md["scalars"]).items():
-        state.setdefault(int(idx), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(md["param_groups"])})
-    rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
-    return json.loads(md["meta"]), rng
-
-
 # ---------------------------------------------------------------- validation
 @torch.no_grad()
 def validate(
@@ -428,7 +379,6 @@ def _check_output(out: Path, config: TrainConfig) -> None:
 
 def _build_model(config: TrainConfig, out: Path):
     from .model import WaveGMS, load_tiny_vae
-    from .model.checkpoint import load_checkpoint
     from .models import resolve_model
 
     if config.resume:
@@ -480,7 +430,6 @@ def _train(
     from torch.utils.data import DataLoader, DistributedSampler
 
     from .model import wavegms_loss
-    from .model.checkpoint import save_checkpoint
 
     out = Path(config.output_dir).expanduser()
     dev_name = describe(device) + (f" ×{dist.world} (DDP)" if dist.active else "")
@@ -783,7 +732,6 @@ def _train(
     # ---- the test split, once, with the selected model
     test = None
     if dist.main and splits.test and not stopped:
-        from .model.checkpoint import load_checkpoint
 
         best_model, best_cfg = load_checkpoint(best_path, device=device)
         job = evaluate(
@@ -820,133 +768,6 @@ def _train(
     return TrainResult(out, best_path, last_path, history, test, stopped)
 
 
-# ---------------------------------------------------------------- evaluation
-@dataclass
-class EvalResult:
-    """Per-image rows (paper and ``native_`` metrics) and their summaries for both protocols."""
-
-    rows: list[dict]
-    paper: dict[str, float]
-    native: dict[str, float]
-    problems: list[str] = field(default_factory=list)
-    csv: Path | None = None
-    model: str = ""
-
-    @property
-    def n(self) -> int:
-        return len(self.rows)
-
-    def to_json(self) -> dict[str, Any]:
-        """One JSON-able object: ``n``, both protocols, and top-level dice/iou/hd95 = paper protocol."""
-
-        def clean(d: dict) -> dict:
-            bad = lambda v: isinstance(v, float) and not math.isfinite(v)  # noqa: E731
-            return {k: (None if bad(v) else v) for k, v in d.items() if k != "n"}
-
-        paper, native = clean(self.paper), clean(self.native)
-        return {
-            "n": self.n,
-            "model": self.model,
-            "dice": paper["dice"],
-            "iou": paper["iou"],
-            "hd95": paper["hd95"],
-            "paper": paper,
-            "native": native,
-            "problems": len(self.problems),
-        }
-
-
-def evaluate(
-    model: Any,
-    data_dir: str | os.PathLike,
-    *,
-    split: str | os.PathLike | None = None,
-    device: str | torch.device = "auto",
-    batch_size: int = 8,
-    threshold: float = 0.5,
-    images: str = "images",
-    masks: str = "masks",
-    pairs: Sequence[Pair] | None = None,
-    csv: str | os.PathLike | None = None,
-) -> Generator[Progress, None, EvalResult]:
-    """Score a model on a folder of pairs (or the ``split`` list within it) under both protocols.
-
-    ``model`` is a :class:`WaveGMS` (or a module with its ``predict`` and ``image_size``), a built-in
-    name or a checkpoint path / run folder. Unreadable
-    pairs are reported in ``problems`` and skipped. Yields ``Progress(images done, images)``.
-    """
-    if isinstance(model, torch.nn.Module) and hasattr(model, "predict") and hasattr(model, "image_size"):
-        net, label = model, "in-memory model"  # a WaveGMS, or any net with the same predict() (baselines)
-    else:
-        from .models import load_model, resolve_model
-
-        label = str(resolve_model(model))
-        net, _, _ = load_model(model, device)
-    net.eval()
-    dev = next(net.parameters()).device
-    data_dir = Path(data_dir)
-    problems: list[str] = []
-    if pairs is None:
-        names = read_split(resolve_split(split, data_dir)) if split else None
-        scan = scan_pairs(data_dir / images, data_dir / masks, names=names)
-        problems += scan.problems
-        pairs = scan.pairs
-    if not pairs:
-        raise DataError(
-            f"no image/mask pairs to evaluate in {data_dir}" + (f" ({problems[0]})" if problems else "")
-        )
-    size = PAPER_SIZE  # net.predict resizes to its own training size and back
-    rows: list[dict] = []
-    total = len(pairs)
-    yield Progress(0, total, "")
-    for start in range(0, total, batch_size):
-        chunk = []
-        for pair in pairs[start : start + batch_size]:
-            try:
-                image, mask, _ = load_pair(pair)
-            except DataError as err:
-                problems.append(str(err))
-                continue
-            chunk.append((pair, image, mask))
-        if chunk:
-            x = (
-                torch.cat(
-                    [
-                        resize_image(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None], size)
-                        for _, im, _ in chunk
-                    ]
-                )
-                .clamp(0, 1)
-                .to(dev)
-            )
-            with torch.no_grad():
-                prob = net.predict(x).float()
-            for j, (pair, _, mask) in enumerate(chunk):
-                gt_s = resize_mask(torch.from_numpy(mask)[None, None].float(), size)[0, 0].numpy() > 0.5
-                paper = score(prob[j, 0].cpu().numpy() > threshold, gt_s, "paper")
-                native_prob = F.interpolate(
-                    prob[j : j + 1], size=mask.shape, mode="bilinear", align_corners=False
-                )
-                native = score(native_prob[0, 0].cpu().numpy() > threshold, mask, "native")
-                rows.append(
-                    {
-                        "name": pair.name,
-                        **paper,
-                        **{f"native_{k}": v for k, v in native.items()},
-                        "height": mask.shape[0],
-                        "width": mask.shape[1],
-                        "foreground_gt": float(mask.mean()),
-                    }
-                )
-        yield Progress(min(total, start + batch_size), total, chunk[-1][0].name if chunk else "")
-    if not rows:
-        raise DataError(f"none of the {total} pairs in {data_dir} could be read: {'; '.join(problems[:3])}")
-    result = EvalResult(rows, summarize(rows), summarize(rows, "native_"), problems, model=label)
-    if csv is not None:
-        result.csv = write_csv(csv, rows)
-    return result
-
-
 # ---------------------------------------------------------------- command-line driver
 def train_with_progress(config: TrainConfig, quiet: bool = False) -> int:
     """Run :func:`train` with a tqdm bar and one line per epoch (rank 0 only); Ctrl-C stops cleanly,
@@ -955,7 +776,6 @@ def train_with_progress(config: TrainConfig, quiet: bool = False) -> int:
 
     from tqdm.auto import tqdm
 
-    from .model.checkpoint import CheckpointError
     from .weights import HashMismatchError, WeightsUnavailableError
 
     main = int(os.environ.get("RANK", "0")) == 0

@@ -5,6 +5,9 @@ segments images on its own, with no download. Its header carries a JSON config (
 latent width, image size, training data and recipe, metrics) and a sha256 of the tensor bytes, so a
 truncated, tampered or mismatched file is refused with a message naming the file and the problem.
 safetensors stores raw tensors only: nothing is unpickled.
+
+Resuming a run also needs the optimizer and random state: :func:`save_train_state` keeps them in a
+second safetensors file (tensors, plus JSON for the scalars), for the same reason.
 """
 
 from __future__ import annotations
@@ -140,3 +143,57 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
         module.load_state_dict({k: v.float() for k, v in state.items()})
     model.vae.requires_grad_(False)
     return model.to(device).eval(), config
+
+
+# ---------------------------------------------------------------- resumable training state
+def save_train_state(
+    path: Path, optimizer: torch.optim.Optimizer, meta: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> Path:
+    """Optimizer state and run state as safetensors (tensors) + JSON metadata: resumable, never pickled."""
+    sd = optimizer.state_dict()
+    out = {f"rng.{k}": v.contiguous() for k, v in tensors.items()}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                out[f"opt.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    metadata = {
+        "meta": json.dumps(meta),
+        "param_groups": json.dumps(sd["param_groups"]),
+        "scalars": json.dumps(scalars),
+    }
+    with atomic_path(path) as tmp:
+        save_file(out, str(tmp), metadata=metadata)
+    return path
+
+
+def load_train_state(
+    path: Path, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Restore ``optimizer`` from :func:`save_train_state`'s file; returns (meta, rng tensors)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no training state to resume from (was the run started by this version?)"
+        )
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            md = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        scalars, groups, meta = (json.loads(md[k]) for k in ("scalars", "param_groups", "meta"))
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable training state (truncated or corrupt?): {err!r}") from err
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, values in scalars.items():
+        state.setdefault(int(idx), {}).update(values)
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: the training state does not fit this model's optimizer: {err}") from err
+    rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+    return meta, rng

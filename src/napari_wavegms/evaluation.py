@@ -1,0 +1,149 @@
+"""Scoring a model on a folder of image/mask pairs, in the paper's protocol and at native resolution.
+
+What ``wavegms-eval`` runs, what a training run's final test uses, and what the built-in models'
+cards were made with. See :mod:`napari_wavegms.metrics` for the definitions.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .data import DataError, Pair, load_pair, read_split, resolve_split, scan_pairs
+from .metrics import PAPER_SIZE, score, summarize, write_csv
+from .preprocess import resize_image, resize_mask
+from .progress import Progress
+
+
+@dataclass
+class EvalResult:
+    """Per-image rows (paper and ``native_`` metrics) and their summaries for both protocols."""
+
+    rows: list[dict]
+    paper: dict[str, float]
+    native: dict[str, float]
+    problems: list[str] = field(default_factory=list)
+    csv: Path | None = None
+    model: str = ""
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    def to_json(self) -> dict[str, Any]:
+        """One JSON-able object: ``n``, both protocols, and top-level dice/iou/hd95 = paper protocol."""
+
+        def clean(d: dict) -> dict:
+            bad = lambda v: isinstance(v, float) and not math.isfinite(v)  # noqa: E731
+            return {k: (None if bad(v) else v) for k, v in d.items() if k != "n"}
+
+        paper, native = clean(self.paper), clean(self.native)
+        return {
+            "n": self.n,
+            "model": self.model,
+            "dice": paper["dice"],
+            "iou": paper["iou"],
+            "hd95": paper["hd95"],
+            "paper": paper,
+            "native": native,
+            "problems": len(self.problems),
+        }
+
+
+def evaluate(
+    model: Any,
+    data_dir: str | os.PathLike,
+    *,
+    split: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int = 8,
+    threshold: float = 0.5,
+    images: str = "images",
+    masks: str = "masks",
+    pairs: Sequence[Pair] | None = None,
+    csv: str | os.PathLike | None = None,
+) -> Generator[Progress, None, EvalResult]:
+    """Score a model on a folder of pairs (or the ``split`` list within it) under both protocols.
+
+    ``model`` is a :class:`WaveGMS` (or a module with its ``predict`` and ``image_size``), a built-in
+    name or a checkpoint path / run folder. Unreadable
+    pairs are reported in ``problems`` and skipped. Yields ``Progress(images done, images)``.
+    """
+    if isinstance(model, torch.nn.Module) and hasattr(model, "predict") and hasattr(model, "image_size"):
+        net, label = model, "in-memory model"  # a WaveGMS, or any net with the same predict() (baselines)
+    else:
+        from .models import load_model, resolve_model
+
+        label = str(resolve_model(model))
+        net, _, _ = load_model(model, device)
+    net.eval()
+    dev = next(net.parameters()).device
+    data_dir = Path(data_dir)
+    problems: list[str] = []
+    if pairs is None:
+        names = read_split(resolve_split(split, data_dir)) if split else None
+        scan = scan_pairs(data_dir / images, data_dir / masks, names=names)
+        problems += scan.problems
+        pairs = scan.pairs
+    if not pairs:
+        raise DataError(
+            f"no image/mask pairs to evaluate in {data_dir}" + (f" ({problems[0]})" if problems else "")
+        )
+    size = PAPER_SIZE  # net.predict resizes to its own training size and back
+    rows: list[dict] = []
+    total = len(pairs)
+    yield Progress(0, total, "")
+    for start in range(0, total, batch_size):
+        chunk = []
+        for pair in pairs[start : start + batch_size]:
+            try:
+                image, mask, _ = load_pair(pair)
+            except DataError as err:
+                problems.append(str(err))
+                continue
+            chunk.append((pair, image, mask))
+        if chunk:
+            x = (
+                torch.cat(
+                    [
+                        resize_image(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None], size)
+                        for _, im, _ in chunk
+                    ]
+                )
+                .clamp(0, 1)
+                .to(dev)
+            )
+            with torch.no_grad():
+                prob = net.predict(x).float()
+            for j, (pair, _, mask) in enumerate(chunk):
+                gt_s = resize_mask(torch.from_numpy(mask)[None, None].float(), size)[0, 0].numpy() > 0.5
+                paper = score(prob[j, 0].cpu().numpy() > threshold, gt_s, "paper")
+                native_prob = F.interpolate(
+                    prob[j : j + 1], size=mask.shape, mode="bilinear", align_corners=False
+                )
+                native = score(native_prob[0, 0].cpu().numpy() > threshold, mask, "native")
+                rows.append(
+                    {
+                        "name": pair.name,
+                        **paper,
+                        **{f"native_{k}": v for k, v in native.items()},
+                        "height": mask.shape[0],
+                        "width": mask.shape[1],
+                        "foreground_gt": float(mask.mean()),
+                    }
+                )
+        yield Progress(min(total, start + batch_size), total, chunk[-1][0].name if chunk else "")
+    if not rows:
+        raise DataError(f"none of the {total} pairs in {data_dir} could be read: {'; '.join(problems[:3])}")
+    result = EvalResult(rows, summarize(rows), summarize(rows, "native_"), problems, model=label)
+    if csv is not None:
+        result.csv = write_csv(csv, rows)
+    return result
