@@ -16,7 +16,7 @@ from napari_wavegms.model.checkpoint import CheckpointError, load_checkpoint, re
 def test_round_trip_is_exact_and_needs_no_tiny_vae_files(random_checkpoint: Path, taef2, monkeypatch):
     monkeypatch.delenv("WAVEGMS_WEIGHTS_DIR")  # inference needs only what the checkpoint holds
     model, config = load_checkpoint(random_checkpoint)
-    assert config["tiny_vae"] == {"name": "taef2", "latent_channels": 32, "pool": True}
+    assert config["tiny_vae"] == {"name": "taef2", "latent_channels": 32, "pool": True, "decoder": "embedded"}
     assert config["image_size"] == 64 and config["note"] == "untrained"
     torch.manual_seed(0)
     reference = WaveGMS(taef2, image_size=64).eval()
@@ -31,6 +31,23 @@ def test_half_precision_checkpoint_is_smaller_and_agrees(tmp_path: Path, random_
     model16, _ = load_checkpoint(half)
     x = torch.rand(2, 3, 64, 64)
     assert (model16.predict(x) - model.predict(x)).abs().max() < 0.05
+
+
+def test_checkpoint_without_decoder_takes_it_from_the_registry(tmp_path: Path, random_checkpoint: Path,
+                                                              monkeypatch):
+    from napari_wavegms.weights import WeightsUnavailableError
+
+    model, _ = load_checkpoint(random_checkpoint)
+    slim = save_checkpoint(tmp_path / "slim.safetensors", model, embed_decoder=False)
+    assert slim.stat().st_size < random_checkpoint.stat().st_size - 5_000_000
+    again, config = load_checkpoint(slim)
+    assert config["tiny_vae"]["decoder"] == "registry"
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(again.predict(x), model.predict(x), atol=0, rtol=0)
+    monkeypatch.delenv("WAVEGMS_WEIGHTS_DIR")  # offline, nothing cached: the error says what to fetch
+    monkeypatch.setenv("WAVEGMS_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match=r"taef2_decoder\.pth"):
+        load_checkpoint(slim)
 
 
 def test_truncated_checkpoint(tmp_path: Path, random_checkpoint: Path):

@@ -99,11 +99,14 @@ def test_server_down_gives_clear_error(no_offline: Path):
     assert not any(p.is_file() for p in no_offline.rglob("*"))
 
 
-def test_offline_with_nothing_cached_says_what_to_download(no_offline: Path):
+def test_offline_with_nothing_cached_says_what_to_download(no_offline: Path, monkeypatch):
     with pytest.raises(weights.WeightsUnavailableError) as info:
         weights.fetch(TAEF2_DEC, allow_download=False)
     assert TAEF2_DEC.url in str(info.value)
     assert weights.WEIGHTS_ENV in str(info.value)
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    with pytest.raises(weights.WeightsUnavailableError, match="not available offline"):
+        weights.fetch(TAEF2_DEC)
 
 
 def test_tiny_vae_from_a_local_folder_of_pth_files():

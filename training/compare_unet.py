@@ -9,6 +9,11 @@ residual unit per level, 13.4M parameters, random initialisation) with Dice + BC
 
     python training/compare_unet.py [--config training/busi.yaml] [--epochs 50] [--device auto]
                                     [--output runs/compare] [--image-size 224] [--batch-size 12]
+                                    [--wavegms-run runs/busi]
+
+``--wavegms-run`` reuses a finished ``wavegms-train`` run made with the same config and budget instead of
+training Wave-GMS again (on a CPU one run can take an hour); its ``best`` checkpoint is scored here
+with the same evaluation as the U-Net, and the table says the run was reused.
 
 Prints a Markdown table (test Dice / IoU / HD95 in both protocols, trainable parameters, seconds
 per epoch) and writes ``compare.json`` in the output folder.
@@ -122,6 +127,29 @@ def train_wavegms(cfg: TrainConfig) -> dict:
             "s_per_epoch": sum(seconds) / len(seconds), "device": ev.device}
 
 
+def reuse_wavegms(run: Path, cfg: TrainConfig) -> dict:
+    """Score a finished Wave-GMS run's best checkpoint on this config's test split."""
+    import csv
+
+    from napari_wavegms.model.checkpoint import load_checkpoint
+
+    model, header = load_checkpoint(run / "best.safetensors")
+    trained = header["training"]
+    for key in ("epochs", "batch_size", "image_size", "lr", "seed", "train_split", "test_split"):
+        if trained[key] != getattr(cfg, key):
+            raise SystemExit(f"{run} was trained with {key}={trained[key]!r}; "
+                             f"this comparison uses {getattr(cfg, key)!r}")
+    while not (run / "test.json").is_file():  # the run writes test.json last
+        time.sleep(30)
+    with open(run / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    test = run_to_end(evaluate(model, cfg.data_dir, pairs=make_splits(cfg).test)).to_json()
+    return {"test": test, "best_val_dice": max(float(h["val_dice"]) for h in history),
+            "trainable": sum(p.numel() for p in model.trainable_parameters()),
+            "s_per_epoch": sum(float(h["seconds"]) for h in history) / len(history),
+            "device": header["run"]["device"] + f" (reused run {run})"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(Path(__file__).with_name("busi.yaml")))
@@ -131,18 +159,23 @@ def main() -> None:
     p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--data")
+    p.add_argument("--wavegms-run", type=Path, help="reuse this finished Wave-GMS run (same config and budget)")
     args = p.parse_args()
     out = Path(args.output)
     base = TrainConfig.from_yaml(args.config, epochs=args.epochs, device=args.device, image_size=args.image_size,
                                  batch_size=args.batch_size, data_dir=args.data)
     wave_cfg = TrainConfig(**{**base.to_dict(), "output_dir": str(out / "wavegms"), "overwrite": True})
-    results = {"wave-gms": train_wavegms(wave_cfg), "u-net": train_unet(base, out)}
+    if args.wavegms_run:  # U-Net first: the reused run may still be finishing
+        unet = train_unet(base, out)
+        results = {"wave-gms": reuse_wavegms(args.wavegms_run, base), "u-net": unet}
+    else:
+        results = {"wave-gms": train_wavegms(wave_cfg), "u-net": train_unet(base, out)}
     results["budget"] = {"epochs": base.epochs, "batch_size": base.batch_size, "image_size": base.image_size,
                          "lr": base.lr, "config": args.config}
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(results, indent=1))
-    print(f"\nBUSI (GMS split), {base.epochs} epochs, batch {base.batch_size}, {base.image_size}², "
-          f"{results['wave-gms']['device']}")
+    print(f"\nBUSI (GMS split), {base.epochs} epochs, batch {base.batch_size}, {base.image_size}²; "
+          f"Wave-GMS on {results['wave-gms']['device']}, U-Net on {results['u-net']['device']}")
     print("| model | trainable | s / epoch | Dice | IoU | HD95 (px) | native Dice | native IoU | native HD95 |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in ("wave-gms", "u-net"):

@@ -19,6 +19,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "WAVEGMS_CACHE_DIR"
+OFFLINE_ENV = "WAVEGMS_OFFLINE"  # set to 1: never try the network, only offline folders and the cache
+TIMEOUT_S = 60
 WEIGHTS_ENV = "WAVEGMS_WEIGHTS_DIR"
 DATA_ENV = "WAVEGMS_DATA_DIR"
 
@@ -162,7 +164,7 @@ def fetch(
         f"Download {remote.url} and put it (as {remote.relative_path}) in a folder named by the "
         f"environment variable {remote.env}, or in the cache folder {cache}. Searched: {', '.join(searched)}."
     )
-    if not allow_download:
+    if not allow_download or os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         raise WeightsUnavailableError(f"{remote.name} is not available offline. {help_text}")
     return _download(remote, cached, help_text)
 
@@ -178,7 +180,8 @@ def _download(remote: RemoteFile, target: Path, help_text: str) -> Path:
         # pooch downloads to a temporary file in the same folder, checks the hash and only then
         # renames it into place; on a mismatch it deletes the temporary file and raises ValueError.
         path = pooch.retrieve(
-            remote.url, known_hash=known_hash, fname=target.name, path=target.parent, progressbar=False
+            remote.url, known_hash=known_hash, fname=target.name, path=target.parent,
+            downloader=pooch.HTTPDownloader(progressbar=False, timeout=TIMEOUT_S),
         )
     except ValueError as err:
         raise HashMismatchError(

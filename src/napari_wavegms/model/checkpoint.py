@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .. import weights
 from ..atomic import atomic_path
 from .tiny_vae import TinyVAE, build_autoencoder, load_tiny_vae
 from .wavegms import WaveGMS
@@ -45,11 +46,13 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def model_tensors(model: WaveGMS, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The tensors a checkpoint stores: ``encoder.*``, ``lmm.*`` and the frozen decoder."""
+def model_tensors(model: WaveGMS, dtype: torch.dtype | None = None,
+                  embed_decoder: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint stores: ``encoder.*``, ``lmm.*`` and (unless asked not to) the frozen decoder."""
     tensors = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
     tensors |= {f"lmm.{k}": v for k, v in model.lmm.state_dict().items()}
-    tensors |= {DECODER_PREFIX + k: v for k, v in model.vae.autoencoder.decoder.state_dict().items()}
+    if embed_decoder:
+        tensors |= {DECODER_PREFIX + k: v for k, v in model.vae.autoencoder.decoder.state_dict().items()}
     out = {}
     for k, v in tensors.items():
         v = v.detach().cpu()
@@ -60,16 +63,21 @@ def model_tensors(model: WaveGMS, dtype: torch.dtype | None = None) -> dict[str,
 
 
 def save_checkpoint(path: str | os.PathLike, model: WaveGMS, config: dict[str, Any] | None = None,
-                    dtype: torch.dtype | None = None) -> Path:
+                    dtype: torch.dtype | None = None, embed_decoder: bool = True) -> Path:
     """Write ``model`` atomically (temporary file, then rename) with ``config`` in the header.
 
     ``dtype=torch.float16`` halves the size (fine for shipping: masks are thresholded).
+    ``embed_decoder=False`` leaves out the frozen decoder (2.7 MB) when the model's Tiny-VAE is in the
+    weights registry: loading then takes it from there, sha256-checked (how built-in models stay small).
     """
     path = Path(path)
-    tensors = model_tensors(model, dtype)
+    if not embed_decoder and model.vae.name not in weights.TINY_VAES:
+        raise ValueError(f"Tiny-VAE {model.vae.name!r} is not in the registry: its decoder must be embedded")
+    tensors = model_tensors(model, dtype, embed_decoder)
     header = {
         "format": FORMAT,
-        "tiny_vae": {"name": model.vae.name, "latent_channels": model.latent_channels, "pool": model.vae.pool},
+        "tiny_vae": {"name": model.vae.name, "latent_channels": model.latent_channels, "pool": model.vae.pool,
+                     "decoder": "embedded" if embed_decoder else "registry"},
         "image_size": model.image_size,
         **(config or {}),
     }
@@ -110,7 +118,8 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
                     need_encoder: bool = False) -> tuple[WaveGMS, dict[str, Any]]:
     """Rebuild a :class:`WaveGMS` from a checkpoint.
 
-    Inference needs only the decoder stored in the file. Training from it (``need_encoder=True``)
+    Inference needs only the decoder, stored in the file (or, for files saved with
+    ``embed_decoder=False``, taken from the weights registry). Training from it (``need_encoder=True``)
     also loads the Tiny-VAE's encoder by the name in the config, from the registry or ``weights_dir``.
     """
     config, tensors = read_checkpoint(path)
@@ -120,8 +129,9 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
         image_size = int(config["image_size"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: incomplete config ({err!r} missing or invalid)") from err
-    if need_encoder:
-        vae = load_tiny_vae(vae_cfg["name"], weights_dir)
+    embedded = vae_cfg.get("decoder", "embedded") == "embedded"
+    if need_encoder or not embedded:
+        vae = load_tiny_vae(vae_cfg["name"], weights_dir, need_encoder=need_encoder)
     else:
         vae = TinyVAE(build_autoencoder(latent_channels, pool), vae_cfg["name"])
     if vae.latent_channels != latent_channels:
@@ -129,7 +139,9 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
                               f"but Tiny-VAE {vae_cfg['name']!r} has {vae.latent_channels}")
     model = WaveGMS(vae, image_size=image_size)
     decoder = {k[len(DECODER_PREFIX):]: v for k, v in tensors.items() if k.startswith(DECODER_PREFIX)}
-    parts = ((model.encoder, "encoder."), (model.lmm, "lmm."), (model.vae.autoencoder.decoder, None))
+    parts = [(model.encoder, "encoder."), (model.lmm, "lmm.")]
+    if embedded:
+        parts.append((model.vae.autoencoder.decoder, None))
     for module, prefix in parts:
         state = decoder if prefix is None else {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         expected = module.state_dict()
