@@ -133,14 +133,14 @@ def reuse_wavegms(run: Path, cfg: TrainConfig) -> dict:
 
     from napari_wavegms.model.checkpoint import load_checkpoint
 
+    while not (run / "test.json").is_file():  # the run writes test.json last: its best is final then
+        time.sleep(30)
     model, header = load_checkpoint(run / "best.safetensors")
     trained = header["training"]
     for key in ("epochs", "batch_size", "image_size", "lr", "seed", "train_split", "test_split"):
         if trained[key] != getattr(cfg, key):
             raise SystemExit(f"{run} was trained with {key}={trained[key]!r}; "
                              f"this comparison uses {getattr(cfg, key)!r}")
-    while not (run / "test.json").is_file():  # the run writes test.json last
-        time.sleep(30)
     with open(run / "history.csv") as f:
         history = list(csv.DictReader(f))
     test = run_to_end(evaluate(model, cfg.data_dir, pairs=make_splits(cfg).test)).to_json()
