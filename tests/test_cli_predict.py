@@ -67,7 +67,6 @@ def test_single_file_and_options(tmp_path, images, random_checkpoint, busi_names
         ["{in}", "{out}", "--threshold", "2"],
         ["{missing}", "{out}", "--model", "{model}"],
         ["{in}", "{in}", "--model", "{model}"],
-        ["{in}", "{out}"],  # no built-in model installed and none given
         ["{in}", "{out}", "--model", "no-such-model"],
         ["{in}", "{out}", "--model", "{model}", "--device", "tpu"],
     ],
