@@ -59,9 +59,7 @@ def main() -> None:
 
     model, config = load_checkpoint(args.run / "best.safetensors")
     target = BUILTIN_DIR / f"{args.name}.safetensors"
-    save_checkpoint(target, model, {k: v for k, v in config.items() if k not in ("format", "tiny_vae",
-                                                                             "image_size")},
-                    dtype=torch.float16, embed_decoder=False)
+    save_checkpoint(target, model, config, dtype=torch.float16, embed_decoder=False)
     shipped, shipped_config = load_checkpoint(target)
 
     full = run_to_end(evaluate(shipped, data, split=args.split, device="cpu",

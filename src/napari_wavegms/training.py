@@ -752,7 +752,6 @@ def _train(
         test = result.to_json()
         with atomic_path(out / "test.json") as tmp:
             Path(tmp).write_text(json.dumps(test, indent=1))
-        best_cfg = {k: v for k, v in best_cfg.items() if k not in ("format", "tiny_vae", "image_size")}
         best_cfg.setdefault("metrics", {})["test"] = test
         save_checkpoint(best_path, best_model, best_cfg)
     if dist.main:

@@ -74,12 +74,12 @@ def save_checkpoint(path: str | os.PathLike, model: WaveGMS, config: dict[str, A
     if not embed_decoder and model.vae.name not in weights.TINY_VAES:
         raise ValueError(f"Tiny-VAE {model.vae.name!r} is not in the registry: its decoder must be embedded")
     tensors = model_tensors(model, dtype, embed_decoder)
-    header = {
+    header = {  # what describes the model comes from the model itself, whatever ``config`` carried over
+        **(config or {}),
         "format": FORMAT,
         "tiny_vae": {"name": model.vae.name, "latent_channels": model.latent_channels, "pool": model.vae.pool,
                      "decoder": "embedded" if embed_decoder else "registry"},
         "image_size": model.image_size,
-        **(config or {}),
     }
     metadata = {"wavegms": json.dumps(header), "sha256": _digest(tensors)}
     with atomic_path(path) as tmp:
