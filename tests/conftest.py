@@ -41,6 +41,16 @@ def taef2():
     return load_tiny_vae("taef2", WEIGHTS)
 
 
+def drain(job) -> tuple[list, object]:
+    """Run a job generator to its end: every event it yielded, and what it returned."""
+    events = []
+    while True:
+        try:
+            events.append(next(job))
+        except StopIteration as stop:
+            return events, stop.value
+
+
 def link_busi_pairs(root: Path, names: list[str]) -> Path:
     """A data folder of real BUSI pairs as symlinks: the shared data is never copied or touched."""
     for sub in ("images", "masks"):

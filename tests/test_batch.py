@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import BUSI, KVASIR
+from conftest import BUSI, KVASIR, drain
 from napari_wavegms.batch import CSV_COLUMNS, BatchUsageError, segment_folder
 from napari_wavegms.inference import Segmenter
 from napari_wavegms.io import read_image
-from napari_wavegms.progress import Progress, run_to_end
+from napari_wavegms.progress import run_to_end
 
 KVASIR_IMAGE = "cju0qkwl35piu0993l0dewei2"
 
@@ -46,15 +46,6 @@ def snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def run(job) -> tuple[list[Progress], object]:
-    events = []
-    while True:
-        try:
-            events.append(next(job))
-        except StopIteration as stop:
-            return events, stop.value
-
-
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -65,7 +56,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_folder_with_good_and_bad_files(tmp_path, folder, seg, busi_names):
     before = snapshot(folder)
     out = tmp_path / "out"
-    events, summary = run(segment_folder(folder, out, recursive=True, overlays=True, segmenter=seg))
+    events, summary = drain(segment_folder(folder, out, recursive=True, overlays=True, segmenter=seg))
 
     assert events[-1].done == events[-1].total == 6
     assert [e.done for e in events] == sorted(e.done for e in events)
@@ -97,7 +88,7 @@ def test_folder_with_good_and_bad_files(tmp_path, folder, seg, busi_names):
 
     # A rerun skips what is done (masks not rewritten) and records the failures again.
     masks_before = snapshot(out)
-    _, again = run(segment_folder(folder, out, recursive=True, overlays=True, segmenter=seg))
+    _, again = drain(segment_folder(folder, out, recursive=True, overlays=True, segmenter=seg))
     assert {r.file for r in again.skipped} == done
     assert {r.file for r in again.failed} == {"broken.png", "notes.txt"}
     assert again.csv_path != summary.csv_path and summary.csv_path.is_file()
@@ -106,26 +97,26 @@ def test_folder_with_good_and_bad_files(tmp_path, folder, seg, busi_names):
         k: v for k, v in masks_before.items() if not k.startswith("wavegms-summary")}
 
     # overwrite=True does them again.
-    _, third = run(segment_folder(folder, out, recursive=True, overwrite=True, segmenter=seg))
+    _, third = drain(segment_folder(folder, out, recursive=True, overwrite=True, segmenter=seg))
     assert {r.file for r in third.done} == done
     assert snapshot(folder) == before
 
 
 def test_not_recursive_and_pattern(tmp_path, folder, seg):
-    _, summary = run(segment_folder(folder, tmp_path / "o1", segmenter=seg))
+    _, summary = drain(segment_folder(folder, tmp_path / "o1", segmenter=seg))
     assert not any(r.file.startswith("nested/") for r in summary.results)
-    _, summary = run(segment_folder(folder, tmp_path / "o2", pattern="*.PNG", recursive=True, segmenter=seg))
+    _, summary = drain(segment_folder(folder, tmp_path / "o2", pattern="*.PNG", recursive=True, segmenter=seg))
     assert {r.file for r in summary.results} <= {p.name for p in folder.glob("*.png")}
     assert len(summary.results) == 3 and len(summary.failed) == 1
 
 
 def test_tif_output_and_conventions(tmp_path, folder, seg):
-    _, summary = run(segment_folder(folder, tmp_path / "o", pattern="*.tif", fmt="tif", convention="0/1",
+    _, summary = drain(segment_folder(folder, tmp_path / "o", pattern="*.tif", fmt="tif", convention="0/1",
                                     segmenter=seg))
     mask = tifffile.imread(tmp_path / "o" / "deep.tif")
     assert [r.status for r in summary.results] == ["done"]
     assert mask.shape == read_image(folder / "deep.tif").shape and set(np.unique(mask)) <= {0, 1}
-    _, summary = run(segment_folder(folder, tmp_path / "l", pattern="*.tif", convention="labels", min_size=20,
+    _, summary = drain(segment_folder(folder, tmp_path / "l", pattern="*.tif", convention="labels", min_size=20,
                                     threshold=0.45, segmenter=seg))
     labels = read_image(tmp_path / "l" / "deep.png")
     assert labels.max() >= 1 and set(np.unique(labels)) == set(range(labels.max() + 1))
@@ -148,7 +139,7 @@ def test_output_inside_the_input_is_left_out_of_the_scan(folder, seg):
     before = snapshot(folder)
     out = folder / "masks"
     for _ in range(2):
-        _, summary = run(segment_folder(folder, out, pattern="*.png", recursive=True, segmenter=seg))
+        _, summary = drain(segment_folder(folder, out, pattern="*.png", recursive=True, segmenter=seg))
         assert not any(r.file.startswith("masks/") for r in summary.results)
     assert {k: v for k, v in snapshot(folder).items() if not k.startswith("masks/")} == before
 
@@ -160,7 +151,7 @@ def test_an_output_that_would_land_on_an_input_is_refused(tmp_path, seg, busi_na
     shutil.copy(BUSI / "images" / f"{busi_names[0]}.png", src / "x.png")
     shutil.copy(BUSI / "images" / f"{busi_names[1]}.png", src / "in" / "x.png")  # → data/in/x.png
     before = snapshot(src)
-    _, summary = run(segment_folder(src, data, recursive=True, segmenter=seg))
+    _, summary = drain(segment_folder(src, data, recursive=True, segmenter=seg))
     status = {r.file: (r.status, r.error) for r in summary.results}
     assert status["x.png"][0] == "done"
     assert status["in/x.png"][0] == "failed" and "inside the input folder" in status["in/x.png"][1]
@@ -173,13 +164,13 @@ def test_same_stem_twice_is_caught(tmp_path, seg, busi_names):
     image = read_image(BUSI / "images" / f"{busi_names[0]}.png")
     shutil.copy(BUSI / "images" / f"{busi_names[0]}.png", src / "a.png")
     tifffile.imwrite(src / "a.tif", image)
-    _, summary = run(segment_folder(src, tmp_path / "out", segmenter=seg))
+    _, summary = drain(segment_folder(src, tmp_path / "out", segmenter=seg))
     assert [r.status for r in summary.results] == ["done", "failed"]
     assert "also the output of a.png" in summary.results[1].error
 
 
 def test_single_file_input(tmp_path, folder, seg):
-    _, summary = run(segment_folder(folder / "deep.tif", tmp_path / "o", segmenter=seg))
+    _, summary = drain(segment_folder(folder / "deep.tif", tmp_path / "o", segmenter=seg))
     assert [r.file for r in summary.done] == ["deep.tif"]
     assert (tmp_path / "o" / "deep.png").is_file()
 

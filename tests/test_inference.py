@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import BUSI, KVASIR
+from conftest import BUSI, KVASIR, drain
 from napari_wavegms.inference import (
     Segmenter,
     UnsupportedImageError,
@@ -106,13 +106,7 @@ def test_single_channel_axis_is_dropped(seg, gray):
 def test_three_slice_stack_is_segmented_slice_by_slice_with_progress(seg, gray):
     stack = np.stack([gray, gray[::-1], gray[:, ::-1]])
     job = seg.segment(stack)
-    events = []
-    while True:
-        try:
-            events.append(next(job))
-        except StopIteration as stop:
-            masks = stop.value
-            break
+    events, masks = drain(job)
     assert all(isinstance(e, Progress) for e in events)
     assert events[0].done == 0 and events[-1].done == events[-1].total == 3
     assert masks.shape == stack.shape and masks.dtype == np.uint8

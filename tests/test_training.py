@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import BUSI, WEIGHTS, link_busi_pairs
+from conftest import BUSI, WEIGHTS, drain, link_busi_pairs
 from napari_wavegms.data import PairDataset, scan_pairs
 from napari_wavegms.evaluation import evaluate
 from napari_wavegms.model.checkpoint import load_checkpoint, load_train_state, read_checkpoint, save_train_state
@@ -75,15 +75,7 @@ def test_train_stop_resume_evaluate(tmp_path, busi16, busi_names):
     with pytest.raises(FileExistsError, match="already holds a training run"):
         next(train(cfg))
     # 2. resume: repeats the interrupted epoch, then finishes and scores the test split once
-    events = []
-    job = train(TrainConfig(**{**cfg.to_dict(), "resume": True}))
-    result = None
-    while True:
-        try:
-            events.append(next(job))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    events, result = drain(train(TrainConfig(**{**cfg.to_dict(), "resume": True})))
     assert [e.done for e in events if e.kind == "step"] == [1, 2, 3, 4]
     epochs = [e for e in events if e.kind == "epoch"]
     assert [e.epoch for e in epochs] == [1, 2]

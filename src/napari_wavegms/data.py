@@ -36,6 +36,7 @@ from .preprocess import (
     resize_mask,
     to_rgb,
 )
+from .progress import run_to_end
 
 
 class DataError(ValueError):
@@ -258,12 +259,7 @@ class PairDataset(torch.utils.data.Dataset):
         max_bytes: int = 4 << 30,
         threads: int = 4,
     ) -> None:
-        job = self._load(pairs, size, preload, max_bytes, threads)
-        while True:
-            try:
-                next(job)
-            except StopIteration:
-                break
+        run_to_end(self._load(pairs, size, preload, max_bytes, threads))
 
     @classmethod
     def loading(

@@ -7,7 +7,7 @@ in ``finally`` (training saves its ``last`` checkpoint there).
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -35,6 +35,19 @@ def run_to_end(job: Generator[Any, None, T]) -> T:
             next(job)
         except StopIteration as stop:
             return stop.value
+
+
+def relay(job: Generator[Any, None, T], translate: Callable[[Any], Any]) -> Generator[Any, None, T]:
+    """Re-yield each event of ``job`` as ``translate(event)`` (dropped when that is ``None``) and return
+    ``job``'s result: for a long job that runs another one as a step (``result = yield from relay(...)``)."""
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as stop:
+            return stop.value
+        translated = translate(event)
+        if translated is not None:
+            yield translated
 
 
 def run_with_tqdm(job: Generator[Any, None, T], desc: str = "", unit: str = "it", disable: bool = False) -> T:

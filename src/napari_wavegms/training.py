@@ -42,7 +42,7 @@ from .device import describe, resolve_device
 from .evaluation import EvalResult, evaluate
 from .metrics import score, summarize, write_csv
 from .model.checkpoint import CheckpointError, load_checkpoint, load_train_state, save_checkpoint, save_train_state
-from .progress import Progress
+from .progress import Progress, relay
 
 CHECKPOINTS = ("best.safetensors", "last.safetensors")
 STATE_FILE = "last.state.safetensors"
@@ -466,14 +466,10 @@ def _train(
     train_job = PairDataset.loading(
         splits.train, config.image_size, preload=config.preload, max_bytes=limit, threads=threads
     )
-    while True:
-        try:
-            done, total = next(train_job)
-        except StopIteration as stop_it:
-            train_data: PairDataset = stop_it.value
-            break
-        if dist.main:
-            yield event("prepare", 0, 0, f"loading training pairs {done}/{total}")
+    train_data: PairDataset = yield from relay(
+        train_job,
+        lambda p: event("prepare", 0, 0, f"loading training pairs {p[0]}/{p[1]}") if dist.main else None,
+    )
     val_data = PairDataset(splits.val, config.image_size, preload=True, max_bytes=limit, threads=threads)
     problems = splits.problems + train_data.problems + val_data.problems
     notes = splits.notes + train_data.notes + val_data.notes
@@ -742,13 +738,9 @@ def _train(
             threshold=config.threshold,
             csv=out / "test.csv",
         )
-        while True:
-            try:
-                p = next(job)
-            except StopIteration as stop_it:
-                result: EvalResult = stop_it.value
-                break
-            yield event("done", step, total_steps, f"testing {p.done}/{p.total}", epoch=epochs_done)
+        result: EvalResult = yield from relay(
+            job, lambda p: event("done", step, total_steps, f"testing {p.done}/{p.total}", epoch=epochs_done)
+        )
         test = result.to_json()
         with atomic_path(out / "test.json") as tmp:
             Path(tmp).write_text(json.dumps(test, indent=1))
