@@ -1,7 +1,8 @@
-"""Wave-GMS against a plain U-Net, trained on the same BUSI split with the same budget, in one run.
+"""Wave-GMS against a plain U-Net, trained on the same split with the same budget, in one run.
 
-Both models get the same data (``training/busi.yaml``: GMS's 517/130 split, 10 % of the training
-images carved out for validation with the same seed), the same augmentations (``augment.py``), the
+Both models get the same data (a training config such as ``training/busi.yaml``, GMS's 517/130 split,
+or ``training/kvasir-seg.yaml``, the official 880/120 split; 10 % of the training images carved out
+for validation with the same seed), the same augmentations (``augment.py``), the
 same optimiser and schedule (AdamW lr 2e-3, weight decay 0.01, per-step warm-up then cosine), batch,
 image size and number of epochs; each is selected on validation Dice and scored once on the test
 split in both protocols (``metrics.py``). The U-Net is MONAI's ``UNet`` (channels 64…1024, one
@@ -35,7 +36,7 @@ from napari_wavegms.data import PairDataset
 from napari_wavegms.device import describe, resolve_device
 from napari_wavegms.evaluation import evaluate
 from napari_wavegms.model.wavegms import soft_dice_loss
-from napari_wavegms.progress import run_to_end
+from napari_wavegms.progress import relay, run_to_end
 from napari_wavegms.training import TrainConfig, lr_factor, make_splits, train, validate
 
 
@@ -108,23 +109,21 @@ def train_unet(cfg: TrainConfig, out: Path) -> dict:
 
 
 def train_wavegms(cfg: TrainConfig) -> dict:
-    job = train(cfg)
-    result = None
-    while True:
-        try:
-            ev = next(job)
-        except StopIteration as stop:
-            result = stop.value
-            break
+    seen = []
+
+    def report(ev):
+        seen.append(ev)
         if ev.kind == "epoch":
             print(f"wave-gms {ev.message} ({ev.seconds:.1f} s)", flush=True)
+
+    result = run_to_end(relay(train(cfg), report))
     from napari_wavegms.model.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(result.best)
     seconds = [h["seconds"] for h in result.history]
     return {"test": result.test, "best_val_dice": max(h.get("val_dice", -1) for h in result.history),
             "trainable": sum(p.numel() for p in model.trainable_parameters()),
-            "s_per_epoch": sum(seconds) / len(seconds), "device": ev.device}
+            "s_per_epoch": sum(seconds) / len(seconds), "device": seen[-1].device}
 
 
 def reuse_wavegms(run: Path, cfg: TrainConfig) -> dict:
@@ -174,7 +173,7 @@ def main() -> None:
                          "lr": base.lr, "config": args.config}
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(results, indent=1))
-    print(f"\nBUSI (GMS split), {base.epochs} epochs, batch {base.batch_size}, {base.image_size}²; "
+    print(f"\n{base.name} ({base.data_dir}), {base.epochs} epochs, batch {base.batch_size}, {base.image_size}²; "
           f"Wave-GMS on {results['wave-gms']['device']}, U-Net on {results['u-net']['device']}")
     print("| model | trainable | s / epoch | Dice | IoU | HD95 (px) | native Dice | native IoU | native HD95 |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

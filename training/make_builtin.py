@@ -15,6 +15,7 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,6 +30,7 @@ DATASETS = {
     "busi": {
         "name": "BUSI (Breast Ultrasound Images Dataset)",
         "modality": "breast ultrasound (B-mode), lesion masks",
+        "images": "gray",
         "licence": "CC BY 4.0",
         "citation": "W. Al-Dhabyani, M. Gomaa, H. Khaled, A. Fahmy, Dataset of breast ultrasound images, "
         "Data in Brief 28 (2020) 104863",
@@ -36,10 +38,24 @@ DATASETS = {
     "kvasir-seg": {
         "name": "Kvasir-SEG",
         "modality": "colonoscopy (RGB endoscopy), polyp masks",
+        "images": "rgb",
         "licence": "research and education use (Simula lists CC BY 4.0); commercial use needs permission",
         "citation": "D. Jha et al., Kvasir-SEG: A Segmented Polyp Dataset, MMM 2020",
     },
 }
+
+
+def portable(value: Any, places: dict[str, str]) -> Any:
+    """``value`` with this machine's absolute paths replaced by names that mean something elsewhere
+    (``$WAVEGMS_DATA_DIR/busi``, ``runs/busi-cpu64``), so a card does not leak or depend on them."""
+    if isinstance(value, dict):
+        return {k: portable(v, places) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, places) for v in value]
+    if isinstance(value, str):
+        for absolute, name in places.items():
+            value = value.replace(absolute, name)
+    return value
 
 
 def main() -> None:
@@ -75,6 +91,7 @@ def main() -> None:
         "rank": args.rank,
         "summary": args.summary,
         "modality": DATASETS[args.dataset]["modality"],
+        "images": DATASETS[args.dataset]["images"],
         "data": {**DATASETS[args.dataset], "folder": args.dataset, "test_split": args.split},
         "split": shipped_config["data"],
         "recipe": shipped_config["training"],
@@ -87,10 +104,14 @@ def main() -> None:
         "tiny_vae": shipped_config["tiny_vae"],
         "image_size": shipped_config["image_size"],
         "weights": "float16",
-        "test": {"command": f"wavegms-eval {args.name} {data} --split {args.split} --json", **full.to_json()},
+        "test": {"command": f"wavegms-eval {args.name} {data} --split {args.split} --json", **full.to_json(),
+                 "model": args.name},
         "reference_check": {"images": names, "dice": ten.paper["dice"],
                             "note": "mean paper-protocol Dice on these 10 test images; tests/test_builtin_models.py"},
     }
+    data_name = f"$WAVEGMS_DATA_DIR/{args.dataset}"
+    card = portable(card, {str(data.resolve()): data_name, str(data): data_name,
+                           str(args.run.resolve()): str(args.run), str(Path.cwd()) + os.sep: ""})
     with atomic_path(target.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(card, indent=2, default=float) + "\n")
     print(json.dumps({"file": str(target), "bytes": target.stat().st_size, "test": card["test"],
