@@ -199,3 +199,21 @@ def test_torchrun_processes_split_the_files(tmp_path, folder, seg, monkeypatch):
         seen.append({r.file for r in summary.results})
     assert not seen[0] & seen[1]
     assert len(seen[0] | seen[1]) == 6 and abs(len(seen[0]) - len(seen[1])) <= 1
+
+
+def test_without_a_model_the_folder_gets_the_builtin_model_for_its_kind_of_image(tmp_path, folder):
+    """Grey ultrasound → the BUSI model, colour endoscopy → the Kvasir-SEG model; files that cannot be
+    read are looked past; a folder with nothing readable gets the default model."""
+    from napari_wavegms.batch import check_paths, model_for_folder
+    from napari_wavegms.models import default_model
+
+    out = tmp_path / "out"
+    assert "busi" in model_for_folder(check_paths(folder, out))
+    assert "kvasir-seg" in model_for_folder(check_paths(folder, out), pattern="*.jpg", recursive=True)
+    polyps = tmp_path / "polyps"
+    polyps.mkdir()
+    (polyps / "a_broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    shutil.copy(KVASIR / "images" / f"{KVASIR_IMAGE}.jpg", polyps / "b.jpg")
+    assert "kvasir-seg" in model_for_folder(check_paths(polyps, out))
+    (polyps / "b.jpg").unlink()
+    assert model_for_folder(check_paths(polyps, out)) == default_model()

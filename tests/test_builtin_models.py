@@ -6,13 +6,15 @@ the card's ten fixed test images by more than 0.02, and this fails.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from conftest import SHARED
+from conftest import BUSI, KVASIR, SHARED
 from napari_wavegms.cli import predict_main
 from napari_wavegms.data import scan_pairs
 from napari_wavegms.evaluation import evaluate
-from napari_wavegms.models import builtin_models, default_model
+from napari_wavegms.io import read_image
+from napari_wavegms.models import builtin_models, default_model, has_color, suggest_model
 from napari_wavegms.progress import run_to_end
 
 MODELS = builtin_models()
@@ -20,7 +22,30 @@ MODELS = builtin_models()
 
 def test_a_breast_ultrasound_model_ships_and_is_the_default():
     assert any("busi" in name for name in MODELS)
-    assert default_model() in MODELS
+    assert any("kvasir-seg" in name for name in MODELS)
+    assert "busi" in default_model()
+
+
+def test_colour_images_get_the_polyp_model_and_grey_ones_the_ultrasound_model(tmp_path):
+    from PIL import Image
+
+    polyp = read_image(KVASIR / "images" / "cju16jgnyzp970878melv7r25.jpg")
+    grey = read_image(BUSI / "images" / "benign_3.png")
+    Image.fromarray(grey).convert("RGB").save(tmp_path / "grey.jpg", quality=75)
+    grey_jpeg = read_image(tmp_path / "grey.jpg")  # grey saved as a colour JPEG: channels almost, not exactly, equal
+    assert grey_jpeg.shape == (*grey.shape, 3)
+
+    assert has_color(polyp, rgb=True)
+    assert has_color(np.stack([polyp, polyp]), rgb=True)  # a stack of frames: its first frame decides
+    assert not has_color(polyp, rgb=False)
+    assert not has_color(grey, rgb=False)
+    assert not has_color(np.repeat(grey[..., None], 3, axis=-1), rgb=True)
+    assert not has_color(grey_jpeg, rgb=True)
+    assert not has_color(np.zeros((32, 32, 3), np.uint8), rgb=True)
+    assert "kvasir-seg" in suggest_model(True)
+    assert "busi" in suggest_model(False)
+    for name, info in MODELS.items():
+        assert info.card["images"] == ("rgb" if "kvasir-seg" in name else "gray")
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -115,3 +115,15 @@ def test_console_script_is_installed(tmp_path):
                             text=True, env={**os.environ, "WAVEGMS_CACHE_DIR": str(tmp_path)}, timeout=120)
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+def test_without_model_a_polyp_folder_is_segmented_with_the_polyp_model(tmp_path, capsys):
+    from conftest import KVASIR
+
+    src = tmp_path / "polyps"
+    src.mkdir()
+    shutil.copy(KVASIR / "images" / "cju0qkwl35piu0993l0dewei2.jpg", src / "polyp.jpg")
+    assert cli.predict_main([str(src), str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "model: kvasir-seg" in err and "the built-in model for these images" in err
+    assert read_image(tmp_path / "out" / "polyp.png").shape == read_image(src / "polyp.jpg").shape[:2]

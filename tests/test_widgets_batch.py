@@ -76,3 +76,23 @@ def test_batch_widget_refuses_missing_folders(make_napari_viewer, monkeypatch):
     assert widget.run() is None
     assert shown and "input folder" in shown[0]
     assert batch.folder_or_none(widget.output.value) is None
+
+
+def test_batch_widget_takes_the_builtin_model_made_for_the_folder(make_napari_viewer, folder, tmp_path,
+                                                                  random_checkpoint):
+    import shutil
+
+    from conftest import KVASIR
+
+    polyps = tmp_path / "polyps"
+    polyps.mkdir()
+    shutil.copy(KVASIR / "images" / "cju0qkwl35piu0993l0dewei2.jpg", polyps / "polyp.jpg")
+    viewer = make_napari_viewer()
+    widget = viewer.window.add_plugin_dock_widget("napari-wavegms", "Batch")[1]
+    widget.input.value = polyps
+    assert "kvasir-seg" in widget.model.model
+    widget.input.value = folder
+    assert "busi" in widget.model.model
+    widget.model.add_file(random_checkpoint)
+    widget.input.value = polyps
+    assert widget.model.model == str(random_checkpoint)

@@ -246,3 +246,32 @@ def test_rgb_image_synchronous_mode(make_napari_viewer, random_checkpoint, monke
     labels = viewer.layers["polyp_wavegms"]
     assert labels.data.shape == rgb.shape[:2]
     np.testing.assert_allclose(labels.scale, (0.2, 0.3))
+
+
+def test_builtin_model_follows_the_kind_of_image_but_a_chosen_file_stays(
+    make_napari_viewer, random_checkpoint, busi_image
+):
+    """A polyp photo gets the colour (Kvasir-SEG) model, an ultrasound the grey (BUSI) one, also when the
+    ultrasound was saved as RGB; a checkpoint the user chose is never swapped; the menu command agrees."""
+    from conftest import KVASIR
+    from napari_wavegms.widgets.segment import model_for_layer
+
+    viewer = make_napari_viewer()
+    polyp = viewer.add_image(read_image(KVASIR / "images" / "cju16jgnyzp970878melv7r25.jpg"), name="polyp")
+    ultrasound = viewer.add_image(busi_image, name="us")
+    ultrasound_rgb = viewer.add_image(np.repeat(busi_image[..., None], 3, axis=-1), name="us_rgb", rgb=True)
+    widget = open_widget(viewer, "Segment")
+
+    widget.image.value = polyp
+    assert "kvasir-seg" in widget.model.model
+    widget.image.value = ultrasound
+    assert "busi" in widget.model.model
+    widget.image.value = polyp
+    widget.image.value = ultrasound_rgb
+    assert "busi" in widget.model.model
+
+    widget.model.add_file(random_checkpoint)
+    widget.image.value = polyp
+    assert widget.model.model == str(random_checkpoint)
+    assert model_for_layer(polyp, str(random_checkpoint)) == str(random_checkpoint)
+    assert "kvasir-seg" in model_for_layer(polyp, None)

@@ -28,18 +28,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .atomic import atomic_path
-from .inference import Segmenter
 from .io import MASK_FORMATS, ImageReadError, is_image_file, read_image, write_mask
-from .preprocess import UnsupportedImageError
 from .progress import Progress
 
 CSV_COLUMNS = ("file", "status", "error", "shape", "foreground_fraction", "seconds")
 CONVENTIONS = ("0/255", "0/1", "labels")
 OVERLAY_DIR = "overlays"
+
+if TYPE_CHECKING:  # torch is imported only when a run starts, so the widgets can use this module freely
+    from .inference import Segmenter
 
 
 class BatchUsageError(ValueError):
@@ -175,6 +177,23 @@ def iter_inputs(paths: BatchPaths, pattern: str = "*", recursive: bool = False) 
     yield from walk(paths.input_root)
 
 
+def model_for_folder(paths: BatchPaths, pattern: str = "*", recursive: bool = False, look_at: int = 5) -> str | None:
+    """The built-in model for the kind of images this run will see (colour or grey), judged from the first
+    readable image among the first ``look_at`` files; the default model when none can be read."""
+    from .models import default_model, has_color, suggest_model
+
+    for n, path in enumerate(iter_inputs(paths, pattern, recursive)):
+        if n >= look_at:
+            break
+        if is_image_file(path):
+            try:
+                image = read_image(path)
+            except ImageReadError:
+                continue
+            return suggest_model(has_color(image, rgb=image.ndim == 3 and image.shape[-1] in (3, 4)))
+    return default_model()
+
+
 def _rank() -> tuple[int, int]:
     """``(rank, world_size)`` under torchrun, ``(0, 1)`` otherwise."""
     try:
@@ -270,11 +289,17 @@ def segment_folder(
 
     ``input_dir`` may also be a single image file. Masks keep the input's relative path and stem
     (``a/b.jpg`` → ``output/a/b.png``); overlay previews go to ``output/overlays/``. ``convention``
-    ``labels`` numbers connected objects. Yields ``Progress(done_files, total_files, message=file)``;
-    returns a :class:`BatchSummary`. Usage errors raise :class:`BatchUsageError` at the first ``next``.
+    ``labels`` numbers connected objects. Without ``model`` (or ``segmenter``) the built-in model for
+    the folder's kind of image is used (:func:`model_for_folder`). Yields
+    ``Progress(done_files, total_files, message=file)``; returns a :class:`BatchSummary`. Usage errors
+    raise :class:`BatchUsageError` at the first ``next``.
     """
     paths = check_paths(input_dir, output_dir, fmt, convention)
     if segmenter is None:
+        from .inference import Segmenter
+
+        if model is None:
+            model = model_for_folder(paths, pattern, recursive)
         segmenter = Segmenter(model, device=device, **({"batch_size": batch_size} if batch_size else {}))
     rank, world = _rank()
     group = max(1, batch_size or segmenter.batch_size)
@@ -379,7 +404,7 @@ def segment_folder(
                     if overlay is not None:
                         _write_overlay(overlay, image, mask)
                     result.foreground = float(np.count_nonzero(mask)) / mask.size
-                except (UnsupportedImageError, RuntimeError, ValueError, OSError) as err:
+                except (RuntimeError, ValueError, OSError) as err:  # UnsupportedImageError is a ValueError
                     result.status, result.error = "failed", str(err)
                 result.seconds += share + time.perf_counter() - start
             for result, *_ in pending:

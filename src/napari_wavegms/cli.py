@@ -24,7 +24,8 @@ def predict_main(argv: list[str] | None = None) -> int:
     parser.add_argument("input", nargs="?", help="an image file or a folder of images")
     parser.add_argument("output", nargs="?", help="output folder (not the input folder)")
     parser.add_argument("--model", default=None,
-                        help="built-in model name, checkpoint file or training folder (default: built-in)")
+                        help="built-in model name, checkpoint file or training folder (default: the built-in model "
+                        "made for the input's kind of image: grey ultrasound or colour endoscopy)")
     parser.add_argument("--pattern", default="*", help="glob for file names, case-insensitive (default: *)")
     parser.add_argument("--recursive", action="store_true", help="also process sub-folders (kept in OUTPUT)")
     parser.add_argument("--format", dest="fmt", choices=("png", "tif"), default="png", help="mask file type")
@@ -56,19 +57,20 @@ def predict_main(argv: list[str] | None = None) -> int:
             print(name)
         return 0
 
-    from .batch import BatchUsageError, check_paths, segment_folder
+    from .batch import BatchUsageError, check_paths, model_for_folder, segment_folder
     from .inference import Segmenter
     from .model.checkpoint import CheckpointError
     from .progress import run_with_tqdm
 
     try:
-        check_paths(args.input, args.output, args.fmt, args.convention)
-        segmenter = Segmenter(args.model, device=args.device, batch_size=args.batch_size)
+        paths = check_paths(args.input, args.output, args.fmt, args.convention)
+        model = args.model or model_for_folder(paths, args.pattern, args.recursive)
+        segmenter = Segmenter(model, device=args.device, batch_size=args.batch_size)
     except (BatchUsageError, FileNotFoundError, CheckpointError, ValueError) as err:
         print(f"wavegms-predict: error: {err}", file=sys.stderr)
         return 2
-    print(f"model: {args.model or models.default_model()} on {segmenter.device_name} ({segmenter.precision})",
-          file=sys.stderr)
+    chosen = "" if args.model else " (the built-in model for these images; --model to choose another)"
+    print(f"model: {model}{chosen} on {segmenter.device_name} ({segmenter.precision})", file=sys.stderr)
     job = segment_folder(args.input, args.output, pattern=args.pattern, recursive=args.recursive,
                          fmt=args.fmt, convention=args.convention, overwrite=args.overwrite,
                          overlays=args.overlays, threshold=args.threshold, min_size=args.min_size,

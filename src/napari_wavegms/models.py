@@ -45,6 +45,43 @@ def default_model() -> str | None:
     return next(iter(builtin_models()), None)
 
 
+def suggest_model(color: bool) -> str | None:
+    """The built-in model made for this kind of image: colour (endoscopy, dermoscopy) or grey (ultrasound).
+
+    Each card says what its training images were (``"images": "rgb"`` or ``"gray"``); the first such
+    model by rank wins, and the default model when none matches. A grey-trained model sees a colour
+    image as three unfamiliar channels (and a colour-trained one sees grey as an odd colour), so the
+    picker follows the image rather than leaving a new user with the wrong model.
+    """
+    wanted = "rgb" if color else "gray"
+    for name, info in builtin_models().items():
+        if info.card.get("images") == wanted:
+            return name
+    return default_model()
+
+
+def has_color(image: Any, rgb: bool) -> bool:
+    """Whether a (napari-style) image really carries colour: channels last and not all equal.
+
+    Grey ultrasound is often saved as RGB with three equal channels (or nearly equal, after JPEG), so
+    the channels of a strided sample of the first plane are compared; at most ~64k pixels are read,
+    which keeps this cheap for large and lazy (dask) images.
+    """
+    import numpy as np
+
+    if not rgb:
+        return False
+    plane = image
+    while getattr(plane, "ndim", 0) > 3:
+        plane = plane[0]
+    h, w = plane.shape[:2]
+    step = max(1, int(max(h, w) // 256))
+    sample = np.asarray(plane[::step, ::step, :3], dtype=np.float32)
+    spread = float(sample.max() - sample.min()) or 1.0
+    differences = np.abs(sample[..., 0] - sample[..., 1]) + np.abs(sample[..., 1] - sample[..., 2])
+    return float(differences.mean()) > 0.01 * spread
+
+
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
     """The checkpoint file for a built-in name or a path (file, or a training output folder with ``best``)."""
     if name_or_path is None:

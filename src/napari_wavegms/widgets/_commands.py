@@ -11,19 +11,16 @@ from ._worker import Job
 
 
 def segment_selected(viewer: Viewer) -> Job | None:
-    """Layers ▸ Segment ▸ Segment with Wave-GMS: the selected image, the Segment widget's settings."""
-    from .segment import segment_layer
+    """Layers ▸ Segment ▸ Segment with Wave-GMS: the selected image, the Segment widget's settings (the
+    built-in model made for this kind of image unless a checkpoint file was chosen there)."""
+    from .segment import model_for_layer, segment_layer
 
     layer = viewer.layers.selection.active
     if not isinstance(layer, Image):
         show_error("Wave-GMS: select an Image layer to segment")
         return None
     saved = _settings.load("segment")
-    model = saved.get("model")
-    if not model:
-        from ..models import default_model
-
-        model = default_model()
+    model = model_for_layer(layer, saved.get("model"))
     if not model:
         show_error(
             "Wave-GMS: no model chosen yet. Pick one (or a checkpoint file) in the Wave-GMS Segment "

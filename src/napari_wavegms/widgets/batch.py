@@ -126,6 +126,23 @@ class BatchWidget(Container):
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.open_button.changed.connect(self.open_results)
+        self.input.changed.connect(self._follow_folder)
+
+    def _follow_folder(self, *_: Any) -> None:
+        """Among the built-in models, take the one made for the chosen folder's kind of image (colour
+        endoscopy or grey ultrasound); a checkpoint the user chose stays."""
+        from ..batch import BatchPaths, model_for_folder
+        from ..models import builtin_models
+
+        src = folder_or_none(self.input.value)
+        chosen = self.model.model
+        if src is None or not src.is_dir() or (chosen and chosen not in builtin_models()):
+            return
+        out = folder_or_none(self.output.value) or src / "masks"
+        suggestion = model_for_folder(BatchPaths(src, None, out), self.pattern.value or "*", self.recursive.value)
+        if suggestion and suggestion != chosen:
+            self.model.set_model(suggestion)
+            self.status.value = f"model for these images: {suggestion}"
 
     def _save(self, *_: Any) -> None:
         values = snapshot(self._remembered)

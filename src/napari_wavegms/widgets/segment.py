@@ -90,6 +90,17 @@ def capture(
     )
 
 
+def model_for_layer(layer: napari.layers.Image, chosen: str | None) -> str | None:
+    """The model to offer for ``layer``: the user's own checkpoint stays; among the built-in models the
+    one made for this kind of image (colour endoscopy or grey ultrasound) is taken."""
+    from ..models import builtin_models, has_color, suggest_model
+
+    if chosen and chosen not in builtin_models():
+        return chosen
+    data = layer.data[0] if layer.multiscale else layer.data
+    return suggest_model(has_color(data, bool(layer.rgb))) or chosen
+
+
 def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[np.ndarray, str]]:
     """Engine work for one request (runs in the worker thread): load the model once, segment."""
     yield Progress(0, 0, "loading the model")
@@ -232,12 +243,22 @@ class SegmentWidget(Container):
         )
         restore([self.threshold, self.scope], saved)
         self.model.set_model(saved.get("model"))
+        self._follow_image()
         self.job: Job | None = None
+        self.image.changed.connect(self._follow_image)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         for widget in (self.model.combo, self.device, self.threshold, self.scope):
             widget.changed.connect(self._save)
         self.cache.changed.connect(self._cache_changed)
+
+    def _follow_image(self, *_: Any) -> None:
+        layer = self.image.value
+        if layer is not None:
+            suggestion = model_for_layer(layer, self.model.model)
+            if suggestion != self.model.model:
+                self.model.set_model(suggestion)
+                self.status.value = f"model for this image: {suggestion}"
 
     def _cache_changed(self, value: Any) -> None:
         import os
