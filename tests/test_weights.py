@@ -85,6 +85,24 @@ def test_corrupt_cached_file_is_downloaded_again(served, no_offline: Path):
     assert weights.sha256_of(path) == TAEF2_DEC.sha256
 
 
+def test_a_file_pinned_by_its_content_is_checked_by_its_verifier(served, no_offline: Path):
+    """A downloaded sample mask (no byte hash, pinned by its pixels) that fails its check is not kept."""
+    root, base = served
+    (root / "mask.jpg").write_bytes(b"a mask")
+    remote = weights.RemoteFile("mask.jpg", f"{base}/mask.jpg", None)
+    seen: list[bytes] = []
+
+    def refuse(path: Path) -> None:
+        seen.append(path.read_bytes())
+        raise weights.HashMismatchError(f"{path}: not the pinned mask")
+
+    with pytest.raises(weights.HashMismatchError, match="not the pinned mask"):
+        weights.fetch(remote, verify=refuse)
+    assert seen == [b"a mask"]
+    assert not any(p.is_file() for p in no_offline.rglob("*"))
+    assert weights.fetch(remote, verify=seen.append).read_bytes() == b"a mask"
+
+
 def test_server_down_gives_clear_error(no_offline: Path):
     import socket
 

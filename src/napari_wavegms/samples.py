@@ -17,24 +17,13 @@ that only works with our private folder would fail for every user.
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .io import read_image
-from .weights import (
-    DATA_ENV,
-    HashMismatchError,
-    RemoteFile,
-    WeightsUnavailableError,
-    cache_dir,
-    fetch,
-    offline_folders,
-)
-
-log = logging.getLogger(__name__)
+from .weights import DATA_ENV, HashMismatchError, RemoteFile, WeightsUnavailableError, fetch
 
 _KVASIR_RAW = (
     "https://github.com/ViniciusSimm/Colo-Retal-Induscon2023/raw/c5846892339ad5295f05c4dbec123f7b6bbbf3e6/"
@@ -122,42 +111,6 @@ def _verified_mask(path: Path, sample: Sample) -> np.ndarray:
     return mask
 
 
-def _fetch_original_mask(sample: Sample) -> np.ndarray:
-    remote = sample.mask_original
-    for folder in offline_folders(remote):
-        candidate = folder / remote.relative_path
-        if candidate.is_file():
-            return _verified_mask(candidate, sample)
-    cached = cache_dir() / remote.relative_path
-    if cached.is_file():
-        try:
-            return _verified_mask(cached, sample)
-        except HashMismatchError:
-            log.warning("cached %s is corrupt; downloading it again", cached)
-            cached.unlink()
-    import pooch
-    import requests
-
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # pooch writes to a temporary file and renames it into place when the download is complete.
-        path = Path(
-            pooch.retrieve(
-                remote.url, known_hash=None, fname=cached.name, path=cached.parent, progressbar=False
-            )
-        )
-    except (requests.RequestException, OSError) as err:
-        raise WeightsUnavailableError(
-            f"could not download the mask of {sample.title} from {remote.url} ({err}). Put the mask as "
-            f"{sample.mask_png.relative_path} or {remote.relative_path} in a folder named by {DATA_ENV}."
-        ) from err
-    try:
-        return _verified_mask(path, sample)
-    except HashMismatchError:
-        path.unlink(missing_ok=True)
-        raise
-
-
 def load_sample(key: str = "kvasir_polyp") -> tuple[np.ndarray, np.ndarray, Sample]:
     """``(image, bool mask, sample)`` for a sample, fetching (and verifying) its files if needed."""
     try:
@@ -168,7 +121,8 @@ def load_sample(key: str = "kvasir_polyp") -> tuple[np.ndarray, np.ndarray, Samp
     try:
         mask = read_image(fetch(sample.mask_png, allow_download=False)) > 0
     except WeightsUnavailableError:
-        mask = _fetch_original_mask(sample)
+        path = fetch(sample.mask_original, verify=lambda p: _verified_mask(p, sample))
+        mask = threshold_mask(read_image(path))
     if mask.shape != image.shape[:2]:
         raise HashMismatchError(f"{sample.title}: mask shape {mask.shape} does not fit image {image.shape}")
     return image, mask, sample

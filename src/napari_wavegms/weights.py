@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,8 +118,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verified(path: Path, remote: RemoteFile) -> Path:
-    if remote.sha256 is not None:
+Verifier = Callable[[Path], object]  # raises HashMismatchError when a file is not the expected one
+
+
+def _verified(path: Path, remote: RemoteFile, verify: Verifier | None = None) -> Path:
+    if verify is not None:
+        verify(path)
+    elif remote.sha256 is not None:
         actual = sha256_of(path)
         if actual != remote.sha256:
             raise HashMismatchError(
@@ -143,18 +149,23 @@ def fetch(
     offline_dir: str | os.PathLike | None = None,
     *,
     allow_download: bool = True,
+    verify: Verifier | None = None,
 ) -> Path:
-    """Return a verified local path to ``remote``, downloading it into the cache if needed."""
+    """Return a verified local path to ``remote``, downloading it into the cache if needed.
+
+    ``verify`` replaces the file sha256 check for files pinned by their content rather than their bytes
+    (a sample mask pinned by its pixels); it raises :class:`HashMismatchError` for a wrong file.
+    """
     for folder in offline_folders(remote, offline_dir):
         candidate = folder / remote.relative_path
         if candidate.is_file():
-            return _verified(candidate, remote)
+            return _verified(candidate, remote, verify)
 
     cache = cache_dir()
     cached = cache / remote.relative_path
     if cached.is_file():
         try:
-            return _verified(cached, remote)
+            return _verified(cached, remote, verify)
         except HashMismatchError:
             log.warning("cached %s is corrupt; downloading it again", cached)
             cached.unlink()
@@ -166,10 +177,10 @@ def fetch(
     )
     if not allow_download or os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         raise WeightsUnavailableError(f"{remote.name} is not available offline. {help_text}")
-    return _download(remote, cached, help_text)
+    return _download(remote, cached, help_text, verify)
 
 
-def _download(remote: RemoteFile, target: Path, help_text: str) -> Path:
+def _download(remote: RemoteFile, target: Path, help_text: str, verify: Verifier | None = None) -> Path:
     import pooch
     import requests
 
@@ -190,7 +201,13 @@ def _download(remote: RemoteFile, target: Path, help_text: str) -> Path:
         ) from err
     except (requests.RequestException, OSError) as err:
         raise WeightsUnavailableError(f"could not download {remote.name} ({err}). {help_text}") from err
-    if remote.sha256 is None:
+    if verify is not None:
+        try:
+            verify(Path(path))
+        except HashMismatchError:
+            Path(path).unlink(missing_ok=True)
+            raise
+    elif remote.sha256 is None:
         digest = sha256_of(Path(path))
         log.warning("%s has no pinned checksum; trusting this download (sha256 %s)", remote.name, digest)
     return Path(path)
