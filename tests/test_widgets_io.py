@@ -14,6 +14,30 @@ from napari_wavegms.io import read_image, read_mask
 STEM = "cju16jgnyzp970878melv7r25"
 
 
+def test_extras_use_napari_all_and_pyqt6_never_pyqt5():
+    """napari's default binding is PyQt6 and 0.9 warns about PyQt5 (NAPARI.md): neither extra names PyQt5,
+    and the system libraries script installs what Qt 6 needs to open a window under Xvfb."""
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(dep.replace(" ", "").startswith("napari[all]") for dep in extras["all"])
+    assert any(dep.lower().startswith("pyqt6") for dep in extras["testing"])
+    for name in ("all", "testing"):
+        assert not any("pyqt5" in dep.lower() for dep in extras[name]), extras[name]
+    deps = (REPO / "scripts" / "system-deps.sh").read_text()
+    for package in ("xvfb", "libegl1", "libgl1", "libfontconfig1", "libdbus-1-3", "libxcb-cursor0"):
+        assert f" {package}" in deps or f"({package}" in deps
+    assert "pyqt5" not in (REPO / "README.md").read_text().lower()
+
+
+@pytest.mark.gui
+def test_gui_tests_run_on_pyqt6(make_napari_viewer):
+    import qtpy
+
+    make_napari_viewer()
+    assert qtpy.API_NAME == "PyQt6"
+
+
 def test_manifest_declares_widgets_menus_sample_and_writer():
     from npe2 import PluginManifest
 
