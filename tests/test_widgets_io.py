@@ -45,10 +45,10 @@ def test_manifest_declares_widgets_menus_sample_and_writer():
     manifest.validate_imports()  # every python_name resolves
     contrib = manifest.contributions
     assert [w.display_name for w in contrib.widgets] == ["Segment", "Train", "Batch"]
-    assert [m.command for m in contrib.menus["napari/layers/segment"]] == [
-        "napari-wavegms.segment_selected",
-        "napari-wavegms.segment_widget",
-    ]
+    # one entry, with a name that says what it does (the widget itself is under Plugins ▸ Wave-GMS)
+    assert [m.command for m in contrib.menus["napari/layers/segment"]] == ["napari-wavegms.segment_selected"]
+    titles = {c.id: c.title for c in contrib.commands}
+    assert titles["napari-wavegms.segment_selected"] == "Segment selected image"
     assert [m.command for m in contrib.menus["napari/file/io_utilities"]] == ["napari-wavegms.batch_widget"]
     assert [s.key for s in contrib.sample_data] == ["kvasir_polyp"]
     assert contrib.writers[0].layer_types == ["labels"]
@@ -63,6 +63,23 @@ def test_sample_data_opens_image_and_ground_truth(make_napari_viewer):
     np.testing.assert_array_equal(image.data, read_image(KVASIR / "images" / f"{STEM}.jpg"))
     np.testing.assert_array_equal(truth.data > 0, read_mask(KVASIR / "masks" / f"{STEM}.png"))
     assert "Kvasir-SEG" in image.metadata["citation"] and "Jha" in truth.metadata["citation"]
+
+
+def test_sample_licence_wording_matches_readme_and_model_card():
+    """The sample, the README's data credits and the polyp model's card say the same: research and
+    education are free, commercial use needs permission (not a bare "CC BY 4.0")."""
+    import json
+
+    from npe2 import PluginManifest
+
+    from napari_wavegms.samples import KVASIR_CITATION, KVASIR_LICENCE
+
+    assert KVASIR_LICENCE in KVASIR_CITATION
+    assert KVASIR_LICENCE in " ".join((REPO / "README.md").read_text().split())
+    card = json.loads((REPO / "src" / "napari_wavegms" / "builtin" / "kvasir-seg-wavegms-cpu64.json").read_text())
+    assert "research and education" in card["data"]["licence"] and "commercial use needs" in card["data"]["licence"]
+    sample = PluginManifest.from_file(REPO / "napari.yaml").contributions.sample_data[0]
+    assert "research and education" in sample.display_name and "CC BY" not in sample.display_name
 
 
 def test_sample_mask_from_the_original_jpeg_is_verified_by_its_pixels(tmp_path, monkeypatch):

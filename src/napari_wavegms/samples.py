@@ -29,8 +29,10 @@ _KVASIR_RAW = (
     "https://github.com/ViniciusSimm/Colo-Retal-Induscon2023/raw/c5846892339ad5295f05c4dbec123f7b6bbbf3e6/"
     "datasets/Kvasir-SEG/{folder}/{name}"
 )
+# The same licence wording as the README's data credits and the built-in polyp model's card.
+KVASIR_LICENCE = "free for research and education, commercial use needs the authors' permission"
 KVASIR_CITATION = (
-    "Kvasir-SEG (datasets.simula.no/kvasir-seg), CC BY 4.0 for research; cite D. Jha et al., "
+    f"Kvasir-SEG (datasets.simula.no/kvasir-seg): {KVASIR_LICENCE}; cite D. Jha et al., "
     '"Kvasir-SEG: A Segmented Polyp Dataset", MMM 2020.'
 )
 

@@ -11,7 +11,7 @@ from ._worker import Job
 
 
 def segment_selected(viewer: Viewer) -> Job | None:
-    """Layers ▸ Segment ▸ Segment with Wave-GMS: the selected image, the Segment widget's settings (the
+    """Layers ▸ Segment ▸ Segment selected image: the selected image, the Segment widget's settings (the
     built-in model made for this kind of image unless a checkpoint file was chosen there)."""
     from .segment import model_for_layer, segment_layer
 

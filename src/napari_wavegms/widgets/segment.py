@@ -1,4 +1,4 @@
-"""The Segment widget and the one-click "Segment with Wave-GMS" command share :func:`segment_layer`.
+"""The Segment widget and the one-click "Segment selected image" command share :func:`segment_layer`.
 
 What is captured when Run is pressed (the image layer, its data, the slice, the transforms and the
 name of the result layer) is what the result is written to, even if the user selects another layer
