@@ -68,3 +68,48 @@ def test_list_models_prints_one_name_per_line(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines == list(MODELS)
     assert all(("busi" in n) or ("kvasir-seg" in n) for n in lines)
+
+
+def test_the_shipped_decoder_is_taef2s_own_with_its_licence():
+    """One float16 copy of the frozen TAEF2 decoder ships in the package, pinned by its tensors' sha256."""
+    import tomllib
+    import torch
+    from safetensors.torch import load_file
+
+    from conftest import REPO, WEIGHTS
+    from napari_wavegms import weights
+    from napari_wavegms.model.tiny_vae import tensor_sha256
+
+    path, sha = weights.shipped_decoder("taef2")
+    shipped = load_file(str(path))
+    assert tensor_sha256(shipped) == sha
+    assert path.stat().st_size < 3_000_000
+    original = torch.load(WEIGHTS / "taef2_decoder.pth", map_location="cpu", weights_only=True)
+    assert shipped.keys() == original.keys()
+    assert all(torch.equal(shipped[k], original[k].to(torch.float16)) for k in original)
+    licence = path.with_name("LICENSE-taesd")
+    assert "MIT License" in licence.read_text() and "Ollin Boer Bohan" in licence.read_text()
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert {"builtin/LICENSE-taesd", "builtin/*.safetensors", "modality.json"} <= set(package_data["napari_wavegms"])
+    assert weights.shipped_decoder("taesd") is None  # other Tiny-VAEs: downloaded into the cache as before
+
+
+def test_a_modified_shipped_decoder_is_not_trusted(tmp_path, monkeypatch, caplog):
+    """A corrupt install falls back to the registry's (sha256-checked) decoder, with a warning."""
+    import shutil
+
+    from napari_wavegms import weights
+    from napari_wavegms.model.checkpoint import load_checkpoint
+
+    name = default_model()
+    folder = tmp_path / "builtin"
+    folder.mkdir()
+    shutil.copy(MODELS[name].path, folder / MODELS[name].path.name)
+    data = bytearray(weights.shipped_decoder("taef2")[0].read_bytes())
+    data[-2] ^= 0xFF  # one weight changed
+    (folder / "taef2_decoder.safetensors").write_bytes(bytes(data))
+    monkeypatch.setattr(weights, "SHIPPED_DIR", folder)
+    with caplog.at_level("WARNING"):
+        model, _ = load_checkpoint(folder / MODELS[name].path.name)  # WAVEGMS_WEIGHTS_DIR has the original
+    assert "pinned sha256" in caplog.text
+    assert model is not None

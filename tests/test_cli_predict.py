@@ -127,3 +127,31 @@ def test_without_model_a_polyp_folder_is_segmented_with_the_polyp_model(tmp_path
     err = capsys.readouterr().err
     assert "model: kvasir-seg" in err and "the built-in model for these images" in err
     assert read_image(tmp_path / "out" / "polyp.png").shape == read_image(src / "polyp.jpg").shape[:2]
+
+
+def test_offline_first_run_segments_with_every_builtin_model(tmp_path, busi_names):
+    """A fresh install: no network (WAVEGMS_OFFLINE=1), no WAVEGMS_WEIGHTS_DIR and an empty cache.
+
+    Built-in models leave the frozen decoder out; the copy shipped in the package serves them all.
+    """
+    from napari_wavegms.models import builtin_models
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(BUSI / "images" / f"{busi_names[0]}.png", src / "scan.png")
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k != "WAVEGMS_WEIGHTS_DIR"}
+    env |= {"WAVEGMS_OFFLINE": "1", "WAVEGMS_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    exe = Path(sys.executable).with_name("wavegms-predict")
+    models = builtin_models()
+    ultrasound = next(name for name in models if "busi" in name)  # the ultrasound model's name holds its data
+    for name in [ultrasound, *(n for n in models if n != ultrasound)]:
+        out = tmp_path / f"out-{name}"
+        result = subprocess.run([str(exe), str(src), str(out), "--model", name, "--device", "cpu", "--quiet"],
+                                capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        mask = read_image(out / "scan.png")
+        assert mask.shape == read_image(src / "scan.png").shape
+        if name == ultrasound:
+            assert mask.any()  # a lesion scan: the shipped decoder gives a real mask
+    assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))  # nothing was fetched

@@ -103,28 +103,56 @@ def test_a_file_pinned_by_its_content_is_checked_by_its_verifier(served, no_offl
     assert weights.fetch(remote, verify=seen.append).read_bytes() == b"a mask"
 
 
+def assert_leads_with_the_fix(err: weights.WeightsUnavailableError, remote: weights.RemoteFile) -> list[str]:
+    """The first line is the fix (file, variable), short enough for a notification; the rest follows."""
+    lines = str(err).splitlines()
+    assert lines[0] == err.summary and len(lines) > 1
+    assert lines[0].startswith(f"Put {remote.name} ") and remote.env in lines[0]
+    assert len(lines[0]) <= 100, lines[0]
+    assert "ConnectionPool" not in lines[0] and "Error" not in lines[0]
+    return lines
+
+
 def test_server_down_gives_clear_error(no_offline: Path):
     import socket
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(weights.WeightsUnavailableError) as info:
-        weights.fetch(remote_at(f"http://127.0.0.1:{port}"))
-    message = str(info.value)
-    assert "could not download taef2_decoder.pth" in message
-    assert weights.WEIGHTS_ENV in message and str(no_offline) in message
+    for scheme in ("http", "https"):  # https: requests' raw "HTTPSConnectionPool(host=…)" text
+        remote = remote_at(f"{scheme}://127.0.0.1:{port}")
+        with pytest.raises(weights.WeightsUnavailableError) as info:
+            weights.fetch(remote)
+        lines = assert_leads_with_the_fix(info.value, remote)
+        message = str(info.value)
+        assert "could not download taef2_decoder.pth" in message and remote.url in message
+        assert weights.WEIGHTS_ENV in message and str(no_offline) in message
+        assert lines[-1].startswith("Network error: ")  # the network's own words come last
+        assert f"{scheme.upper()}ConnectionPool" in lines[-1]
+        assert not any(f"{scheme.upper()}ConnectionPool" in line for line in lines[:-1])
     assert not any(p.is_file() for p in no_offline.rglob("*"))
 
 
 def test_offline_with_nothing_cached_says_what_to_download(no_offline: Path, monkeypatch):
     with pytest.raises(weights.WeightsUnavailableError) as info:
         weights.fetch(TAEF2_DEC, allow_download=False)
+    assert_leads_with_the_fix(info.value, TAEF2_DEC)
     assert TAEF2_DEC.url in str(info.value)
-    assert weights.WEIGHTS_ENV in str(info.value)
+    assert weights.WEIGHTS_ENV in str(info.value) and str(no_offline) in str(info.value)
     monkeypatch.setenv(weights.OFFLINE_ENV, "1")
-    with pytest.raises(weights.WeightsUnavailableError, match="not available offline"):
+    with pytest.raises(weights.WeightsUnavailableError, match="not available offline") as info:
         weights.fetch(TAEF2_DEC)
+    assert "offline" in info.value.summary
+
+
+def test_a_missing_sample_file_names_its_own_variable(no_offline: Path, monkeypatch):
+    """Sample data is looked for under WAVEGMS_DATA_DIR, and its message says so."""
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    remote = weights.RemoteFile("kvasir-seg/images/x.jpg", "https://example.org/x.jpg", None, env=weights.DATA_ENV)
+    with pytest.raises(weights.WeightsUnavailableError) as info:
+        weights.fetch(remote)
+    assert weights.DATA_ENV in assert_leads_with_the_fix(info.value, remote)[0]
+    assert "kvasir-seg/images/x.jpg" in str(info.value)
 
 
 def test_tiny_vae_from_a_local_folder_of_pth_files():

@@ -27,7 +27,18 @@ DATA_ENV = "WAVEGMS_DATA_DIR"
 
 
 class WeightsUnavailableError(RuntimeError):
-    """A file is neither in an offline folder nor in the cache and could not be downloaded."""
+    """A file is neither in an offline folder nor in the cache and could not be downloaded.
+
+    Its message leads with the fix in one short line (which file, where to put it, which environment
+    variable) that fits a notification: :attr:`summary`. The full text follows on the next lines: the
+    address to download from, the folders searched, and last the network error's own detail, which is
+    useful to an administrator but tells a user nothing (``HTTPSConnectionPool(host=…)``).
+    """
+
+    def __init__(self, summary: str, details: str = "") -> None:
+        super().__init__(f"{summary}\n{details}" if details else summary)
+        self.summary = summary
+        self.details = details
 
 
 class HashMismatchError(RuntimeError):
@@ -63,6 +74,10 @@ class TinyVAESpec:
     decoder: RemoteFile
     hub_repo: str | None
     description: str
+    # The decoder shipped inside the package (``builtin/<file>``, original keys, float16) and the sha256
+    # of its tensors: built-in models, which leave the decoder out, find it there with no network.
+    shipped_decoder: str | None = None
+    shipped_sha256: str | None = None
 
 
 _TAESD_RAW = "https://github.com/madebyollin/taesd/raw/{rev}/{file}"
@@ -84,6 +99,8 @@ TINY_VAES: dict[str, TinyVAESpec] = {
         ),
         hub_repo=None,
         description="Tiny autoencoder distilled from the FLUX.2 VAE (32 latent channels, MIT licence)",
+        shipped_decoder="taef2_decoder.safetensors",
+        shipped_sha256="8ef4e9705e543974825c24af9c35e2fcb07dfe751737f41dd3fefdbbbe84087f",
     ),
     "taesd": TinyVAESpec(
         name="taesd",
@@ -95,6 +112,22 @@ TINY_VAES: dict[str, TinyVAESpec] = {
         description="Tiny autoencoder of Stable Diffusion 1/2 (4 latent channels, MIT licence): the paper's choice",
     ),
 }
+
+
+SHIPPED_DIR = Path(__file__).parent / "builtin"  # files that ship with the package (with their licences)
+
+
+def shipped_decoder(name: str) -> tuple[Path, str] | None:
+    """``(path, tensors sha256)`` of the Tiny-VAE decoder shipped in the package, or ``None``.
+
+    One copy serves every built-in model (they share the frozen TAEF2 decoder), so a fresh install
+    segments with no network, no ``WAVEGMS_WEIGHTS_DIR`` and an empty cache.
+    """
+    spec = TINY_VAES.get(name)
+    if spec is None or spec.shipped_decoder is None or spec.shipped_sha256 is None:
+        return None
+    path = SHIPPED_DIR / spec.shipped_decoder
+    return (path, spec.shipped_sha256) if path.is_file() else None
 
 
 def cache_dir() -> Path:
@@ -172,12 +205,21 @@ def fetch(
 
     searched = [str(f) for f in offline_folders(remote, offline_dir)] + [str(cache)]
     help_text = (
-        f"Download {remote.url} and put it (as {remote.relative_path}) in a folder named by the "
-        f"environment variable {remote.env}, or in the cache folder {cache}. Searched: {', '.join(searched)}."
+        f"Download {remote.url}\nand put it (as {remote.relative_path}) in a folder named by the "
+        f"environment variable {remote.env}, or in the cache folder {cache}.\nSearched: {', '.join(searched)}."
     )
     if not allow_download or os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
-        raise WeightsUnavailableError(f"{remote.name} is not available offline. {help_text}")
+        why = f"{OFFLINE_ENV} is set" if allow_download else "downloads are off"
+        raise WeightsUnavailableError(
+            missing_summary(remote, "working offline"),
+            f"{remote.name} is not available offline ({why}) and not in the cache. {help_text}",
+        )
     return _download(remote, cached, help_text, verify)
+
+
+def missing_summary(remote: RemoteFile, why: str) -> str:
+    """The first line of a missing-file error: the fix, short enough for a notification."""
+    return f"Put {remote.name} into the folder named by ${remote.env} ({why})."
 
 
 def _download(remote: RemoteFile, target: Path, help_text: str, verify: Verifier | None = None) -> Path:
@@ -200,7 +242,11 @@ def _download(remote: RemoteFile, target: Path, help_text: str, verify: Verifier
             f"({err}); nothing was kept. {help_text}"
         ) from err
     except (requests.RequestException, OSError) as err:
-        raise WeightsUnavailableError(f"could not download {remote.name} ({err}). {help_text}") from err
+        raise WeightsUnavailableError(
+            missing_summary(remote, "no network to download it"),
+            f"could not download {remote.name} from {remote.url}. {help_text}\n"
+            f"Network error: {type(err).__name__}: {err}",
+        ) from err
     if verify is not None:
         try:
             verify(Path(path))

@@ -131,7 +131,9 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
         raise CheckpointError(f"{path}: incomplete config ({err!r} missing or invalid)") from err
     embedded = vae_cfg.get("decoder", "embedded") == "embedded"
     if need_encoder or not embedded:
-        vae = load_tiny_vae(vae_cfg["name"], weights_dir, need_encoder=need_encoder)
+        # built-in models take the decoder shipped in the package first: they work offline on a fresh install
+        builtin = Path(path).resolve().parent == weights.SHIPPED_DIR.resolve()
+        vae = load_tiny_vae(vae_cfg["name"], weights_dir, need_encoder=need_encoder, shipped=builtin)
     else:
         vae = TinyVAE(build_autoencoder(latent_channels, pool), vae_cfg["name"])
     if vae.latent_channels != latent_channels:

@@ -11,6 +11,8 @@ Images are in [0, 1] here (diffusers uses [-1, 1]); latents are unscaled.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from torch.nn import functional as F
 
 from .. import weights
 
+log = logging.getLogger(__name__)
 
 class TinyVAEError(ValueError):
     """Weights that do not form a TAESD-family autoencoder."""
@@ -61,6 +64,31 @@ def build_autoencoder(latent_channels: int, pool: bool) -> AutoencoderTiny:
             for i in _lowres_block_indices(coder.layers, is_encoder):
                 coder.layers[i] = PooledTinyBlock(coder.layers[i].conv[0].out_channels)
     return ae
+
+
+def tensor_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over sorted keys, dtypes, shapes and bytes: pins weights whatever file holds them."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].contiguous()
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _read_shipped_decoder(path: Path, sha256: str) -> dict[str, torch.Tensor]:
+    """The decoder shipped in the package (safetensors, nothing unpickled), checked against its pin."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # safetensors raises several types for truncated files
+        raise TinyVAEError(f"{path} is not a readable safetensors file: {err}") from err
+    if tensor_sha256(state) != sha256:
+        raise TinyVAEError(f"{path}: its tensors do not match the pinned sha256 (modified or corrupt install)")
+    return state
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -125,10 +153,16 @@ class TinyVAE(nn.Module):
         needs only the decoder). The layout, latent width and pool branch are read from the files."""
         dec = _read_state_dict(Path(decoder_path))
         enc = _read_state_dict(Path(encoder_path)) if encoder_path is not None else None
+        return cls.from_taesd_state(enc, dec, name, f"{decoder_path} / {encoder_path}")
+
+    @classmethod
+    def from_taesd_state(cls, enc: dict[str, torch.Tensor] | None, dec: dict[str, torch.Tensor],
+                         name: str = "custom", source: str = "weights") -> TinyVAE:
+        """The same from state dicts with the original TAESD keys (``source`` names them in errors)."""
         try:
             latent_channels = dec["1.weight"].shape[1]
         except KeyError:
-            raise TinyVAEError(f"{decoder_path} is not a TAESD-family decoder (no '1.weight')") from None
+            raise TinyVAEError(f"{source} is not a TAESD-family decoder (no '1.weight')") from None
         pool = any(".pool." in k for k in dec)
         ae = build_autoencoder(latent_channels, pool)
         # diffusers' DecoderTiny applies the clamp in forward, so its layers start one index earlier.
@@ -141,7 +175,7 @@ class TinyVAE(nn.Module):
         problems = sorted(set(expected) ^ set(mapped))
         if problems:
             raise TinyVAEError(
-                f"{decoder_path} / {encoder_path}: keys do not match a TAESD-family autoencoder with "
+                f"{source}: keys do not match a TAESD-family autoencoder with "
                 f"{latent_channels} latent channels (pool={pool}); first differences: {problems[:5]}"
             )
         for key, value in mapped.items():
@@ -165,16 +199,27 @@ class TinyVAE(nn.Module):
 
 
 def load_tiny_vae(name_or_path: str | os.PathLike, weights_dir: str | os.PathLike | None = None,
-                  need_encoder: bool = True) -> TinyVAE:
+                  need_encoder: bool = True, shipped: bool = False) -> TinyVAE:
     """Resolve a Tiny-VAE by registry name (``taef2``, ``taesd``), local folder, or diffusers hub name.
 
     A folder may hold a diffusers ``config.json`` or a ``*_encoder.pth`` / ``*_decoder.pth`` pair.
+    ``shipped=True`` (built-in models) takes a registry decoder from the copy inside the package
+    first (:func:`napari_wavegms.weights.shipped_decoder`), so it needs no network or offline folder.
     """
     key = str(name_or_path)
     if key in weights.TINY_VAES:
         spec = weights.TINY_VAES[key]
-        dec = weights.fetch(spec.decoder, weights_dir)
         enc = weights.fetch(spec.encoder, weights_dir) if need_encoder else None
+        packaged = weights.shipped_decoder(key) if shipped else None
+        if packaged is not None:
+            try:
+                dec_state = _read_shipped_decoder(*packaged)
+            except TinyVAEError as err:
+                log.warning("%s; using the registry's copy instead", err)
+            else:
+                enc_state = _read_state_dict(enc) if enc is not None else None
+                return TinyVAE.from_taesd_state(enc_state, dec_state, key, str(packaged[0]))
+        dec = weights.fetch(spec.decoder, weights_dir)
         return TinyVAE.from_taesd_files(enc, dec, name=key)
     path = Path(key).expanduser()
     if path.is_dir():
