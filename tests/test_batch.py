@@ -63,9 +63,10 @@ def test_folder_with_good_and_bad_files(tmp_path, folder, seg, busi_names):
     done = {r.file for r in summary.done}
     assert done == {f"{busi_names[0]}.png", f"{busi_names[1]}.png", "deep.tif", f"nested/{KVASIR_IMAGE}.jpg"}
     failed = {r.file: r.error for r in summary.failed}
-    assert set(failed) == {"broken.png", "notes.txt"}
+    assert set(failed) == {"broken.png"}
     assert "broken.png" in failed["broken.png"] and "cannot be read" in failed["broken.png"]
-    assert "not an image" in failed["notes.txt"]
+    skipped = {r.file: r.error for r in summary.skipped}  # a text file beside the images is no failure
+    assert set(skipped) == {"notes.txt"} and "not an image" in skipped["notes.txt"]
 
     for r in summary.done:  # masks: same stem and sub-folder, the input's shape, 0/255
         mask = read_image(out / Path(r.file).with_suffix(".png"))
@@ -89,8 +90,8 @@ def test_folder_with_good_and_bad_files(tmp_path, folder, seg, busi_names):
     # A rerun skips what is done (masks not rewritten) and records the failures again.
     masks_before = snapshot(out)
     _, again = drain(segment_folder(folder, out, recursive=True, overlays=True, segmenter=seg))
-    assert {r.file for r in again.skipped} == done
-    assert {r.file for r in again.failed} == {"broken.png", "notes.txt"}
+    assert {r.file for r in again.skipped} == done | {"notes.txt"}
+    assert {r.file for r in again.failed} == {"broken.png"}
     assert again.csv_path != summary.csv_path and summary.csv_path.is_file()
     after = snapshot(out)
     assert {k: v for k, v in after.items() if not k.startswith("wavegms-summary")} == {
@@ -176,15 +177,23 @@ def test_single_file_input(tmp_path, folder, seg):
 
 
 def test_cancel_keeps_finished_masks_and_a_summary(tmp_path, folder, seg):
+    """After a cancel the CSV has a row for every mask on disk: the whole group that was written (not
+    only the files reported so far) and masks of an earlier run that this run had not reached; the
+    summary handed over by the first event says the same."""
     out = tmp_path / "out"
-    job = segment_folder(folder, out, recursive=True, segmenter=seg)
-    next(job)  # the start
+    drain(segment_folder(folder, out, pattern="deep.tif", segmenter=seg))  # an earlier run's mask
+    job = segment_folder(folder, out, recursive=True, segmenter=seg)  # groups of 2 (seg.batch_size)
+    summary = next(job).info["summary"]  # the start
     first = next(job)
     job.close()
-    csvs = list(out.glob("wavegms-summary-*.csv"))
-    assert len(csvs) == 1
-    rows = read_csv(csvs[0])
+    rows = read_csv(summary.csv_path)
     assert 1 <= len(rows) < 6 and rows[0]["file"] == first.message
+    masks = {p.relative_to(out).with_suffix("").as_posix() for p in out.rglob("*.png")}
+    assert len(masks) == 3  # the first group (2 BUSI images) and deep.tif's
+    assert masks == {str(Path(row["file"]).with_suffix("").as_posix()) for row in rows if row["status"] != "failed"}
+    assert {r.file: r.status for r in summary.results} == {row["file"]: row["status"] for row in rows}
+    assert len(summary.done) == 2 and [r.file for r in summary.skipped] == ["deep.tif"]
+    assert all(Path(r.output).is_file() for r in summary.done + summary.skipped)
     assert not list(out.rglob(".*"))
 
 

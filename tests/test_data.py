@@ -185,3 +185,51 @@ def test_pair_tensors_resize_rules():
     assert x.shape == (3, 16, 16) and m.shape == (1, 16, 16)
     assert set(torch.unique(m).tolist()) == {0.0, 1.0}        # nearest: still binary
     assert isinstance(Pair("a", BUSI, BUSI).name, str)
+
+
+# ---------------------------------------------------------------- channels: grey + alpha, RGBA without napari's flag
+def grey_alpha_png(path, grey: np.ndarray) -> np.ndarray:
+    """Write ``grey`` with a non-trivial alpha channel as a grey+alpha (LA) PNG; returns the H×W×2 array."""
+    alpha = np.full_like(grey, 255)
+    alpha[: grey.shape[0] // 3] = 40  # alpha is not intensity: it must not change the mask
+    la = np.stack([grey, alpha], axis=-1)
+    iio.imwrite(path, la, extension=".png")
+    return la
+
+
+def test_grey_alpha_and_unflagged_rgba_are_one_2d_image():
+    from napari_wavegms.preprocess import image_layout
+
+    two = image_layout((300, 400, 2), np.uint8, rgb=False)  # napari opens LA PNGs so, rgb=False
+    assert (two.kind, two.lead, two.mask_shape, two.squeeze) == ("gray", (), (300, 400), True)
+    assert two.warning is None
+    rgba = image_layout((300, 400, 4), np.uint8, rgb=False)  # napari did not mark it RGB
+    assert (rgba.kind, rgba.mask_shape) == ("rgba", (300, 400))
+    stack = image_layout((5, 300, 400, 2), np.uint16, rgb=False)
+    assert (stack.kind, stack.lead, stack.mask_shape) == ("gray", (5,), (5, 300, 400))
+    assert image_layout((300, 400, 3), np.uint8).kind == "rgb"
+    # an array that looks misread (slices 3 pixels wide) is segmented as asked, with a warning
+    misread = image_layout((300, 400, 3), np.uint8, rgb=False)
+    assert misread.lead == (300,) and "300 slice(s) of 400×3 pixels" in misread.warning
+    assert image_layout((300, 400), np.uint8).warning is None
+
+
+def busi_model() -> str:
+    from napari_wavegms.models import builtin_models
+
+    return next(name for name in builtin_models() if name.startswith("busi"))
+
+
+def test_grey_alpha_png_reads_as_its_grey_channel_and_segments_like_it(tmp_path, busi_names):
+    from napari_wavegms.inference import Segmenter
+    from napari_wavegms.io import read_image
+
+    grey = iio.imread(BUSI / "images" / f"{busi_names[0]}.png")
+    la = grey_alpha_png(tmp_path / "la.png", grey)
+    assert iio.imread(tmp_path / "la.png").shape == (*grey.shape, 2)
+    np.testing.assert_array_equal(read_image(tmp_path / "la.png"), grey)
+    seg = Segmenter(busi_model(), device="cpu")
+    expected = seg(grey)
+    assert expected.shape == grey.shape and expected.any() and not expected.all()
+    np.testing.assert_array_equal(seg(la, rgb=False), expected)  # as napari passes it
+    np.testing.assert_array_equal(seg(la), expected)

@@ -194,6 +194,19 @@ def model_for_folder(paths: BatchPaths, pattern: str = "*", recursive: bool = Fa
     return default_model()
 
 
+def _unreached_masks(inputs: Iterator[Path], root: Path, seen: set[str], mask_path) -> list[FileResult]:
+    """Rows for the files a stopped run did not reach whose mask exists (from an earlier run), so that
+    the CSV of a cancelled run still lists every mask in the output folder."""
+    rows = []
+    for path in inputs:
+        rel = path.relative_to(root)
+        target = mask_path(rel)
+        if rel.as_posix() not in seen and is_image_file(path) and target.exists():
+            rows.append(FileResult(rel.as_posix(), "skipped", "not reached (run stopped); its mask exists",
+                                   output=str(target)))
+    return rows
+
+
 def _rank() -> tuple[int, int]:
     """``(rank, world_size)`` under torchrun, ``(0, 1)`` otherwise."""
     try:
@@ -326,7 +339,10 @@ def segment_folder(
     csv_path = _summary_path(out, rank, world)
     results: list[FileResult] = []
     info = {"device": segmenter.device_name, "rank": rank, "world_size": world}
-    yield Progress(0, total, f"{total} files on {segmenter.device_name}", info)
+    # The summary fills as files finish; a caller that cancels (close()) gets no return value, so the
+    # first event hands it over: after a cancel it holds every file done, as the CSV does.
+    summary = BatchSummary(results, csv_path, out, info)
+    yield Progress(0, total, f"{total} files on {segmenter.device_name}", {**info, "summary": summary})
 
     def plan(path: Path) -> tuple[FileResult, Path | None, Path | None]:
         """Decide a file's outputs; a result that is already final (skipped/failed) comes with no target."""
@@ -334,8 +350,8 @@ def segment_folder(
         result = FileResult(rel.as_posix(), "done")
         target = mask_path(rel)
         overlay = (out / OVERLAY_DIR / rel).with_suffix(".png") if overlays else None
-        if not is_image_file(path):
-            result.status, result.error = "failed", f"not an image file (suffix {path.suffix!r})"
+        if not is_image_file(path):  # a README or CSV beside the images is no failure of the run
+            result.status, result.error = "skipped", f"not an image (suffix {path.suffix!r})"
             return result, None, None
         out_in_input = _inside(out, paths.input_root)
         for t in (target, overlay):
@@ -364,6 +380,7 @@ def segment_folder(
 
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wavegms-read")
     done = 0
+    completed = False
     try:
         pending: list[tuple[FileResult, Path | None, Path | None, Future | None]] = []
         chunks = groups()
@@ -407,13 +424,17 @@ def segment_folder(
                 except (RuntimeError, ValueError, OSError) as err:  # UnsupportedImageError is a ValueError
                     result.status, result.error = "failed", str(err)
                 result.seconds += share + time.perf_counter() - start
-            for result, *_ in pending:
-                results.append(result)
+            finished = [result for result, *_ in pending]
+            results.extend(finished)  # this group's masks are on disk: in the CSV even if cancelled below
+            for result in finished:
                 done += 1
                 yield Progress(done, total, result.file, {**info, "status": result.status})
             pending = upcoming
+        completed = True
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if not completed:  # cancelled or crashed: masks already on disk from earlier runs get their rows too
+            results.extend(_unreached_masks(mine(), paths.input_root, {r.file for r in results}, mask_path))
         if results or total == 0:
             write_summary(csv_path, results)
-    return BatchSummary(results, csv_path, out, info)
+    return summary

@@ -38,71 +38,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .preprocess import UnsupportedImageError, channel_axis_kind, resize_image
+from .preprocess import ImageLayout, UnsupportedImageError, image_layout, resize_image
 from .progress import Progress, run_to_end
 
 __all__ = [
     "ImageLayout", "IntensityScale", "Segmenter", "UnsupportedImageError", "image_layout", "intensity_scale",
     "label_mask",
 ]
-
-
-# ---------------------------------------------------------------- what the array holds
-@dataclass(frozen=True)
-class ImageLayout:
-    """How an array splits into 2D slices: leading axes, the spatial plane, and the colour axis."""
-
-    shape: tuple[int, ...]
-    kind: str  # 'gray' | 'rgb' | 'rgba'
-    lead: tuple[int, ...]  # leading (Z, T, …) axes, kept in the output
-    height: int
-    width: int
-    squeeze: bool = False  # a trailing axis of length 1 (one channel) is dropped
-
-    @property
-    def n_slices(self) -> int:
-        return math.prod(self.lead)
-
-    @property
-    def mask_shape(self) -> tuple[int, ...]:
-        return (*self.lead, self.height, self.width)
-
-    def index(self, i: int) -> tuple[int, ...]:
-        """Index of the ``i``-th slice (C order over the leading axes) in the input and the mask."""
-        return tuple(int(k) for k in np.unravel_index(i, self.lead)) if self.lead else ()
-
-
-def image_layout(shape: tuple[int, ...], dtype: Any, rgb: bool | None = None) -> ImageLayout:
-    """Check that an array of this shape and dtype can be segmented and describe its slices.
-
-    Raises :class:`UnsupportedImageError` with the reason for 0-/1-D, zero-size, 2-channel,
-    complex and non-numeric arrays.
-    """
-    shape = tuple(int(s) for s in shape)
-    dtype = np.dtype(dtype)
-    if dtype.kind == "c":
-        raise UnsupportedImageError(f"complex images are not supported (dtype {dtype})")
-    if dtype.kind not in "biuf":
-        raise UnsupportedImageError(f"dtype {dtype} is not a numeric image type")
-    if len(shape) < 2:
-        raise UnsupportedImageError(f"a {len(shape)}-D array (shape {shape}) is not an image: need 2-D")
-    if 0 in shape:
-        raise UnsupportedImageError(f"the image is empty (zero size, shape {shape})")
-    squeeze = False
-    if rgb is not False and len(shape) >= 3 and shape[-1] in (1, 2):
-        if shape[-1] == 2:
-            raise UnsupportedImageError(
-                f"shape {shape}: 2 channels are not supported (use 1 gray, 3 RGB or 4 RGBA channels; "
-                "pass rgb=False if the last axis is spatial)"
-            )
-        squeeze, shape_ = True, shape[:-1]
-    else:
-        shape_ = shape
-    kind = channel_axis_kind(shape_, rgb)
-    spatial = shape_ if kind == "gray" else shape_[:-1]
-    if len(spatial) < 2:
-        raise UnsupportedImageError(f"shape {shape}: a colour image needs 2 spatial axes before the channels")
-    return ImageLayout(shape, kind, tuple(spatial[:-2]), spatial[-2], spatial[-1], squeeze)
 
 
 # ---------------------------------------------------------------- intensity

@@ -2,7 +2,8 @@
 
 PNG, JPEG and BMP go through imageio (via scikit-image's reader), TIFF through tifffile (which keeps
 16-bit and float data as they are). Arrays come back as stored: H×W, H×W×3 or H×W×4 in their own
-dtype; :mod:`napari_wavegms.preprocess` decides how to normalise them.
+dtype (grey + alpha files come back as their grey H×W channel); :mod:`napari_wavegms.preprocess`
+decides how to normalise them.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
         array = np.moveaxis(array, 0, -1)  # channel-first TIFF
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
-        raise ImageReadError(f"{path}: shape {array.shape} is not a 2D gray, RGB or RGBA image")
-    if array.ndim == 3 and array.shape[-1] == 1:
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4)):
+        raise ImageReadError(f"{path}: shape {array.shape} is not a 2D gray, grey+alpha, RGB or RGBA image")
+    if array.ndim == 3 and array.shape[-1] in (1, 2):  # one grey channel, or grey + alpha (alpha is no intensity)
         array = array[..., 0]
     if array.size == 0:
         raise ImageReadError(f"{path}: the image is empty")

@@ -5,14 +5,23 @@ Intensity rule (documented for users, applied per image or per stack):
 - floats already in [0, 1] are used as they are, floats in [0, 255] are ÷255 (so a uint8 image and
   the same image as float give the same mask);
 - anything else (uint16, int32, floats of other ranges) is min–max scaled to [0, 1].
-Channels: gray → repeated to RGB, RGBA → alpha dropped, RGB kept; anything else is refused.
+Channels: gray → repeated to RGB, grey+alpha and RGBA → alpha dropped, RGB kept; anything else is refused.
+
+How an array splits into 2D slices and channels (:func:`image_layout`) is decided here without torch,
+so the widgets can check a layer on the GUI thread before a job loads the model; torch is imported
+only by the functions that make tensors.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import torch
-from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 
 class UnsupportedImageError(ValueError):
@@ -50,37 +59,113 @@ def normalize_intensity(array: np.ndarray) -> np.ndarray:
 
 
 def channel_axis_kind(shape: tuple[int, ...], rgb: bool | None = None) -> str:
-    """``'gray'`` when the last axis is spatial, ``'rgb'``/``'rgba'`` when it holds 3/4 channels.
+    """What the last axis holds: ``'gray'`` (it is spatial), ``'gray_alpha'``, ``'rgb'`` or ``'rgba'``.
 
-    ``rgb`` (napari's flag) overrides the guess; otherwise a last axis of 3 or 4 on an array of at
-    least 3 dimensions is taken as colour.
+    ``rgb`` is napari's flag, which is a guess too (napari marks a last axis of 3 or 4 as colour only
+    when the other sides exceed 30 px, and never a last axis of 2). So, on arrays of at least 3
+    dimensions: a last axis of 2 is always grey + alpha (napari opens grey+alpha PNGs as H×W×2; no
+    image is two pixels wide); of 4 is RGBA even when napari did not mark it RGB; of 3 is RGB unless
+    ``rgb`` is ``False``. ``rgb=True`` with any other channel count is refused.
     """
-    if rgb is False:
-        return "gray"
-    last = shape[-1] if shape else 0
-    if rgb or (len(shape) >= 3 and last in (3, 4)):
-        if last == 3:
-            return "rgb"
-        if last == 4:
-            return "rgba"
-        raise UnsupportedImageError(f"a colour image needs 3 or 4 channels, this one has {last}")
+    last = shape[-1] if len(shape) >= 3 else 0
+    if last == 2:
+        return "gray_alpha"
+    if last == 4 or (last == 3 and rgb is not False):
+        return "rgba" if last == 4 else "rgb"
+    if rgb:
+        count = shape[-1] if shape else 0
+        raise UnsupportedImageError(f"a colour image needs 3 or 4 channels, this one has {count}")
     return "gray"
 
 
+MIN_SIDE = 16  # slices narrower than this (in pixels) are reported as a probable misread of the axes
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """How an array splits into 2D slices: leading axes, the spatial plane, and the colour axis."""
+
+    shape: tuple[int, ...]
+    kind: str  # 'gray' | 'rgb' | 'rgba'
+    lead: tuple[int, ...]  # leading (Z, T, …) axes, kept in the output
+    height: int
+    width: int
+    squeeze: bool = False  # a trailing channel axis (1 grey channel, or grey + alpha) → its first channel
+
+    @property
+    def n_slices(self) -> int:
+        return math.prod(self.lead)
+
+    @property
+    def warning(self) -> str | None:
+        """Why this array may have been misread, or ``None``: slices a few pixels wide are almost always
+        a channel axis taken as spatial (segmenting them takes long and means nothing)."""
+        if min(self.height, self.width) >= MIN_SIDE:
+            return None
+        return (
+            f"shape {self.shape} is read as {self.n_slices} slice(s) of {self.height}×{self.width} pixels; "
+            "if its last axis holds colour channels, open it as an RGB image"
+        )
+
+    @property
+    def mask_shape(self) -> tuple[int, ...]:
+        return (*self.lead, self.height, self.width)
+
+    def index(self, i: int) -> tuple[int, ...]:
+        """Index of the ``i``-th slice (C order over the leading axes) in the input and the mask."""
+        return tuple(int(k) for k in np.unravel_index(i, self.lead)) if self.lead else ()
+
+
+def image_layout(shape: tuple[int, ...], dtype: Any, rgb: bool | None = None) -> ImageLayout:
+    """Check that an array of this shape and dtype can be segmented and describe its slices.
+
+    A trailing axis of 1 (one channel) or 2 (grey + alpha) gives a grey layout that keeps only the
+    first channel; of 3 or 4 a colour one as :func:`channel_axis_kind` decides (napari's
+    ``rgb`` flag is a guess, so 2 and 4 are channels even without it). Raises
+    :class:`UnsupportedImageError` with the reason for 0-/1-D, zero-size, complex and non-numeric arrays.
+    """
+    shape = tuple(int(s) for s in shape)
+    dtype = np.dtype(dtype)
+    if dtype.kind == "c":
+        raise UnsupportedImageError(f"complex images are not supported (dtype {dtype})")
+    if dtype.kind not in "biuf":
+        raise UnsupportedImageError(f"dtype {dtype} is not a numeric image type")
+    if len(shape) < 2:
+        raise UnsupportedImageError(f"a {len(shape)}-D array (shape {shape}) is not an image: need 2-D")
+    if 0 in shape:
+        raise UnsupportedImageError(f"the image is empty (zero size, shape {shape})")
+    if len(shape) >= 3 and shape[-1] == 1:  # one channel: grey, whatever napari's flag says
+        kind, squeeze = "gray", True
+    else:
+        kind = channel_axis_kind(shape, rgb)
+        squeeze = kind == "gray_alpha"  # grey + alpha: the grey channel is the image
+        kind = "gray" if squeeze else kind
+    spatial = shape[:-1] if squeeze or kind != "gray" else shape
+    if len(spatial) < 2:
+        raise UnsupportedImageError(f"shape {shape}: a colour image needs 2 spatial axes before the channels")
+    return ImageLayout(shape, kind, tuple(spatial[:-2]), spatial[-2], spatial[-1], squeeze)
+
+
 def to_rgb(array: np.ndarray, kind: str) -> np.ndarray:
-    """Float array (…×H×W or …×H×W×3/4) → …×H×W×3."""
+    """Float array (…×H×W, …×H×W×2 grey+alpha, or …×H×W×3/4) → …×H×W×3 (alpha dropped)."""
     if kind == "gray":
         return np.repeat(array[..., None], 3, axis=-1)
+    if kind == "gray_alpha":
+        return np.repeat(array[..., :1], 3, axis=-1)
     return array[..., :3]
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """N×H×W×3 float array → N×3×H×W tensor."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).contiguous()
 
 
 def resize_image(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """Bilinear, antialiased resize of B×C×H×W images: the one image resize of training and inference."""
+    from torch.nn import functional as F
+
     size = (size, size) if isinstance(size, int) else tuple(size)
     if tuple(x.shape[-2:]) == size:
         return x
@@ -89,6 +174,8 @@ def resize_image(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 
 def resize_mask(m: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """Nearest-neighbour resize of B×1×H×W masks (labels stay labels)."""
+    from torch.nn import functional as F
+
     size = (size, size) if isinstance(size, int) else tuple(size)
     if tuple(m.shape[-2:]) == size:
         return m
