@@ -96,3 +96,44 @@ def test_batch_widget_takes_the_builtin_model_made_for_the_folder(make_napari_vi
     widget.model.add_file(random_checkpoint)
     widget.input.value = polyps
     assert widget.model.model == str(random_checkpoint)
+
+
+def test_cancel_shows_the_summary_and_open_results_pairs_each_image_with_its_mask(
+    make_napari_viewer, qtbot, folder, tmp_path, random_checkpoint, busi_names
+):
+    viewer = make_napari_viewer()
+    viewer.add_points(name="someone's points")  # a layer that was there before
+    widget = viewer.window.add_plugin_dock_widget("napari-wavegms", "Batch")[1]
+    widget.model.add_file(random_checkpoint)
+    widget.input.value = folder
+    widget.output.value = tmp_path / "out"
+    widget.pattern.value = "*.png"
+    widget.device.value = "cpu"
+    job = widget.run()
+
+    def cancel_after_the_first_file(event):
+        widget._event(event)
+        if event.done == 1:
+            widget.cancel()
+
+    job._on_event = cancel_after_the_first_file
+    qtbot.waitUntil(lambda: not job.running, timeout=120_000)
+    assert job.status == "cancelled" and widget.status.value.startswith("cancelled")
+    summary = widget.summary
+    written = sorted((tmp_path / "out").glob("*.png"))
+    assert written and len(summary.done) == len(written)  # every mask on disk is in the summary (and CSV)
+    assert f"{len(summary.done)} done" in widget.summary_label.value and summary.csv_path.is_file()
+    assert not widget.summary_label.native.isHidden() and widget.open_button.enabled
+
+    widget.open_count.value = 2
+    added = widget.open_results()
+    assert len(added) == 4
+    assert viewer.grid.enabled and viewer.grid.stride == 2  # one grid cell per image + mask
+    for n in range(2):  # image below its mask, pair by pair at the bottom of the layer list
+        image, mask = viewer.layers[2 * n], viewer.layers[2 * n + 1]
+        assert image._type_string == "image" and mask.name == f"{image.name}_wavegms"
+        assert mask.data.shape == image.data.shape[:2]
+    assert viewer.grid.position(0, viewer.layers) == viewer.grid.position(1, viewer.layers)
+    assert viewer.grid.position(0, viewer.layers) != viewer.grid.position(2, viewer.layers)
+    widget.open_results()  # again: the same layers, updated, not duplicated
+    assert len(viewer.layers) == 5

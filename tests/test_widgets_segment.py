@@ -27,13 +27,27 @@ def wait_done(qtbot, job, timeout: int = 60_000) -> None:
 
 
 @pytest.fixture
-def errors(monkeypatch):
-    """Error notifications the plugin shows to the user."""
+def notifications(monkeypatch):
+    """Error notifications of failed jobs, as napari would show them (not dispatched, so no toasts)."""
     from napari_wavegms.widgets import _worker
 
-    shown: list[str] = []
-    monkeypatch.setattr(_worker, "show_error", shown.append)
+    shown: list = []
+    monkeypatch.setattr(_worker, "_dispatch", shown.append)
     return shown
+
+
+@pytest.fixture
+def errors(notifications):
+    """The text of every error notification: the short message and the full text behind Details."""
+
+    class Texts(list):
+        def __getitem__(self, i):
+            return f"{notifications[i].message}\n{notifications[i].details}"
+
+        def __len__(self):
+            return len(notifications)
+
+    return Texts()
 
 
 @pytest.fixture
@@ -275,3 +289,147 @@ def test_builtin_model_follows_the_kind_of_image_but_a_chosen_file_stays(
     assert widget.model.model == str(random_checkpoint)
     assert model_for_layer(polyp, str(random_checkpoint)) == str(random_checkpoint)
     assert "kvasir-seg" in model_for_layer(polyp, None)
+
+
+def test_picker_follows_the_active_image_unless_picked_by_hand(make_napari_viewer, busi_image):
+    """Opening or selecting an image moves the picker to it; a pick by hand holds against new layers
+    until the user selects an image in the layer list again; non-image layers never move it."""
+    viewer = make_napari_viewer()
+    first = viewer.add_image(busi_image, name="first")
+    widget = open_widget(viewer, "Segment")
+    assert widget.image.value is first
+    second = viewer.add_image(busi_image[::2, ::2], name="second")  # opened: taken
+    assert widget.image.value is second
+    viewer.layers.selection.active = first  # selected in the layer list: taken
+    assert widget.image.value is first
+    viewer.add_labels(np.zeros(busi_image.shape, np.uint8), name="labels")  # not an image
+    assert widget.image.value is first
+
+    combo = widget.image.native  # the user picks "second" in the picker
+    index = next(i for i in range(combo.count()) if combo.itemData(i) is second)
+    combo.setCurrentIndex(index)
+    combo.activated.emit(index)
+    assert widget.image.value is second
+    third = viewer.add_image(busi_image[:100, :100], name="third")
+    assert widget.image.value is second  # the pick by hand holds
+    viewer.layers.selection.active = first  # until an image is selected in the layer list
+    assert widget.image.value is first
+    viewer.layers.selection.active = third
+    assert widget.image.value is third
+
+
+def test_grey_alpha_png_opened_and_segmented_from_the_layers_menu(
+    make_napari_viewer, qtbot, tmp_path, random_checkpoint, busi_image, monkeypatch
+):
+    """napari opens a grey+alpha PNG as H×W×2 (not RGB); Layers ▸ Segment ▸ Segment selected image
+    gives a 2D Labels layer of the image's size, the mask of its grey channel, without a warning."""
+    import imageio.v3 as iio
+    from napari._app_model import get_app_model
+
+    from napari_wavegms.inference import Segmenter
+    from napari_wavegms.widgets import _settings
+
+    warnings_shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", warnings_shown.append)
+    alpha = np.full_like(busi_image, 255)
+    alpha[:50] = 0
+    iio.imwrite(tmp_path / "grey_alpha.png", np.stack([busi_image, alpha], axis=-1), extension=".png")
+    _settings.save("segment", {"model": str(random_checkpoint), "threshold": 0.5})
+
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(tmp_path / "grey_alpha.png")
+    assert layer.data.shape == (*busi_image.shape, 2) and not layer.rgb  # as napari reads it
+    viewer.layers.selection.active = layer
+    get_app_model().commands.execute_command("napari-wavegms.segment_selected").result()
+    qtbot.waitUntil(lambda: "grey_alpha_wavegms" in viewer.layers, timeout=60_000)
+    labels = viewer.layers["grey_alpha_wavegms"]
+    assert labels.data.shape == busi_image.shape and labels.ndim == 2
+    expected = Segmenter(random_checkpoint, device="cpu")(busi_image, threshold=0.5)
+    np.testing.assert_array_equal(labels.data, expected)
+    assert warnings_shown == []
+
+
+def test_an_input_that_looks_misread_is_segmented_with_a_warning(make_napari_viewer, random_checkpoint,
+                                                                 monkeypatch, busi_image):
+    monkeypatch.setenv("WAVEGMS_SYNC", "1")
+    warnings_shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", warnings_shown.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.repeat(busi_image[:60, :80, None], 3, axis=-1), name="narrow", rgb=False)
+    widget = open_widget(viewer, "Segment")
+    widget.model.add_file(random_checkpoint)
+    job = widget.run()
+    assert job.status == "done"
+    assert len(warnings_shown) == 1 and "60 slice(s) of 80×3 pixels" in warnings_shown[0]
+
+
+def test_first_run_says_it_loads_the_model_and_has_its_own_progress_bar(
+    make_napari_viewer, qtbot, random_checkpoint, busi_image, monkeypatch
+):
+    from napari_wavegms.widgets import segment
+
+    monkeypatch.setattr(segment, "_CACHE", {})
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([busi_image] * 4), name="stack")
+    widget = open_widget(viewer, "Segment")
+    widget.model.add_file(random_checkpoint)
+    assert widget.progress.native.isHidden()  # only shown while a job runs
+    seen: list[tuple[str, int, int, bool]] = []
+    original = widget._event
+
+    def record(event):
+        original(event)
+        shown = not widget.progress.native.isHidden()
+        seen.append((widget.status.value, widget.progress.value, widget.progress.max, shown))
+
+    widget._event = record
+    wait_done(qtbot, widget.run())
+    assert seen[0][0] == segment.LOADING and seen[0][2] == 0  # busy bar while the model loads
+    assert all(visible for *_, visible in seen)
+    assert seen[-1][1:3] == (4, 4) and seen[-1][0].startswith("4/4 slices")
+    assert widget.progress.native.isHidden() and widget.status.value == "done: stack_wavegms"
+
+    seen.clear()
+    wait_done(qtbot, widget.run())  # the model is loaded: no loading message
+    assert seen and all(segment.LOADING not in status for status, *_ in seen)
+
+
+def test_missing_weights_notification_leads_with_the_fix_and_has_details(
+    make_napari_viewer, qtbot, busi_image, notifications, monkeypatch, tmp_path, taef2
+):
+    """Offline without the Tiny-VAE decoder (a checkpoint that takes it from the weights registry):
+    the notification's text is short and starts with what to do; the whole message (folders
+    searched, the variable) is one click away."""
+    import torch
+
+    from napari_wavegms.model import WaveGMS
+    from napari_wavegms.model.checkpoint import save_checkpoint
+    from napari_wavegms.widgets import _worker, segment
+
+    torch.manual_seed(0)
+    needs_decoder = save_checkpoint(tmp_path / "small.safetensors", WaveGMS(taef2, image_size=64), {},
+                                    embed_decoder=False)
+
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    monkeypatch.setenv("WAVEGMS_WEIGHTS_DIR", str(empty))
+    monkeypatch.setenv("WAVEGMS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("WAVEGMS_OFFLINE", "1")
+    monkeypatch.setattr(segment, "_CACHE", {})
+    viewer = make_napari_viewer()
+    viewer.add_image(busi_image, name="us")
+    widget = open_widget(viewer, "Segment")
+    widget.model.add_file(needs_decoder)
+    job = widget.run()
+    wait_done(qtbot, job)
+    assert job.status == "failed"
+    [note] = notifications
+    first_line = note.message.splitlines()[0]
+    assert note.message == first_line and len(first_line) <= _worker.MESSAGE_CHARS
+    assert first_line.startswith("Put ") and "WAVEGMS_WEIGHTS_DIR" in first_line
+    assert not first_line.startswith("HTTPSConnectionPool")
+    assert len(note.details) > len(first_line) and "WAVEGMS_WEIGHTS_DIR" in note.details
+    [(button, callback)] = note.actions
+    box = callback(None)  # what the Details button opens
+    assert button == "Details" and note.details in box.informativeText()
+    box.close()

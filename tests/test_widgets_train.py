@@ -40,8 +40,10 @@ def small_run(widget, output: Path, epochs: int = 1) -> None:
 
 
 def test_train_from_folders_then_segment_with_the_new_model(
-    make_napari_viewer, qtbot, busi_pairs, tmp_path, busi_names
+    make_napari_viewer, qtbot, busi_pairs, tmp_path, busi_names, monkeypatch
 ):
+    warnings_shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", warnings_shown.append)
     viewer = make_napari_viewer()
     train = open_widget(viewer, "Train")
     segment = open_widget(viewer, "Segment")
@@ -64,6 +66,14 @@ def test_train_from_folders_then_segment_with_the_new_model(
     assert train.progress.value == train.progress.max > 0
     assert train.run_button.enabled and not train.stop_button.enabled
 
+    # one epoch on 12 pairs gives a poor model: the user is warned before it is offered
+    assert train.best_dice is not None and train.best_dice < 0.5
+    assert len(warnings_shown) == 1 and "validation Dice" in warnings_shown[0]
+    assert "warning: validation Dice" in train.notes.value and not train.notes.native.isHidden()
+    from napari_wavegms.widgets._session import session_models
+
+    assert "poor" in session_models.models()[0].label and session_models.models()[0].path == out
+
     # the model is offered by the Segment widget at once, and it segments
     assert str(out) in segment.model.combo.choices
     segment.model.combo.value = str(out)
@@ -83,7 +93,7 @@ def test_stop_keeps_the_last_checkpoint(make_napari_viewer, qtbot, busi_pairs, t
     train.masks.value = busi_pairs / "masks"
     small_run(train, tmp_path / "runs", epochs=200)
     job = train.run()
-    steps = []
+    steps, stopping = [], []
 
     def stop_after_a_few_steps(event):
         train._event(event)
@@ -91,10 +101,13 @@ def test_stop_keeps_the_last_checkpoint(make_napari_viewer, qtbot, busi_pairs, t
             steps.append(event.done)
             if len(steps) == 2:
                 train.stop()
+                stopping.append((train.stop_button.enabled, train.stop_button.text))
 
     job._on_event = stop_after_a_few_steps
     qtbot.waitUntil(lambda: not job.running, timeout=300_000)
     assert job.status == "cancelled"
+    assert stopping[0] == (False, "Stopping…")  # no second Stop while the checkpoints are saved
+    assert train.stop_button.text.startswith("Stop (") and not train.stop_button.enabled
     assert max(steps) < 200 * 3
     assert (train.output_dir / "last.safetensors").is_file()
     assert train.status.value.startswith("stopped: last and best kept")
@@ -120,6 +133,24 @@ def test_train_on_layers_in_the_viewer(make_napari_viewer, qtbot, tmp_path, busi
     qtbot.waitUntil(lambda: not job.running, timeout=300_000)
     assert job.status == "done", train.status.value
     assert (train.output_dir / "best.safetensors").is_file()
+
+
+def test_one_pair_trains_without_validation_and_says_so(make_napari_viewer, qtbot, tmp_path, busi_names):
+    name = busi_names[0]
+    viewer = make_napari_viewer()
+    viewer.add_image(read_image(BUSI / "images" / f"{name}.png")[:128, :128], name="scan")
+    viewer.add_labels(read_mask(BUSI / "masks" / f"{name}.png")[:128, :128].astype(np.uint8), name="truth")
+    train = open_widget(viewer, "Train")
+    train.source.value = "layers in the viewer"
+    train.image_layer.value = viewer.layers["scan"]
+    train.labels_layer.value = viewer.layers["truth"]
+    small_run(train, tmp_path / "runs")
+    assert train.notes.native.isHidden()
+    job = train.run()
+    qtbot.waitUntil(lambda: not job.running, timeout=300_000)
+    assert job.status == "done", train.status.value
+    assert "no validation split" in train.notes.value and not train.notes.native.isHidden()
+    assert "validation Dice" not in train.notes.value  # no validation Dice, so nothing to judge it by
 
 
 def test_train_refuses_to_start_without_an_output_folder(make_napari_viewer, busi_pairs, monkeypatch):

@@ -31,7 +31,7 @@ def segment_selected(viewer: Viewer) -> Job | None:
 
     def _done(status: str, device: str | None) -> None:
         if status == "done":
-            show_info(f"Wave-GMS: segmented {layer.name} on {device}")
+            show_info(f"Wave-GMS: segmented {layer.name} into {layer.name}_wavegms on {device}")
 
     return segment_layer(
         viewer,

@@ -12,11 +12,104 @@ from pathlib import Path
 from typing import Any
 
 from magicgui.widgets import ComboBox, Container, PushButton, Widget
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtWidgets import QFrame, QScrollArea
 
 from . import _settings
 from ._session import session_models
 
 RECENT_LIMIT = 6
+DOCK_WIDTH = 420  # every dock must fit this width (NAPARI.md): long texts are elided or wrapped
+MODEL_LABEL_CHARS = 28  # a model's name in the picker; the full text is its tooltip
+
+
+def elide(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis (the full text goes into a tooltip)."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def fit_label(label: Widget) -> Widget:
+    """Let a status label wrap and never widen its dock: a long path or message is cut at the dock's
+    edge instead of pushing the viewer's canvas aside (its tooltip keeps the whole text)."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    label.changed.connect(lambda text: setattr(label, "tooltip", str(text) or None))
+    return label
+
+
+def narrow_combo(combo: ComboBox, chars: int = 16) -> ComboBox:
+    """A combo box whose width does not follow its longest entry (layer and model names can be long)."""
+    from qtpy.QtWidgets import QComboBox
+
+    combo.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.native.setMinimumContentsLength(chars)
+    return combo
+
+
+def insert_before(form: Any, widget: Any, anchor: Widget) -> None:
+    """Insert a Qt ``widget`` into ``form``'s layout just above the row that holds ``anchor``
+    (magicgui wraps labelled widgets, so the row is the anchor's ancestor, not the anchor)."""
+    layout = form.layout()
+    for i in range(layout.count()):
+        row = layout.itemAt(i).widget()
+        if row is not None and (row is anchor.native or row.isAncestorOf(anchor.native)):
+            layout.insertWidget(i, widget)
+            return
+    layout.addWidget(widget)
+
+
+def collapsible(title: str, widgets: list[Widget], tooltip: str = "") -> Any:
+    """A collapsed "Advanced"-style section (superqt's QCollapsible) holding ``widgets`` with labels:
+    settings a user rarely needs stay out of the main flow."""
+    from superqt import QCollapsible
+
+    section = QCollapsible(title)
+    section.setToolTip(tooltip)
+    section.setContentsMargins(0, 0, 0, 0)
+    section.content().layout().setContentsMargins(0, 0, 0, 0)
+    inner = Container(widgets=widgets)
+    inner.margins = (0, 0, 0, 0)
+    section.addWidget(inner.native)
+    section.collapse(animate=False)
+    return section
+
+
+class _DockScroll(QScrollArea):
+    """A vertical scroll area that asks for its content's full size (QScrollArea's own hint is capped),
+    so a dock is as tall as its widget when there is room and scrolls only when there is not."""
+
+    def sizeHint(self) -> QSize:
+        inner = self.widget().sizeHint() if self.widget() is not None else QSize(0, 0)
+        bar = self.verticalScrollBar().sizeHint().width()
+        return QSize(inner.width() + bar + 2 * self.frameWidth(), inner.height() + 2 * self.frameWidth())
+
+
+class DockContainer(Container):
+    """A Container that napari docks inside a vertical scroll area.
+
+    napari docks a magicgui widget's ``native``; here that is a scroll area around the form, so the
+    three docks fit a 1366×768 screen together (each scrolls when the window is short) instead of
+    growing the window past the screen. :attr:`form` is the widget that holds the layout.
+    """
+
+    @property
+    def native(self) -> Any:
+        scroll = self.__dict__.get("_dock_scroll")
+        if scroll is None:
+            scroll = _DockScroll()
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QFrame.Shape.NoFrame)
+            scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+            scroll.setWidget(self._widget._mgui_get_native_widget())
+            self.__dict__["_dock_scroll"] = scroll
+        return scroll
+
+    @property
+    def form(self) -> Any:
+        """The QWidget holding the controls (its layout takes extra Qt widgets)."""
+        return self._widget._mgui_get_native_widget()
 
 
 def folder_or_none(value: Any) -> Path | None:
@@ -69,30 +162,46 @@ def device_choices(remembered: str | None = None) -> list[str]:
 class ModelPicker(Container):
     """A combo box of models plus a "Browse…" button for any checkpoint file."""
 
+    HELP = (
+        "Built-in models, models trained in this session, and checkpoint files (.safetensors) "
+        "or training output folders you chose with Browse…"
+    )
+
     def __init__(self, label: str = "model", include_scratch: bool = False, **kwargs: Any) -> None:
         self._include_scratch = include_scratch
-        self.combo = ComboBox(
-            choices=self._choices,
-            nullable=False,
-            tooltip=(
-                "Built-in models, models trained in this session, and checkpoint files (.safetensors) "
-                "or training output folders you chose with Browse…"
-            ),
-        )
+        self._full: dict[str, str] = {}  # value → full label (the combo shows it elided)
+        self.combo = narrow_combo(ComboBox(choices=self._choices, nullable=False, tooltip=self.HELP))
         self.browse = PushButton(text="Browse…", tooltip="Choose a checkpoint file (.safetensors)")
         super().__init__(
             widgets=[self.combo, self.browse], layout="horizontal", labels=False, label=label, **kwargs
         )
         self.margins = (0, 0, 0, 0)
+        self.tooltip = self.HELP
         self.browse.changed.connect(self._browse)
+        self.combo.changed.connect(self._show_full_name)
         session_models.changed.connect(self._refresh)
+        self._show_full_name()
 
     def _choices(self, _widget: Any = None) -> list[tuple[str, str]]:
-        return model_choices(self._include_scratch)
+        choices = model_choices(self._include_scratch)
+        self._full = {value: label for label, value in choices}
+        return [(elide(label, MODEL_LABEL_CHARS), value) for label, value in choices]
+
+    def _show_full_name(self, *_: Any) -> None:
+        """The full name of every entry (and of the chosen one) in tooltips, since the combo elides them."""
+        from qtpy.QtCore import Qt
+
+        native = self.combo.native
+        for i in range(native.count()):
+            full = self._full.get(native.itemData(i), native.itemText(i))
+            native.setItemData(i, full, Qt.ItemDataRole.ToolTipRole)
+        current = self._full.get(self.combo.value, "")
+        self.combo.tooltip = f"{current}\n\n{self.HELP}" if current else self.HELP
 
     def _refresh(self) -> None:
         try:
             self.combo.reset_choices()
+            self._show_full_name()
         except RuntimeError:  # the widget was deleted; the registry outlives it
             session_models.changed.disconnect(self._refresh)
 
@@ -110,6 +219,7 @@ class ModelPicker(Container):
         remember_model_file(path)
         self.combo.reset_choices()
         self.combo.value = str(path)
+        self._show_full_name()
 
     @property
     def model(self) -> str | None:
@@ -122,6 +232,7 @@ class ModelPicker(Container):
         if value not in self.combo.choices and Path(value).exists():
             remember_model_file(value)
             self.combo.reset_choices()
+            self._show_full_name()
         try:
             self.combo.value = value
         except ValueError:

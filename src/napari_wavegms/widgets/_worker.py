@@ -6,7 +6,9 @@ Every widget starts its long work through :func:`start_job`, so all of them beha
 - a ``napari.utils.progress`` bar in the activity dock follows the job's ``Progress`` events;
 - :meth:`Job.cancel` asks the worker to stop (``worker.quit()``); the worker then *closes* the engine
   generator in its own thread, so the job's ``finally`` blocks run (training saves ``last`` there);
-- an exception reaches the user as a napari error notification that names the job and the reason;
+- an exception reaches the user as a napari error notification (:func:`notify_error`): one short line
+  that leads with the fix when the error carries one (``summary``, as a missing-weights error does),
+  and a "Details" button for the full text;
 - ``WAVEGMS_SYNC=1`` runs jobs synchronously on the calling thread (deterministic scripts and tests).
 """
 
@@ -19,13 +21,56 @@ from typing import Any
 
 from napari.qt.threading import GeneratorWorker
 from napari.utils import progress
-from napari.utils.notifications import show_error
+from napari.utils.notifications import Notification, NotificationSeverity, notification_manager
 
 from ..progress import Progress
 
 log = logging.getLogger(__name__)
 
 SYNC_ENV = "WAVEGMS_SYNC"
+MESSAGE_CHARS = 160  # what a napari notification shows without cutting; the rest is behind "Details"
+_details_open: list[Any] = []  # open details dialogs (kept referenced until closed)
+
+
+def error_texts(description: str, err: BaseException) -> tuple[str, str]:
+    """``(short, full)`` texts of a failed job: ``short`` fits a notification and leads with the fix
+    when the error carries one (its ``summary``); ``full`` is everything, for the Details dialog."""
+    cause = err.__cause__ if isinstance(err, JobError) and err.__cause__ is not None else err
+    full = str(cause).strip() or type(cause).__name__
+    fix = str(getattr(cause, "summary", "") or "").strip()
+    short = f"{fix} ({description} failed)" if fix else f"{description} failed: {full.splitlines()[0]}"
+    if len(short) > MESSAGE_CHARS:
+        short = short[: MESSAGE_CHARS - 1].rstrip() + "…"
+    return short, f"{description} failed.\n\n{full}"
+
+
+def show_details(title: str, short: str, full: str) -> Any:
+    """A non-modal dialog with the whole error text (selectable, so it can be copied into a report)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QMessageBox
+
+    box = QMessageBox(QMessageBox.Icon.Warning, title, short)
+    box.setInformativeText(full)
+    box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.finished.connect(lambda *_: _details_open.remove(box) if box in _details_open else None)
+    _details_open.append(box)
+    box.show()
+    return box
+
+
+def notify_error(description: str, err: BaseException) -> Notification:
+    """Show ``err`` as a napari error notification: the short text, with the full one behind "Details"."""
+    short, full = error_texts(description, err)
+    actions = [("Details", lambda *_: show_details("Wave-GMS error", short, full))]
+    notification = Notification(short, severity=NotificationSeverity.ERROR, actions=actions)
+    notification.details = full  # for scripts and tests: what the Details button shows
+    _dispatch(notification)
+    return notification
+
+
+def _dispatch(notification: Notification) -> None:
+    notification_manager.dispatch(notification)
 
 
 class JobError(Exception):
@@ -163,7 +208,7 @@ class Job:
         self.status = "failed"
         self.error = err
         log.error("%s failed", self.description, exc_info=(type(err), err, err.__traceback__))
-        show_error(f"{self.description} failed: {err}")
+        notify_error(self.description, err)
 
     def _finished(self) -> None:
         if self.status in ("running", "cancelling"):  # ended without a result or an error

@@ -23,10 +23,11 @@ from magicgui.widgets import (
     ProgressBar,
     PushButton,
     SpinBox,
+    TextEdit,
 )
 
 from . import _settings
-from ._common import ModelPicker, device_combo, folder_or_none, restore, snapshot
+from ._common import DockContainer, ModelPicker, device_combo, fit_label, folder_or_none, restore, snapshot
 from ._worker import Job, start_job
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def batch_job(options: dict[str, Any]) -> Generator[Any, None, Any]:
     return (yield from segment_folder(**options))
 
 
-class BatchWidget(Container):
+class BatchWidget(DockContainer):
     """Segment every image of a folder into mask files."""
 
     SETTINGS = "batch"
@@ -47,21 +48,27 @@ class BatchWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self._viewer = viewer
         saved = _settings.load(self.SETTINGS)
-        self.input = FileEdit(mode="d", label="input folder", name="input")
+        self.input = FileEdit(
+            mode="d", label="input folder", name="input", tooltip="The folder of images to segment (never written to)"
+        )
         self.pattern = LineEdit(
             value="*",
             label="pattern",
             name="pattern",
             tooltip="Which files, e.g. *.png or case_*; '*' takes every image file",
         )
-        self.recursive = CheckBox(value=False, text="include sub-folders", name="recursive")
+        self.recursive = CheckBox(
+            value=False, text="include sub-folders", name="recursive", tooltip="Also segment images in sub-folders"
+        )
         self.output = FileEdit(
             mode="d",
             label="output folder",
             name="output",
             tooltip="Masks keep the input's file names; the input folder itself is refused",
         )
-        self.fmt = ComboBox(choices=["png", "tif"], value="png", label="format", name="fmt")
+        self.fmt = ComboBox(
+            choices=["png", "tif"], value="png", label="format", name="fmt", tooltip="File type of the masks"
+        )
         self.convention = ComboBox(
             choices=["0/255", "0/1", "labels"],
             value="0/255",
@@ -69,21 +76,48 @@ class BatchWidget(Container):
             name="convention",
             tooltip="0/255 or 0/1 binary masks, or numbered objects",
         )
-        self.skip_existing = CheckBox(value=True, text="skip files whose mask exists", name="skip_existing")
-        self.overlays = CheckBox(value=False, text="also save overlay previews", name="overlays")
+        self.skip_existing = CheckBox(
+            value=True,
+            text="skip files whose mask exists",
+            name="skip_existing",
+            tooltip="A rerun finishes what is missing; untick to segment everything again",
+        )
+        self.overlays = CheckBox(
+            value=False,
+            text="also save overlay previews",
+            name="overlays",
+            tooltip="PNG previews of each image with its mask, in overlays/ of the output folder",
+        )
         self.model = ModelPicker(label="model", name="model")
         self.device = device_combo(saved.get("device"))
         self.device.name = "device"
         self.threshold = FloatSlider(
-            value=0.5, min=0.01, max=0.99, step=0.01, label="threshold", name="threshold"
+            value=0.5,
+            min=0.01,
+            max=0.99,
+            step=0.01,
+            label="threshold",
+            name="threshold",
+            tooltip="Foreground where the soft mask is above this",
         )
-        self.run_button = PushButton(text="Run")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
-        self.status = Label(value="")
-        self.summary_label = Label(value="")
-        self.open_count = SpinBox(value=3, min=1, max=50, label="open first", name="open_count")
-        self.open_button = PushButton(text="Open results in the viewer", enabled=False)
+        self.run_button = PushButton(text="Run", tooltip="Segment the folder in the background")
+        self.cancel_button = PushButton(
+            text="Cancel", enabled=False, tooltip="Stop after the current images; finished masks are kept"
+        )
+        self.progress = ProgressBar(value=0, min=0, max=1, label="progress", tooltip="Files handled")
+        self.status = fit_label(Label(value="", tooltip="What the run is doing"))
+        self.summary_label = TextEdit(value="", tooltip="Done / skipped / failed files, with the reasons")
+        self.summary_label.native.setReadOnly(True)
+        self.summary_label.native.setMaximumHeight(110)  # a long failure list scrolls
+        self.summary_label.visible = False
+        self.open_count = SpinBox(
+            value=3, min=1, max=50, label="open first", name="open_count", tooltip="How many results to open"
+        )
+        self.open_button = PushButton(
+            text="Open results",
+            enabled=False,
+            tooltip="Open the first images with their masks, side by side in napari's grid view",
+        )
         super().__init__(
             widgets=[
                 self.input,
@@ -201,6 +235,9 @@ class BatchWidget(Container):
             self.status.value = "cancelling…"
 
     def _event(self, event: Any) -> None:
+        info = getattr(event, "info", {}) or {}
+        if "summary" in info:  # the run's summary, filled as files finish (kept after a cancel)
+            self.summary = info["summary"]
         total = int(getattr(event, "total", 0) or 0)
         if total:
             self.progress.max = total
@@ -213,14 +250,18 @@ class BatchWidget(Container):
         self.summary = summary
         self.progress.max = max(1, len(summary.results))
         self.progress.value = len(summary.results)
+        self._show_summary(summary)
+
+    def _show_summary(self, summary: Any) -> None:
+        """Counts, the CSV and every failure with its reason (the box scrolls when they are many)."""
         lines = [
             f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed",
             f"summary: {summary.csv_path}",
         ]
-        lines += [f"failed: {r.file}: {r.error}" for r in summary.failed[:5]]
-        if len(summary.failed) > 5:
-            lines.append(f"… {len(summary.failed) - 5} more failures in the CSV")
+        lines += [f"failed: {r.file}: {r.error}" for r in summary.failed]
+        lines += [f"skipped: {r.file} ({r.error})" for r in summary.skipped if r.error]
         self.summary_label.value = "\n".join(lines)
+        self.summary_label.visible = True
         self.open_button.enabled = bool(summary.done)
 
     def _finished(self, status: str) -> None:
@@ -228,33 +269,50 @@ class BatchWidget(Container):
         self.cancel_button.enabled = False
         if status == "cancelled":
             self.status.value = "cancelled (finished masks are kept; a rerun skips them)"
+            if self.summary is not None:  # its CSV was written when the run stopped
+                self._show_summary(self.summary)
         elif status == "failed":
             self.status.value = "failed (see the notification)"
         else:
             self.status.value = "done"
 
     def open_results(self, *_: Any) -> list:
-        """Add the first few inputs and their masks to the viewer."""
+        """Open the first few finished images, each with its mask over it, in napari's grid view: one
+        cell per image+mask pair (grid stride 2), so images of any size sit side by side, not stacked.
+
+        The pairs go to the bottom of the layer list, so the grid pairs them whatever layers were
+        there before; opening again updates the same layers.
+        """
         from ..io import read_image, read_mask
 
         if self.summary is None:
             return []
-        added = []
         root = folder_or_none(self.input.value)
+        pairs = []
         for result in self.summary.done[: int(self.open_count.value)]:
-            if not result.output:
-                continue
             source = (root / result.file) if root else None
+            if not result.output or source is None or not source.is_file():
+                continue
             stem = Path(result.file).stem
-            if source is not None and source.is_file():
-                added.append(self._viewer.add_image(read_image(source), name=stem))
-            mask = (
-                read_image(result.output) if self.convention.value == "labels" else read_mask(result.output)
-            )
-            added.append(
-                self._viewer.add_labels(
-                    np.asarray(mask).astype(np.uint32 if mask.dtype.itemsize > 1 else np.uint8),
-                    name=f"{stem}_wavegms",
-                )
-            )
-        return added
+            mask = read_image(result.output) if self.convention.value == "labels" else read_mask(result.output)
+            mask = np.asarray(mask).astype(np.uint32 if mask.dtype.itemsize > 1 else np.uint8)
+            pairs.append((self._layer("image", stem, read_image(source)),
+                          self._layer("labels", f"{stem}_wavegms", mask)))
+        layers = self._viewer.layers
+        for n, (image, labels) in enumerate(pairs):
+            layers.move(layers.index(image), 2 * n)
+            layers.move(layers.index(labels), 2 * n + 1)
+        if pairs:
+            self._viewer.grid.stride = 2
+            self._viewer.grid.enabled = True
+            self._viewer.reset_view()
+        return [layer for pair in pairs for layer in pair]
+
+    def _layer(self, kind: str, name: str, data: np.ndarray) -> Any:
+        """The layer called ``name`` with ``data``: updated when it is there already, else added."""
+        layers = self._viewer.layers
+        if name in layers and layers[name]._type_string == kind:
+            layers[name].data = data
+            return layers[name]
+        add = self._viewer.add_labels if kind == "labels" else self._viewer.add_image
+        return add(data, name=name)

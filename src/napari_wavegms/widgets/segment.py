@@ -13,11 +13,31 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, PushButton, create_widget
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    Label,
+    ProgressBar,
+    PushButton,
+    create_widget,
+)
 
+from ..preprocess import ImageLayout, UnsupportedImageError, image_layout
 from ..progress import Progress
 from . import _settings
-from ._common import ModelPicker, device_combo, folder_or_none, restore, snapshot
+from ._common import (
+    DockContainer,
+    ModelPicker,
+    collapsible,
+    device_combo,
+    fit_label,
+    folder_or_none,
+    narrow_combo,
+    restore,
+    snapshot,
+)
 from ._worker import Job, start_job
 
 if TYPE_CHECKING:
@@ -30,6 +50,7 @@ TRANSFORMS = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_
 # (widget and menu command) from using it at the same time.
 _CACHE: dict[str, Any] = {}
 _CACHE_LOCK = threading.Lock()
+LOADING = "loading the model (first run only)…"
 
 
 @dataclass
@@ -46,6 +67,47 @@ class SegmentRequest:
     model: str | None = None
     device: str = "auto"
     threshold: float = 0.5
+    warning: str | None = None  # the input looks misread (see ImageLayout.warning)
+
+
+def layer_layout(layer: napari.layers.Image) -> ImageLayout:
+    """How the engine reads this layer (slices, channels); raises UnsupportedImageError with the reason.
+
+    napari's ``rgb`` flag is passed as a hint only: a grey+alpha PNG opens as H×W×2 without it and is
+    still one 2D image (see :func:`preprocess.channel_axis_kind`).
+    """
+    data = layer.data[0] if layer.multiscale else layer.data
+    return image_layout(data.shape, data.dtype, bool(layer.rgb))
+
+
+def spatial_transforms(layer: napari.layers.Image, ndim: int) -> dict[str, Any]:
+    """The layer's transforms for a mask of ``ndim`` dimensions.
+
+    napari counts a channel axis it did not take as colour (grey+alpha H×W×2) as a dimension; the mask
+    has none, so the transforms are cut to the leading ``ndim`` axes.
+    """
+    scale, translate = tuple(layer.scale), tuple(layer.translate)
+    rotate, shear, affine = np.asarray(layer.rotate), np.asarray(layer.shear), layer.affine
+    units, labels = tuple(layer.units), tuple(layer.axis_labels)
+    if layer.ndim > ndim:
+        from napari.utils.transforms import CompositeAffine
+
+        axes = list(range(ndim))
+        physical = CompositeAffine(
+            scale=scale, translate=translate, rotate=rotate, shear=shear, ndim=layer.ndim
+        ).set_slice(axes)
+        scale, translate = tuple(physical.scale), tuple(physical.translate)
+        rotate, shear, affine = np.asarray(physical.rotate), np.asarray(physical.shear), affine.set_slice(axes)
+        units, labels = units[:ndim], labels[:ndim]
+    return {
+        "scale": scale,
+        "translate": translate,
+        "rotate": rotate,
+        "shear": shear,
+        "affine": np.asarray(affine.affine_matrix),
+        "units": units,
+        "axis_labels": labels,
+    }
 
 
 def capture(
@@ -57,25 +119,18 @@ def capture(
     device: str,
     threshold: float,
 ) -> SegmentRequest:
-    """Freeze what to segment and where the result goes."""
+    """Freeze what to segment and where the result goes; raises UnsupportedImageError for a layer that
+    cannot be segmented, before any job starts."""
     data = layer.data[0] if layer.multiscale else layer.data
-    shape = tuple(data.shape[:-1] if layer.rgb else data.shape)
-    n_lead = len(shape) - 2
+    layout = layer_layout(layer)
+    shape = layout.mask_shape
+    n_lead = len(layout.lead)
     index = None
     if n_lead > 0 and not whole_stack and viewer is not None:
         # the slider position in world coordinates, mapped through this layer's own transforms
         point = layer.world_to_data(viewer.dims.point)
         index = tuple(int(np.clip(round(float(point[i])), 0, shape[i] - 1)) for i in range(n_lead))
         data = data[index]
-    transforms = {
-        "scale": tuple(layer.scale),
-        "translate": tuple(layer.translate),
-        "rotate": np.asarray(layer.rotate),
-        "shear": np.asarray(layer.shear),
-        "affine": np.asarray(layer.affine.affine_matrix),
-        "units": tuple(layer.units),
-        "axis_labels": tuple(layer.axis_labels),
-    }
     return SegmentRequest(
         image_name=layer.name,
         output_name=f"{layer.name}{SUFFIX}",
@@ -83,10 +138,11 @@ def capture(
         rgb=bool(layer.rgb),
         full_shape=shape,
         index=index,
-        transforms=transforms,
+        transforms=spatial_transforms(layer, len(shape)),
         model=model,
         device=device,
         threshold=threshold,
+        warning=layout.warning,
     )
 
 
@@ -98,22 +154,30 @@ def model_for_layer(layer: napari.layers.Image, chosen: str | None) -> str | Non
     if chosen and chosen not in builtin_models():
         return chosen
     data = layer.data[0] if layer.multiscale else layer.data
-    return suggest_model(has_color(data, bool(layer.rgb))) or chosen
+    try:
+        colour = layer_layout(layer).kind != "gray"
+    except UnsupportedImageError:
+        return chosen
+    return suggest_model(has_color(data, colour)) or chosen
 
 
 def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[np.ndarray, str]]:
-    """Engine work for one request (runs in the worker thread): load the model once, segment."""
-    yield Progress(0, 0, "loading the model")
-    with _CACHE_LOCK:
-        from ..inference import Segmenter
-        from ..models import resolve_model
+    """Engine work for one request (runs in the worker thread): load the model once, segment.
 
-        path = str(resolve_model(request.model))
-        key = f"{path}|{request.device}"
+    The first run (or the first with another model or device) says that it is loading the model:
+    importing torch and reading the weights take seconds before the first slice.
+    """
+    key = f"{request.model}|{request.device}"
+    if key not in _CACHE:
+        yield Progress(0, 0, LOADING)
+    with _CACHE_LOCK:
         segmenter = _CACHE.get(key)
         if segmenter is None:
+            from ..inference import Segmenter
+            from ..models import resolve_model
+
             _CACHE.clear()
-            segmenter = Segmenter(path, device=request.device)
+            segmenter = Segmenter(str(resolve_model(request.model)), device=request.device)
             _CACHE[key] = segmenter
         image = np.asarray(request.data)
         mask = yield from segmenter.segment(image, rgb=request.rgb, threshold=request.threshold)
@@ -156,9 +220,21 @@ def segment_layer(
     whole_stack: bool = True,
     on_done: Callable[[str, str | None], None] | None = None,
     on_event: Callable[[Any], None] | None = None,
-) -> Job:
-    """Segment ``layer`` in a worker and write ``{layer}_wavegms``; ``on_done(status, device_name)``."""
-    request = capture(layer, viewer, whole_stack=whole_stack, model=model, device=device, threshold=threshold)
+) -> Job | None:
+    """Segment ``layer`` in a worker and write ``{layer}_wavegms``; ``on_done(status, device_name)``.
+
+    A layer that cannot be segmented is refused at once with the reason (``None`` is returned); one
+    that looks misread (slices a few pixels wide) is segmented after a warning.
+    """
+    from napari.utils.notifications import show_error, show_warning
+
+    try:
+        request = capture(layer, viewer, whole_stack=whole_stack, model=model, device=device, threshold=threshold)
+    except UnsupportedImageError as err:
+        show_error(f"Wave-GMS cannot segment {layer.name}: {err}")
+        return None
+    if request.warning:
+        show_warning(f"Wave-GMS: {layer.name} looks misread: {request.warning}")
     state: dict[str, Any] = {"device": None}
 
     def _result(value: tuple[np.ndarray, str]) -> None:
@@ -185,8 +261,13 @@ def segment_layer(
     )
 
 
-class SegmentWidget(Container):
-    """Segment an image layer (2D, or a stack slice by slice) into a ``{image}_wavegms`` Labels layer."""
+class SegmentWidget(DockContainer):
+    """Segment an image layer (2D, or a stack slice by slice) into a ``{image}_wavegms`` Labels layer.
+
+    The image picker follows the layer the user works on: the active Image layer and every Image layer
+    opened, unless the user picked one in the picker by hand since (a pick that holds until the next
+    Image layer is selected in the layer list).
+    """
 
     SETTINGS = "segment"
 
@@ -196,7 +277,15 @@ class SegmentWidget(Container):
         self._viewer = viewer
         saved = _settings.load(self.SETTINGS)
         _settings.apply_cache_setting()
-        self.image = create_widget(annotation=napari.layers.Image, label="image", name="image")
+        self.image = narrow_combo(
+            create_widget(
+                annotation=napari.layers.Image,
+                label="image",
+                name="image",
+                options={"tooltip": "The image to segment: follows the layer selected in the layer list "
+                         "unless you pick one here"},
+            )
+        )
         self.model = ModelPicker(label="model", name="model")
         self.device = device_combo(saved.get("device"))
         self.device.name = "device"
@@ -216,10 +305,13 @@ class SegmentWidget(Container):
             name="scope",
             tooltip="For 3D / time stacks: every slice, or only the one shown",
         )
-        self.run_button = PushButton(text="Run")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
-        self.device_used = Label(value="device in use: (not run yet)")
+        self.run_button = PushButton(text="Run", tooltip="Segment the chosen image into {image}_wavegms")
+        self.cancel_button = PushButton(text="Cancel", enabled=False, tooltip="Stop the running segmentation")
+        self.progress = ProgressBar(value=0, min=0, max=1, label="progress", visible=False,
+                                    tooltip="Slices segmented (busy while the model loads)")
+        self.status = fit_label(Label(value="", tooltip="What the last run did"))
+        self.device_used = fit_label(Label(value="device in use: (not run yet)",
+                                           tooltip="The device the last run actually used"))
         self.cache = FileEdit(
             mode="d",
             label="cache folder",
@@ -236,21 +328,71 @@ class SegmentWidget(Container):
                 self.threshold,
                 self.scope,
                 Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
+                self.progress,
                 self.status,
                 self.device_used,
-                self.cache,
             ]
         )
+        self.advanced = collapsible("Advanced", [self.cache], "Settings most users never change")
+        self.form.layout().addWidget(self.advanced)
         restore([self.threshold, self.scope], saved)
         self.model.set_model(saved.get("model"))
-        self._follow_image()
         self.job: Job | None = None
+        self._target = ""  # the name of the result layer of the last run
+        self._picked_by_hand = False  # the user chose in the picker since the last selection
+        self._following = False  # the picker is being set by this widget, not by the user
+        self._inserted: Any = None
+        active = viewer.layers.selection.active
+        if isinstance(active, napari.layers.Image):
+            self._follow_layer(active)
+        self._follow_image()
         self.image.changed.connect(self._follow_image)
+        self.image.native.activated.connect(self._pick_by_hand)
+        viewer.layers.events.inserted.connect(self._layer_inserted)
+        viewer.layers.selection.events.active.connect(self._active_changed)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         for widget in (self.model.combo, self.device, self.threshold, self.scope):
             widget.changed.connect(self._save)
         self.cache.changed.connect(self._cache_changed)
+
+    # --- which image ----------------------------------------------------------------------------
+    def _pick_by_hand(self, *_: Any) -> None:
+        self._picked_by_hand = True
+
+    def _follow_layer(self, layer: Any) -> None:
+        """Show ``layer`` in the picker (refreshing the choices first: this may run before napari
+        tells the picker that a layer was added)."""
+        if self.image.value is layer:
+            return
+        if layer not in self.image.choices:
+            self.image.reset_choices()
+        if layer in self.image.choices:
+            self._following = True
+            try:
+                self.image.value = layer
+            finally:
+                self._following = False
+
+    def _layer_inserted(self, event: Any) -> None:
+        """A new Image layer (opened, or added by a script) is taken unless the user picked by hand."""
+        from napari.layers import Image
+
+        self._inserted = event.value
+        if isinstance(event.value, Image) and not self._picked_by_hand:
+            self._follow_layer(event.value)
+
+    def _active_changed(self, event: Any) -> None:
+        """An Image layer selected in the layer list is taken, and ends an earlier pick by hand."""
+        from napari.layers import Image
+
+        layer = event.value
+        # napari activates a new layer (several times) right after inserting it: handled above
+        if not isinstance(layer, Image) or layer is self._inserted:
+            return
+        self._inserted = None
+        self._picked_by_hand = False
+        self._follow_layer(layer)
 
     def _follow_image(self, *_: Any) -> None:
         layer = self.image.value
@@ -278,6 +420,7 @@ class SegmentWidget(Container):
     def _save(self, *_: Any) -> None:
         _settings.save(self.SETTINGS, self.settings())
 
+    # --- running --------------------------------------------------------------------------------
     def run(self, *_: Any) -> Job | None:
         """Start segmenting the chosen layer (what is chosen now is what gets written)."""
         from napari.utils.notifications import show_error
@@ -292,10 +435,8 @@ class SegmentWidget(Container):
             )
             return None
         self._save()
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.status.value = f"segmenting {layer.name}…"
-        self.job = segment_layer(
+        self._target = f"{layer.name}{SUFFIX}"
+        job = segment_layer(
             self._viewer,
             layer,
             model=self.model.model,
@@ -305,22 +446,45 @@ class SegmentWidget(Container):
             on_done=self._done,
             on_event=self._event,
         )
-        return self.job
+        if job is None:  # refused with the reason in a notification
+            self.status.value = f"cannot segment {layer.name} (see the notification)"
+            return None
+        self.job = job
+        if job.running:  # (a synchronous job has already finished)
+            self.run_button.enabled = False
+            self.cancel_button.enabled = True
+            self.progress.visible = True
+            if not self.status.value.startswith("loading"):
+                self.status.value = f"segmenting {layer.name} → {layer.name}{SUFFIX}…"
+        return job
 
     def _event(self, event: Any) -> None:
-        if isinstance(event, Progress) and event.total:
-            self.status.value = f"{event.done}/{event.total} slices"
+        if not isinstance(event, Progress):
+            return
+        self.progress.visible = True
+        if event.total:
+            self.progress.max = event.total
+            self.progress.value = min(event.done, event.total)
+            self.status.value = f"{event.done}/{event.total} slices" + (
+                f" · {event.message}" if event.message else ""
+            )
+        else:  # model loading: no count yet, a busy bar
+            self.progress.max = 0
+            self.progress.value = 0
+            self.status.value = event.message or "working…"
 
     def cancel(self, *_: Any) -> None:
         if self.job is not None:
             self.job.cancel()
+            self.cancel_button.enabled = False
             self.status.value = "cancelling…"
 
     def _done(self, status: str, device_name: str | None) -> None:
         self.run_button.enabled = True
         self.cancel_button.enabled = False
+        self.progress.visible = False
         self.status.value = {
-            "done": "done",
+            "done": f"done: {self._target}",
             "cancelled": "cancelled",
             "failed": "failed (see the notification)",
         }.get(status, status)

@@ -9,6 +9,7 @@ must be chosen, and each run gets its own sub-folder (unless it resumes).
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -32,7 +33,18 @@ from magicgui.widgets import (
 )
 
 from . import _settings
-from ._common import ModelPicker, device_combo, folder_or_none, restore, snapshot
+from ._common import (
+    DockContainer,
+    ModelPicker,
+    collapsible,
+    device_combo,
+    fit_label,
+    folder_or_none,
+    insert_before,
+    narrow_combo,
+    restore,
+    snapshot,
+)
 from ._plot import LossPlot
 from ._session import session_models
 from ._worker import Job, start_job
@@ -40,8 +52,10 @@ from ._worker import Job, start_job
 if TYPE_CHECKING:
     import napari
 
+STOP = "Stop (keeps last and best)"
 FOLDERS, LAYERS = "folders of pairs", "layers in the viewer"
 SPLIT, VAL_FOLDER = "split % of the pairs", "separate folder"
+POOR_DICE = 0.5  # below this validation Dice a model is offered with a warning
 
 
 @dataclass
@@ -99,7 +113,7 @@ def _scan_job(images: Path, masks: Path) -> Generator[None, None, Any]:
     return scan_pairs(images, masks)
 
 
-class TrainWidget(Container):
+class TrainWidget(DockContainer):
     """Train Wave-GMS from image/mask pairs; the trained model appears in the Segment widget."""
 
     SETTINGS = "train"
@@ -109,37 +123,79 @@ class TrainWidget(Container):
 
         self._viewer = viewer
         saved = _settings.load(self.SETTINGS)
-        self.source = ComboBox(choices=[FOLDERS, LAYERS], value=FOLDERS, label="train on", name="source")
-        self.images = FileEdit(mode="d", label="image folder", name="images")
+        self.source = ComboBox(
+            choices=[FOLDERS, LAYERS],
+            value=FOLDERS,
+            label="train on",
+            name="source",
+            tooltip="Folders of image/mask files with the same names, or an image layer and its Labels layer",
+        )
+        self.images = FileEdit(mode="d", label="image folder", name="images", tooltip="The training images")
         self.masks = FileEdit(
             mode="d",
             label="mask folder",
             name="masks",
             tooltip="Masks with the same file names as the images (0/255, 0/1 or labels)",
         )
-        self.image_layer = create_widget(
-            annotation=napari.layers.Image, label="image layer", name="image_layer"
+        self.image_layer = narrow_combo(
+            create_widget(
+                annotation=napari.layers.Image,
+                label="image layer",
+                name="image_layer",
+                options={"tooltip": "An image (or stack) to train on; each 2D slice is one example"},
+            )
         )
-        self.labels_layer = create_widget(
-            annotation=napari.layers.Labels, label="mask layer", name="labels_layer"
+        self.labels_layer = narrow_combo(
+            create_widget(
+                annotation=napari.layers.Labels,
+                label="mask layer",
+                name="labels_layer",
+                options={"tooltip": "The Labels layer holding the image layer's masks (any label = foreground)"},
+            )
         )
-        self.pairs = Label(value="pairs: choose the image and mask folders", name="pairs")
-        self.check = PushButton(text="Check pairs")
+        self.pairs = fit_label(Label(value="pairs: choose the image and mask folders", name="pairs"))
+        self.check = PushButton(text="Check pairs", tooltip="Count the matched image/mask pairs again")
         self.validation = ComboBox(
-            choices=[SPLIT, VAL_FOLDER], value=SPLIT, label="validation", name="validation"
+            choices=[SPLIT, VAL_FOLDER],
+            value=SPLIT,
+            label="validation",
+            name="validation",
+            tooltip="Pairs kept apart to measure Dice each epoch and pick the best model",
         )
-        self.val_percent = SpinBox(value=10, min=1, max=50, label="validation %", name="val_percent")
+        self.val_percent = SpinBox(
+            value=10,
+            min=1,
+            max=50,
+            label="validation %",
+            name="val_percent",
+            tooltip="Share of the pairs held out for validation (with very few pairs there may be none)",
+        )
         self.val_dir = FileEdit(
             mode="d",
             label="validation folder",
             name="val_dir",
             tooltip="A folder holding images/ and masks/ used only to pick the best epoch",
         )
-        self.epochs = SpinBox(value=100, min=1, max=100000, label="epochs", name="epochs")
-        self.lr = FloatSpinBox(
-            value=0.002, min=0.00001, max=1.0, step=0.0001, label="learning rate", name="lr"
+        self.epochs = SpinBox(
+            value=100, min=1, max=100000, label="epochs", name="epochs", tooltip="Passes over the training pairs"
         )
-        self.batch_size = SpinBox(value=12, min=1, max=512, label="batch size", name="batch_size")
+        self.lr = FloatSpinBox(
+            value=0.002,
+            min=0.00001,
+            max=1.0,
+            step=0.0001,
+            label="learning rate",
+            name="lr",
+            tooltip="Adam's learning rate (the paper's recipe: 0.002)",
+        )
+        self.batch_size = SpinBox(
+            value=12,
+            min=1,
+            max=512,
+            label="batch size",
+            name="batch_size",
+            tooltip="Pairs per optimisation step; lower it when memory runs out",
+        )
         self.image_size = SpinBox(
             value=224,
             min=32,
@@ -158,12 +214,21 @@ class TrainWidget(Container):
             name="output",
             tooltip="Each run is saved in a new sub-folder of this folder",
         )
-        self.resume = CheckBox(value=False, text="resume the run saved in the output folder", name="resume")
-        self.run_button = PushButton(text="Train")
-        self.stop_button = PushButton(text="Stop (keeps last and best)", enabled=False)
-        self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
-        self.status = Label(value="")
+        self.resume = CheckBox(
+            value=False,
+            text="resume the run in the output folder",
+            name="resume",
+            tooltip="Continue the run saved in the output folder itself (its last.safetensors)",
+        )
+        self.run_button = PushButton(text="Train", tooltip="Start training in the background")
+        self.stop_button = PushButton(
+            text=STOP, enabled=False, tooltip="Stop after the current step; last and best are saved"
+        )
+        self.progress = ProgressBar(value=0, min=0, max=1, label="progress", tooltip="Optimisation steps done")
+        self.status = fit_label(Label(value="", tooltip="Epoch, loss, validation Dice and device"))
+        self.notes = fit_label(Label(value="", name="notes", visible=False, tooltip="Things to know about this run"))
         self.plot = LossPlot()
+        self.plot.setToolTip("Training loss per step (blue, left) and validation Dice per epoch (orange, right)")
         super().__init__(
             widgets=[
                 self.source,
@@ -176,9 +241,6 @@ class TrainWidget(Container):
                 self.val_percent,
                 self.val_dir,
                 self.epochs,
-                self.lr,
-                self.batch_size,
-                self.image_size,
                 self.device,
                 self.init,
                 self.output,
@@ -186,9 +248,14 @@ class TrainWidget(Container):
                 Container(widgets=[self.run_button, self.stop_button], layout="horizontal", labels=False),
                 self.progress,
                 self.status,
+                self.notes,
             ]
         )
-        self.native.layout().addWidget(self.plot)
+        self.advanced = collapsible(
+            "Advanced", [self.lr, self.batch_size, self.image_size], "Learning rate, batch size and image size"
+        )
+        insert_before(self.form, self.advanced, self.device)
+        self.form.layout().addWidget(self.plot)
         self._remembered = [
             self.source,
             self.images,
@@ -208,6 +275,7 @@ class TrainWidget(Container):
         self.job: Job | None = None
         self.output_dir: Path | None = None
         self.result: Any = None
+        self.best_dice: float | None = None  # the run's best validation Dice, once known
         self._scan: Job | None = None
         for widget in [*self._remembered, self.init.combo]:
             widget.changed.connect(self._save)
@@ -312,8 +380,10 @@ class TrainWidget(Container):
         self._save()
         self.output_dir = Path(request.config["output_dir"])
         self.result = None
+        self.best_dice: float | None = None
         self.plot.clear()
         self.progress.value = 0
+        self.notes.value, self.notes.visible = "", False
         self.run_button.enabled = False
         self.stop_button.enabled = True
         self.status.value = f"starting; saving to {self.output_dir}"
@@ -327,8 +397,10 @@ class TrainWidget(Container):
         return self.job
 
     def stop(self, *_: Any) -> None:
-        if self.job is not None:
+        if self.job is not None and self.job.status == "running":
             self.job.cancel()
+            self.stop_button.enabled = False  # one Stop is enough: saving takes a moment
+            self.stop_button.text = "Stopping…"
             self.status.value = "stopping: saving last and best…"
 
     def _event(self, event: Any) -> None:
@@ -338,6 +410,11 @@ class TrainWidget(Container):
             self.progress.max = total
             self.progress.value = min(done, total)
         kind = getattr(event, "kind", "")
+        info = getattr(event, "info", {}) or {}
+        if kind == "prepare" and info.get("notes"):
+            self._show_notes(info["notes"])
+        if info.get("best_dice") is not None and math.isfinite(float(info["best_dice"])):
+            self.best_dice = float(info["best_dice"])
         losses = getattr(event, "losses", {}) or {}
         if kind == "step" and losses:
             loss = losses.get("loss", losses.get("total", next(iter(losses.values()))))
@@ -355,16 +432,40 @@ class TrainWidget(Container):
                 parts.append(str(event.device))
             self.status.value = " · ".join(p for p in parts if p)
 
+    def _show_notes(self, notes: list[str]) -> None:
+        """The engine's notes on the data (e.g. too few pairs for a validation split), kept in view."""
+        lines = ["no validation split: the best model is simply the last one" if "no validation split" in n else n
+                 for n in notes]
+        self.notes.value = "\n".join(dict.fromkeys(lines))
+        self.notes.visible = True
+
     def _result(self, result: Any) -> None:
         self.result = result
+
+    def _offer(self, out: Path) -> None:
+        """Offer the trained model in the Segment widget, after a warning when its validation Dice is poor."""
+        from napari.utils.notifications import show_warning
+
+        dice = self.best_dice
+        label = f"{out.name} (best)"
+        if dice is not None and dice < POOR_DICE:
+            label = f"{out.name} (best, val Dice {dice:.2f}: poor)"
+            warning = (
+                f"validation Dice {dice:.2f} is below {POOR_DICE}: this model will often miss or misplace "
+                "lesions; train longer or on more pairs before trusting it"
+            )
+            self._show_notes([*filter(None, [self.notes.value]), f"warning: {warning}"])
+            show_warning(f"Wave-GMS training: {warning}")
+        session_models.add(out, label=label)
 
     def _finished(self, status: str) -> None:
         self.run_button.enabled = True
         self.stop_button.enabled = False
+        self.stop_button.text = STOP
         out = self.output_dir
         saved = out is not None and any((out / f).is_file() for f in ("best.safetensors", "last.safetensors"))
         if saved:
-            session_models.add(out, label=f"{out.name} (best)")
+            self._offer(out)
         if status == "done":
             self.status.value = f"done: {out} (now offered in the Segment widget)"
         elif status == "cancelled":
