@@ -37,7 +37,7 @@ from napari_wavegms.device import describe, resolve_device
 from napari_wavegms.evaluation import evaluate
 from napari_wavegms.model.wavegms import soft_dice_loss
 from napari_wavegms.progress import relay, run_to_end
-from napari_wavegms.training import TrainConfig, lr_factor, make_splits, train, validate
+from napari_wavegms.training import Schedule, TrainConfig, make_splits, train, validate
 
 
 class UNetSegmenter(torch.nn.Module):
@@ -65,8 +65,13 @@ class UNetSegmenter(torch.nn.Module):
         return prob
 
 
-def train_unet(cfg: TrainConfig, out: Path) -> dict:
-    """The same loop as :func:`training.train`, minus its bookkeeping, for the U-Net."""
+def train_unet(cfg: TrainConfig, out: Path, budget_s: float | None = None, clock: str = "wall") -> dict:
+    """The same loop as :func:`training.train`, minus its bookkeeping, for the U-Net.
+
+    With ``budget_s`` it trains until that much training time is spent (``clock`` as in
+    :class:`training.Schedule`, which also anneals the learning rate over the budget) rather than for
+    ``cfg.epochs``; the result's ``curve`` lists (training seconds, validation Dice) after each epoch.
+    """
     device = resolve_device(cfg.device)
     splits = make_splits(cfg)
     train_data = PairDataset(splits.train, cfg.image_size).to(device)
@@ -77,17 +82,18 @@ def train_unet(cfg: TrainConfig, out: Path) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed * 1009)
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
-    total, warmup = steps_per_epoch * cfg.epochs, round(cfg.warmup_epochs * steps_per_epoch)
-    best, best_state, step, epoch_seconds = -1.0, None, 0, []
+    schedule = Schedule(steps_per_epoch * cfg.epochs, round(cfg.warmup_epochs * steps_per_epoch), budget_s, clock)
+    best, best_state, step, epoch_seconds, curve = -1.0, None, 0, [], []
     for epoch in range(cfg.epochs):
         t = time.perf_counter()
         model.train()
+        schedule.resume()
         order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
         for i in range(0, len(order), cfg.batch_size):
             x, m = train_data.batch(order[i:i + cfg.batch_size])
             x, m = augment_batch(x, m, gen)
             for g in opt.param_groups:
-                g["lr"] = cfg.lr * lr_factor(step, total, warmup)
+                g["lr"] = cfg.lr * schedule.lr_factor(step)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 logits = model(x).float()
             loss = F.binary_cross_entropy_with_logits(logits, m) + soft_dice_loss(torch.sigmoid(logits), m)
@@ -95,17 +101,23 @@ def train_unet(cfg: TrainConfig, out: Path) -> dict:
             loss.backward()
             opt.step()
             step += 1
+            if schedule.exhausted(step):
+                break
+        schedule.pause()
         _, val = validate(model, val_data, batch_size=cfg.val_batch_size)
         epoch_seconds.append(time.perf_counter() - t)
+        curve.append((schedule.elapsed(), val["dice"]))
         if val["dice"] > best:
             best = val["dice"]
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         print(f"unet epoch {epoch + 1}/{cfg.epochs} loss {float(loss.detach()):.3f} val Dice {val['dice']:.4f} "
-              f"({epoch_seconds[-1]:.1f} s)", flush=True)
+              f"({epoch_seconds[-1]:.1f} s, {schedule.elapsed():.0f} s training)", flush=True)
+        if schedule.exhausted(step):
+            break
     model.load_state_dict(best_state)
     test = run_to_end(evaluate(model, cfg.data_dir, pairs=splits.test, csv=out / "unet_test.csv")).to_json()
     return {"test": test, "best_val_dice": best, "trainable": sum(p.numel() for p in model.parameters()),
-            "s_per_epoch": sum(epoch_seconds) / len(epoch_seconds), "device": describe(device)}
+            "s_per_epoch": sum(epoch_seconds) / len(epoch_seconds), "device": describe(device), "curve": curve}
 
 
 def train_wavegms(cfg: TrainConfig) -> dict:

@@ -62,3 +62,53 @@ def describe(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return str(device)
+
+
+# ---------------------------------------------------------------- precision
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (CUDA Ampere+, CPUs with AVX-512 BF16 or AMX).
+
+    On a CPU without it PyTorch emulates bfloat16 and a convolution runs about 20× *slower* than in
+    float32 (measured on an AVX2 EPYC, ``training/RESULTS.md``), so ``auto`` must not pick it there.
+    PyTorch's own oneDNN check is asked first; the CPU flags are the fallback when it is missing.
+    """
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for inference with ``precision`` on ``device``; ``None`` means float32.
+
+    ``auto``: float16 on CUDA (the fastest there), bfloat16 on a CPU that has it natively, float32
+    elsewhere (Apple MPS included). ``fp32``/``bf16``/``fp16`` force one; float16 only exists on CUDA/MPS.
+    """
+    precision = (precision or "auto").lower()
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if device.type == "cpu" and native_bf16(device) else None
+    if precision == "fp16" and device.type not in ("cuda", "mps"):
+        raise ValueError(f"float16 needs a CUDA or MPS device, not {device.type}; use bf16 or fp32")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``fp32`` / ``bf16`` / ``fp16``: how a choice of :func:`autocast_dtype` reads in a widget or a log."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]

@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from .data import DataError, Pair, load_pair, read_split, resolve_split, scan_pairs
+from .device import autocast_dtype
 from .metrics import PAPER_SIZE, score, summarize, write_csv
 from .preprocess import resize_image, resize_mask
 from .progress import Progress
@@ -70,11 +71,13 @@ def evaluate(
     masks: str = "masks",
     pairs: Sequence[Pair] | None = None,
     csv: str | os.PathLike | None = None,
+    precision: str = "fp32",
 ) -> Generator[Progress, None, EvalResult]:
     """Score a model on a folder of pairs (or the ``split`` list within it) under both protocols.
 
     ``model`` is a :class:`WaveGMS` (or a module with its ``predict`` and ``image_size``), a built-in
-    name or a checkpoint path / run folder. Unreadable
+    name or a checkpoint path / run folder. ``precision`` as in :class:`inference.Segmenter` (float32
+    unless asked, so that training's validation and test scores do not depend on the CPU). Unreadable
     pairs are reported in ``problems`` and skipped. Yields ``Progress(images done, images)``.
     """
     if isinstance(model, torch.nn.Module) and hasattr(model, "predict") and hasattr(model, "image_size"):
@@ -84,8 +87,11 @@ def evaluate(
 
         label = str(resolve_model(model))
         net, _, _ = load_model(model, device)
+        if hasattr(net, "vae"):
+            net.vae.use_channels_last(True)  # faster on CPUs and GPUs alike (bench_inference.py)
     net.eval()
     dev = next(net.parameters()).device
+    dtype = autocast_dtype(dev, precision)
     data_dir = Path(data_dir)
     problems: list[str] = []
     if pairs is None:
@@ -121,7 +127,7 @@ def evaluate(
                 .clamp(0, 1)
                 .to(dev)
             )
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 prob = net.predict(x).float()
             for j, (pair, _, mask) in enumerate(chunk):
                 gt_s = resize_mask(torch.from_numpy(mask)[None, None].float(), size)[0, 0].numpy() > 0.5

@@ -20,8 +20,10 @@ moved to the device and shrunk to the model's size one slice at a time, so at mo
 float slice exists beside the (small) model batch. The output mask is the only full-size array.
 Inputs may be any array-like with ``shape``, ``dtype`` and numpy indexing (numpy, dask, zarr).
 
-Speed: ``torch.inference_mode``; on CUDA channels-last memory and float16 autocast (``half``);
-float32 on the CPU (see ``training/bench_inference.py`` for the measurements behind these defaults).
+Speed: ``torch.inference_mode``; on CUDA channels-last memory and float16 autocast; on a CPU the frozen
+Tiny-VAE in channels-last memory, and bfloat16 autocast where the CPU computes it natively (float32 on
+others, where emulated bfloat16 is many times slower); ``precision=`` forces one (see
+``training/bench_inference.py`` for the measurements behind these defaults).
 """
 
 from __future__ import annotations
@@ -150,13 +152,17 @@ class Segmenter:
 
     ``model`` is a built-in name, a checkpoint file or training folder (``models.resolve_model``),
     ``None`` for the default built-in model, or an already built ``WaveGMS`` module.
-    ``half``: float16 autocast on CUDA (``None`` = on for CUDA, off elsewhere; ``True`` also on MPS);
-    the CPU always computes in float32. ``channels_last``: ``None`` = on for CUDA only.
+    ``precision``: ``auto`` (float16 on CUDA, bfloat16 on a CPU with native bfloat16, float32 elsewhere),
+    ``fp32``, ``bf16`` or ``fp16`` (:func:`napari_wavegms.device.autocast_dtype`); ``half=True/False`` is
+    the older spelling of ``fp16``/``fp32``. ``channels_last``: ``None`` = the whole model on CUDA and the
+    frozen Tiny-VAE alone on a CPU (where E_wave's narrow convolutions are slower that way), ``True`` =
+    the whole model, ``False`` = none. ``training/bench_inference.py`` holds the measurements behind these.
     """
 
     def __init__(self, model: str | os.PathLike | torch.nn.Module | None = None, device: str = "auto",
-                 batch_size: int = 8, half: bool | None = None, *, channels_last: bool | None = None) -> None:
-        from .device import describe, resolve_device
+                 batch_size: int = 8, half: bool | None = None, *, channels_last: bool | None = None,
+                 precision: str = "auto") -> None:
+        from .device import autocast_dtype, describe, precision_name, resolve_device
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -171,12 +177,18 @@ class Segmenter:
         self.image_size = int(self.model.image_size)
         self.batch_size = int(batch_size)
         self.device_name = describe(self.device)
-        kind = self.device.type
-        self.half = bool(kind == "cuda" if half is None else half and kind in ("cuda", "mps"))
-        self.precision = "float16" if self.half else "float32"
-        self.channels_last = bool(kind == "cuda" if channels_last is None else channels_last)
+        if half is not None:
+            precision = "fp16" if half and self.device.type in ("cuda", "mps") else "fp32"
+        self.dtype = autocast_dtype(self.device, precision)
+        self.precision = precision_name(self.dtype)
+        self.half = self.dtype == torch.float16
+        cuda = self.device.type == "cuda"
+        self.channels_last = bool(cuda if channels_last is None else channels_last)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        vae = getattr(self.model, "vae", None)
+        if vae is not None and hasattr(vae, "use_channels_last") and (channels_last or channels_last is None):
+            vae.use_channels_last(True)
 
     def __repr__(self) -> str:
         return (f"Segmenter(image_size={self.image_size}, device={self.device_name!r}, "
@@ -295,9 +307,9 @@ class Segmenter:
         return x.expand(-1, 3, -1, -1) if layout.kind == "gray" else x
 
     def _autocast(self):
-        if not self.half:
+        if self.dtype is None:
             return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.float16)
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def _masks(self, items: Iterable[tuple[int, np.ndarray, ImageLayout, IntensityScale]],
                threshold: float | None) -> Iterator[tuple[int, np.ndarray]]:

@@ -85,13 +85,16 @@ class TrainConfig:
     preload: bool = True  # keep resized pairs in memory (bounded by preload_limit_mb)
     preload_limit_mb: int = 4096
     num_workers: int = 0  # DataLoader workers when pairs are not preloaded
-    amp: str = "auto"  # CUDA mixed precision: auto (bf16 if supported, else fp16) | bf16 | fp16 | off
+    amp: str = "auto"  # auto: CUDA bf16 (else fp16), CPU bf16 where native (fast recipe) | bf16 | fp16 | off
     channels_last: bool = True  # CUDA only
     val_every: int = 1  # validate every N epochs (and after the last)
     val_batch_size: int = 32
     threshold: float = 0.5
     max_steps: int | None = None  # stop after this many optimisation steps in total (smoke tests)
     name: str = ""  # a free description of the run
+    recipe: str = "fast"  # fast (best Dice per CPU-second) | paper (DESIGN.md §1.3–1.4 exactly); see RECIPES
+    time_budget_s: float | None = None  # stop (and anneal the learning rate to 0) after this much training time
+    time_budget_clock: str = "wall"  # wall | process (this process's CPU seconds)
 
     _PATH_FIELDS = ("data_dir", "val_dir", "weights_dir")
 
@@ -311,7 +314,37 @@ class _LossView:
         return self.ddp(image)
 
 
-# ---------------------------------------------------------------- optimisation helpers
+# ---------------------------------------------------------------- recipes and schedule
+@dataclass(frozen=True)
+class Recipe:
+    """How a run spends its compute: what the loss decodes, precision, memory layout, sizes, warm-up.
+
+    ``paper`` is DESIGN.md §1.3–1.4 exactly (how we reproduce the paper on a GPU). ``fast``, the
+    default, buys the most validation Dice per CPU-second; each of its choices has an ablation row in
+    ``training/RESULTS.md``.
+    """
+
+    name: str
+    dice_heads: tuple[str, ...]  # heads decoded through the frozen decoder for the soft Dice
+    cpu_bf16: bool  # bf16 autocast on CPUs that compute it natively (never on emulating CPUs)
+    vae_channels_last: bool  # the frozen Tiny-VAE in channels-last memory on the CPU
+    small_fraction: float  # this first fraction of the run trains at half the image size
+    warmup_cap: float  # warm-up lasts at most this fraction of the run
+
+
+RECIPES: dict[str, Recipe] = {
+    "paper": Recipe("paper", ("level2", "level1", "out"), False, False, 0.0, 1.0),
+    "fast": Recipe("fast", ("out",), True, True, 0.5, 0.05),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; use one of {', '.join(RECIPES)}") from None
+
+
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up over ``warmup`` steps (first step at lr/warmup, not 0), then cosine to 0."""
     if warmup > 0 and step < warmup:
@@ -320,14 +353,88 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _amp_setup(amp: str, device: torch.device) -> tuple[torch.dtype | None, Any]:
-    if device.type != "cuda" or amp == "off":
+class Schedule:
+    """How far a run is (0 → 1) and its learning-rate factor, by steps or by a time budget.
+
+    Without a budget the run is ``total`` steps (epochs × steps per epoch) and warm-up then cosine
+    follow the step count. With ``budget_s`` the same warm-up fraction and cosine follow the time spent
+    training instead, so a 30-minute run anneals to 0 at 30 minutes whatever one step costs: a schedule
+    that fits a short budget (an epoch count would leave it cut off at a high learning rate).
+    ``clock`` is ``wall`` or ``process`` (this process's CPU seconds: fair when other jobs share the CPU).
+    """
+
+    def __init__(self, total: int, warmup: int, budget_s: float | None = None, clock: str = "wall") -> None:
+        if clock not in ("wall", "process"):
+            raise ValueError(f"time_budget_clock must be 'wall' or 'process', not {clock!r}")
+        self.total, self.warmup, self.budget_s = max(1, total), warmup, budget_s
+        self._now = time.perf_counter if clock == "wall" else time.process_time
+        self.spent = 0.0
+        self._since: float | None = None
+
+    def resume(self) -> None:
+        """Start (or continue) counting training time; :meth:`pause` stops it (validation is not training)."""
+        self._since = self._now()
+
+    def pause(self) -> None:
+        if self._since is not None:
+            self.spent += self._now() - self._since
+            self._since = None
+
+    def elapsed(self) -> float:
+        return self.spent + (self._now() - self._since if self._since is not None else 0.0)
+
+    def progress(self, step: int) -> float:
+        if self.budget_s:
+            return min(1.0, self.elapsed() / self.budget_s)
+        return min(1.0, step / self.total)
+
+    def lr_factor(self, step: int) -> float:
+        if not self.budget_s:
+            return lr_factor(step, self.total, self.warmup)
+        p, w = self.progress(step), self.warmup / self.total
+        if w > 0 and p < w:
+            return max(p / w, 1.0 / max(1, self.warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (p - w) / max(1e-9, 1 - w))))
+
+    def exhausted(self, step: int) -> bool:
+        return bool(self.budget_s) and self.elapsed() >= self.budget_s
+
+
+def _amp_setup(amp: str, device: torch.device, recipe: Recipe) -> tuple[torch.dtype | None, Any]:
+    """Autocast dtype and gradient scaler: CUDA as ``amp`` says; bf16 on a CPU only where it is native."""
+    from .device import native_bf16
+
+    if amp not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"unknown amp setting {amp!r}: use auto, bf16, fp16 or off")
+    if amp == "off":
+        return None, None
+    if device.type == "cpu":
+        native = recipe.cpu_bf16 and amp == "auto" and native_bf16(device)
+        return (torch.bfloat16, None) if native or amp == "bf16" else (None, None)
+    if device.type != "cuda":
         return None, None
     if amp in ("auto", "bf16") and torch.cuda.is_bf16_supported():
         return torch.bfloat16, None
-    if amp in ("auto", "fp16", "bf16"):
-        return torch.float16, torch.amp.GradScaler("cuda")
-    raise ValueError(f"unknown amp setting {amp!r}: use auto, bf16, fp16 or off")
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def stage_size(image_size: int, progress: float, recipe: Recipe) -> int:
+    """The side a step trains at: half of ``image_size`` (a multiple of 8, at least 32) early in a
+    ``fast`` run, then the full size, which the model keeps for inference."""
+    if progress < recipe.small_fraction:
+        return max(32, (image_size // 2) // 8 * 8)
+    return image_size
+
+
+def _shrink(x: torch.Tensor, m: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch at a smaller side: the image as inference resizes it, the mask by area then ≥ 0.5."""
+    from torch.nn import functional as F
+
+    from .preprocess import resize_image
+
+    if x.shape[-1] == size:
+        return x, m
+    return resize_image(x, size), (F.interpolate(m.float(), size=(size, size), mode="area") >= 0.5).to(m.dtype)
 
 
 # ---------------------------------------------------------------- validation
@@ -396,10 +503,6 @@ def _build_model(config: TrainConfig, out: Path):
     return WaveGMS(vae, config.image_size), {}
 
 
-def _write_history(path: Path, history: list[dict]) -> None:
-    write_csv(path, history)
-
-
 def train(
     config: TrainConfig, stop: threading.Event | Callable[[], bool] | None = None
 ) -> Generator[TrainEvent, None, TrainResult]:
@@ -413,350 +516,327 @@ def train(
         raise ValueError(f"image_size must be a multiple of 8, got {config.image_size}")
     if config.batch_size < 1 or config.epochs < 1:
         raise ValueError("batch_size and epochs must be at least 1")
+    get_recipe(config.recipe)
     should_stop = (stop.is_set if isinstance(stop, threading.Event) else stop) or (lambda: False)
     dist = _Dist()
     device = resolve_device(config.device)
     dist.init(device)
     try:
-        result = yield from _train(config, device, dist, should_stop)
+        result = yield from _train(_Run(config, device, dist), should_stop)
     finally:
         dist.close()
     return result
 
 
-def _train(
-    config: TrainConfig, device: torch.device, dist: _Dist, should_stop: Callable[[], bool]
-) -> Generator[TrainEvent, None, TrainResult]:
-    from torch.utils.data import DataLoader, DistributedSampler
+class _Run:
+    """What one training run holds while it runs, shared by the pieces of :func:`_train`."""
 
-    from .model import wavegms_loss
+    def __init__(self, config: TrainConfig, device: torch.device, dist: _Dist) -> None:
+        self.config, self.device, self.dist = config, device, dist
+        self.recipe = get_recipe(config.recipe)
+        self.out = Path(config.output_dir).expanduser()
+        self.dev_name = describe(device) + (f" ×{dist.world} (DDP)" if dist.active else "")
+        self.t_start = time.perf_counter()
+        self.cuda = device.type == "cuda"
+        self.channels_last = self.cuda and config.channels_last
+        self.epoch = self.step = 0
+        self.best_dice = -math.inf
+        self.history: list[dict] = []
+        self.val_summary: dict[str, float] = {}
 
-    out = Path(config.output_dir).expanduser()
-    dev_name = describe(device) + (f" ×{dist.world} (DDP)" if dist.active else "")
+    def event(self, kind: str, done: int, total: int, message: str = "", **kw: Any) -> TrainEvent:
+        seconds = kw.pop("seconds", time.perf_counter() - self.t_start)
+        return TrainEvent(done, total, message, kind=kind, epochs=self.config.epochs, device=self.dev_name,
+                          seconds=seconds, **kw)
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.safetensors"
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.safetensors"
+
+    def header(self) -> dict:
+        return {**self.header_base, "epoch": self.epoch, "step": self.step, "metrics": {"val": self.val_summary}}
+
+    def save_last(self) -> None:
+        meta = {
+            "epoch": self.epoch,
+            "step": self.epoch * self.steps_per_epoch,  # a resume repeats an interrupted epoch
+            "best_dice": self.best_dice if math.isfinite(self.best_dice) else None,
+            "history": self.history,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "spent_s": self.schedule.elapsed(),
+        }
+        rng = {"aug": self.aug_gen.get_state(), "cpu": torch.get_rng_state()}
+        save_train_state(self.out / STATE_FILE, self.optimizer, meta, rng)
+        save_checkpoint(self.last_path, self.model, self.header())
+
+
+def _prepare_data(run: _Run) -> Generator[TrainEvent, None, None]:
+    """Pair and split the data, load it (resized) and write ``data.json`` and ``config.yaml``."""
+    config, dist = run.config, run.dist
+    splits = run.splits = make_splits(config)
     if dist.main:
-        _check_output(out, config)
-        out.mkdir(parents=True, exist_ok=True)
-    dist.barrier()
-    t_start = time.perf_counter()
-
-    def event(kind: str, done: int, total: int, message: str = "", **kw) -> TrainEvent:
-        return TrainEvent(
-            done,
-            total,
-            message,
-            kind=kind,
-            epochs=config.epochs,
-            device=dev_name,
-            seconds=kw.pop("seconds", time.perf_counter() - t_start),
-            **kw,
-        )
-
-    # ---- data
-    splits = make_splits(config)
-    if dist.main:
-        yield event(
-            "prepare",
-            0,
-            0,
-            f"loading {len(splits.train) + len(splits.val)} pairs",
-            info={"splits": splits.sizes(), "problems": list(splits.problems)},
-        )
+        info = {"splits": splits.sizes(), "problems": list(splits.problems)}
+        yield run.event("prepare", 0, 0, f"loading {len(splits.train) + len(splits.val)} pairs", info=info)
     limit = config.preload_limit_mb << 20
     threads = max(1, min(8, os.cpu_count() or 1))
-    train_job = PairDataset.loading(
-        splits.train, config.image_size, preload=config.preload, max_bytes=limit, threads=threads
-    )
-    train_data: PairDataset = yield from relay(
-        train_job,
-        lambda p: event("prepare", 0, 0, f"loading training pairs {p[0]}/{p[1]}") if dist.main else None,
-    )
-    val_data = PairDataset(splits.val, config.image_size, preload=True, max_bytes=limit, threads=threads)
-    problems = splits.problems + train_data.problems + val_data.problems
-    notes = splits.notes + train_data.notes + val_data.notes
-    if len(train_data) == 0:
-        raise DataError(f"no readable training pairs in {config.data_dir}: " + "; ".join(problems[:5]))
-    data_info = {
-        "data_dir": str(config.data_dir),
-        "splits": {"train": len(train_data), "val": len(val_data), "test": len(splits.test)},
-        "split_source": splits.how,
-        "problems": len(problems),
-    }
-    if dist.main:
-        data_json = {
-            **data_info,
-            "problems": problems,
-            "notes": notes,
-            "names": {
-                "train": train_data.names,
-                "val": val_data.names,
-                "test": [p.name for p in splits.test],
-            },
-        }
-        with atomic_path(out / "data.json") as tmp:
-            Path(tmp).write_text(json.dumps(data_json, indent=1))
-        config.to_yaml(out / "config.yaml")
-        yield event(
-            "prepare",
-            0,
-            0,
-            f"{len(train_data)} train / {len(val_data)} val / {len(splits.test)} test pairs",
-            info={"splits": data_info["splits"], "problems": problems, "notes": notes},
-        )
+    job = PairDataset.loading(splits.train, config.image_size, preload=config.preload, max_bytes=limit,
+                              threads=threads)
 
-    # ---- model, optimizer, schedule
-    model, origin = _build_model(config, out)
+    def progress(p: tuple[int, int]) -> TrainEvent | None:
+        return run.event("prepare", 0, 0, f"loading training pairs {p[0]}/{p[1]}") if dist.main else None
+
+    run.train_data = yield from relay(job, progress)
+    run.val_data = PairDataset(splits.val, config.image_size, preload=True, max_bytes=limit, threads=threads)
+    problems = splits.problems + run.train_data.problems + run.val_data.problems
+    notes = splits.notes + run.train_data.notes + run.val_data.notes
+    if len(run.train_data) == 0:
+        raise DataError(f"no readable training pairs in {config.data_dir}: " + "; ".join(problems[:5]))
+    sizes = {"train": len(run.train_data), "val": len(run.val_data), "test": len(splits.test)}
+    run.data_info = {"data_dir": str(config.data_dir), "splits": sizes, "split_source": splits.how,
+                     "problems": len(problems)}
+    if not dist.main:
+        return
+    names = {"train": run.train_data.names, "val": run.val_data.names, "test": [p.name for p in splits.test]}
+    with atomic_path(run.out / "data.json") as tmp:
+        Path(tmp).write_text(json.dumps({**run.data_info, "problems": problems, "notes": notes, "names": names},
+                                        indent=1))
+    config.to_yaml(run.out / "config.yaml")
+    message = f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test pairs"
+    yield run.event("prepare", 0, 0, message, info={"splits": sizes, "problems": problems, "notes": notes})
+
+
+def _build_training(run: _Run) -> None:
+    """Model on its device, optimiser, sampler, schedule and random state; a resumed run's state restored."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    config, dist, device = run.config, run.dist, run.device
+    run.model, origin = _build_model(config, run.out)
     if not config.resume:
         torch.manual_seed(config.seed + 7919 * dist.rank)  # latent sampling noise differs between ranks
-    model.to(device)
-    cuda = device.type == "cuda"
-    channels_last = cuda and config.channels_last
-    if cuda:
+    run.model.to(device)
+    if run.cuda:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-    if config.preload and cuda and train_data.preloaded:
-        train_data.to(device)
-        val_data.to(device)
-    amp_dtype, scaler = _amp_setup(config.amp, device)
-    params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    sampler = DistributedSampler(
-        train_data, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=config.seed, drop_last=False
-    )
-    per_rank = len(sampler)
-    steps_per_epoch = max(1, math.ceil(per_rank / config.batch_size))
-    total_steps = steps_per_epoch * config.epochs
-    warmup = round(config.warmup_epochs * steps_per_epoch)
-    aug_gen = torch.Generator().manual_seed(config.seed * 1009 + dist.rank)
-
-    start_epoch, best_dice, history = 0, -math.inf, []
+        if run.channels_last:
+            run.model.to(memory_format=torch.channels_last)
+    elif run.recipe.vae_channels_last and device.type == "cpu":
+        run.model.vae.use_channels_last(True)
+    if config.preload and run.cuda and run.train_data.preloaded:
+        run.train_data.to(device)
+        run.val_data.to(device)
+    run.amp_dtype, run.scaler = _amp_setup(config.amp, device, run.recipe)
+    run.optimizer = torch.optim.AdamW(run.model.trainable_parameters(), lr=config.lr,
+                                      weight_decay=config.weight_decay)
+    run.sampler = DistributedSampler(run.train_data, num_replicas=dist.world, rank=dist.rank, shuffle=True,
+                                     seed=config.seed, drop_last=False)
+    run.steps_per_epoch = max(1, math.ceil(len(run.sampler) / config.batch_size))
+    total = run.steps_per_epoch * config.epochs
+    warmup = min(round(config.warmup_epochs * run.steps_per_epoch), round(run.recipe.warmup_cap * total))
+    run.schedule = Schedule(total, warmup, config.time_budget_s, config.time_budget_clock)
+    run.aug_gen = torch.Generator().manual_seed(config.seed * 1009 + dist.rank)
     if config.resume:
-        meta, rng = load_train_state(out / STATE_FILE, optimizer)
-        start_epoch, best_dice, history = meta["epoch"], meta["best_dice"], meta["history"]
-        if "aug" in rng:
-            aug_gen.set_state(rng["aug"])
-        if "cpu" in rng:
-            torch.set_rng_state(rng["cpu"])
-        if scaler is not None and meta.get("scaler"):
-            scaler.load_state_dict(meta["scaler"])
-        if best_dice is None:
-            best_dice = -math.inf
-    net: Any = model
+        _restore_state(run)
+    run.net = run.model
     if dist.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ddp = DDP(model, device_ids=[device.index] if cuda else None)
-        net = _LossView(ddp)
-    loader = None
-    if not train_data.preloaded:
-        loader = DataLoader(
-            train_data,
-            batch_size=config.batch_size,
-            sampler=sampler,
-            num_workers=config.num_workers,
-            pin_memory=cuda,
-            persistent_workers=config.num_workers > 0,
-        )
-
-    header_base = {
+        run.net = _LossView(DDP(run.model, device_ids=[device.index] if run.cuda else None))
+    run.loader = None
+    if not run.train_data.preloaded:
+        run.loader = DataLoader(run.train_data, batch_size=config.batch_size, sampler=run.sampler,
+                                num_workers=config.num_workers, pin_memory=run.cuda,
+                                persistent_workers=config.num_workers > 0)
+    amp = str(run.amp_dtype) if run.amp_dtype else "off"
+    run.header_base = {
         "training": config.to_dict(),
-        "data": data_info,
-        "run": {"world_size": dist.world, "device": dev_name, "amp": str(amp_dtype) if amp_dtype else "off"},
+        "data": run.data_info,
+        "run": {"world_size": dist.world, "device": run.dev_name, "amp": amp, "recipe": run.recipe.name},
         **origin,
     }
-    val_summary: dict[str, float] = {}
-    best_path, last_path = out / "best.safetensors", out / "last.safetensors"
-    step = start_epoch * steps_per_epoch
-    epochs_done = start_epoch
-    dirty = False
-    stopped = False
 
-    def save_last(epoch_done: int, val: dict) -> None:
-        meta = {
-            "epoch": epoch_done,
-            "step": epoch_done * steps_per_epoch,
-            "best_dice": best_dice if math.isfinite(best_dice) else None,
-            "history": history,
-            "scaler": scaler.state_dict() if scaler is not None else None,
-        }
-        save_train_state(
-            out / STATE_FILE, optimizer, meta, {"aug": aug_gen.get_state(), "cpu": torch.get_rng_state()}
-        )
-        save_checkpoint(
-            last_path, model, {**header_base, "epoch": epoch_done, "step": step, "metrics": {"val": val}}
-        )
 
-    try:
-        model.train()
-        for epoch in range(start_epoch, config.epochs):
-            sampler.set_epoch(epoch)
-            t_epoch = time.perf_counter()
-            sums: dict[str, float] = {}
-            n_batches = 0
-            seen: list[int] = []
-            if loader is not None:
-                batches = iter(loader)
-            else:
-                order = list(sampler)
-                batches = (order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size))
-            for batch in batches:
-                if loader is not None:
-                    x, m, idx = batch
-                    idx = idx.tolist()
-                else:
-                    idx = batch
-                    x, m = train_data.batch(idx)
-                seen += idx
-                x, m = x.to(device, non_blocking=True), m.to(device, non_blocking=True)
-                if config.augment:
-                    x, m = augment_batch(x, m, aug_gen)
-                if channels_last:
-                    x, m = (
-                        x.contiguous(memory_format=torch.channels_last),
-                        m.contiguous(memory_format=torch.channels_last),
-                    )
-                lr = config.lr * lr_factor(step, total_steps, warmup)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(
-                    device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-                ):
-                    loss, parts = wavegms_loss(net, x, m)
-                if not math.isfinite(parts["total"]):
-                    raise FloatingPointError(
-                        f"the loss became {parts['total']} at step {step + 1} "
-                        f"(epoch {epoch + 1}); lower the learning rate or use amp: off"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                step += 1
-                n_batches += 1
-                dirty = True
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                if dist.main:
-                    yield event(
-                        "step",
-                        step,
-                        total_steps,
-                        f"epoch {epoch + 1}/{config.epochs} loss {parts['total']:.3f}",
-                        epoch=epoch + 1,
-                        losses=dict(parts),
-                        info={"lr": lr},
-                    )
-                if should_stop() or (config.max_steps is not None and step >= config.max_steps):
-                    stopped = True
-                    break
-            if stopped and n_batches < steps_per_epoch:
-                break  # a partial epoch: `finally` saves `last`; resume restarts this epoch
-            # ---- end of epoch: gather what was seen, validate, save
-            gathered = dist.gather(seen)
-            all_seen = [i for part in gathered for i in part]
-            epochs_done = epoch + 1
-            losses = {k: v / max(1, n_batches) for k, v in sums.items()}
-            validate_now = len(val_data) > 0 and (
-                epochs_done % max(1, config.val_every) == 0 or epochs_done == config.epochs or stopped
-            )
-            row: dict[str, Any] = {"epoch": epochs_done, "step": step, "lr": lr, **losses}
+def _restore_state(run: _Run) -> None:
+    meta, rng = load_train_state(run.out / STATE_FILE, run.optimizer)
+    run.epoch, run.history = meta["epoch"], meta["history"]
+    run.step = run.epoch * run.steps_per_epoch
+    run.best_dice = -math.inf if meta["best_dice"] is None else meta["best_dice"]
+    run.schedule.spent = float(meta.get("spent_s") or 0.0)
+    if "aug" in rng:
+        run.aug_gen.set_state(rng["aug"])
+    if "cpu" in rng:
+        torch.set_rng_state(rng["cpu"])
+    if run.scaler is not None and meta.get("scaler"):
+        run.scaler.load_state_dict(meta["scaler"])
+
+
+def _batches(run: _Run):
+    """This epoch's ``(image, mask, indices)`` batches on the device, this rank's share."""
+    if run.loader is not None:
+        for x, m, idx in run.loader:
+            yield x, m, idx.tolist()
+        return
+    order = list(run.sampler)
+    for i in range(0, len(order), run.config.batch_size):
+        idx = order[i:i + run.config.batch_size]
+        yield (*run.train_data.batch(idx), idx)
+
+
+def _train_step(run: _Run, x: torch.Tensor, m: torch.Tensor) -> tuple[float, dict[str, float]]:
+    """Augment, resize for the recipe's stage, one optimisation step; returns the lr and the loss parts."""
+    from .model import wavegms_loss
+
+    config, device = run.config, run.device
+    x, m = x.to(device, non_blocking=True), m.to(device, non_blocking=True)
+    if config.augment:
+        x, m = augment_batch(x, m, run.aug_gen)
+    x, m = _shrink(x, m, stage_size(config.image_size, run.schedule.progress(run.step), run.recipe))
+    if run.channels_last:
+        x, m = x.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=torch.channels_last)
+    lr = config.lr * run.schedule.lr_factor(run.step)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+        loss, parts = wavegms_loss(run.net, x, m, dice_heads=run.recipe.dice_heads)
+    if not math.isfinite(parts["total"]):
+        raise FloatingPointError(f"the loss became {parts['total']} at step {run.step + 1} "
+                                 f"(epoch {run.epoch + 1}); lower the learning rate or use amp: off")
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        run.optimizer.step()
+    run.step += 1
+    return lr, parts
+
+
+def _end_epoch(run: _Run, seen: list[int], sums: dict[str, float], n_batches: int, lr: float, seconds: float,
+               last: bool) -> TrainEvent | None:
+    """Validate (rank 0), keep ``best``, save ``last`` and the history; the epoch's event on rank 0."""
+    config, dist = run.config, run.dist
+    all_seen = [i for part in dist.gather(seen) for i in part]
+    losses = {k: v / max(1, n_batches) for k, v in sums.items()}
+    validate_now = len(run.val_data) > 0 and (run.epoch % max(1, config.val_every) == 0 or last)
+    row: dict[str, Any] = {"epoch": run.epoch, "step": run.step, "lr": lr, **losses}
+    if not dist.main:
+        return None
+    if validate_now:
+        _, run.val_summary = validate(run.model, run.val_data, batch_size=config.val_batch_size,
+                                      threshold=config.threshold, amp_dtype=run.amp_dtype,
+                                      channels_last=run.channels_last)
+        row.update({f"val_{k}": run.val_summary[k] for k in ("dice", "iou", "hd95", "dice_std")})
+    row.update({"seconds": seconds, "train_seconds": run.schedule.elapsed(), "samples_seen": len(all_seen),
+                "samples_unique": len(set(all_seen))})
+    run.history.append(row)
+    improved = validate_now and run.val_summary["dice"] > run.best_dice
+    if improved:
+        run.best_dice = run.val_summary["dice"]
+    run.save_last()
+    if improved or len(run.val_data) == 0 or not run.best_path.exists():
+        save_checkpoint(run.best_path, run.model, run.header())
+    write_csv(run.out / "history.csv", run.history)
+    msg = f"epoch {run.epoch}/{config.epochs} loss {losses.get('total', math.nan):.3f}"
+    if validate_now:
+        msg += f" val Dice {run.val_summary['dice']:.4f} (best {run.best_dice:.4f})"
+    info = {"lr": lr, "best_dice": run.best_dice, "improved": improved, "history": row}
+    val = dict(run.val_summary) if validate_now else {}
+    return run.event("epoch", run.step, run.total_steps, msg, epoch=run.epoch, losses=losses, val=val,
+                     seconds=seconds, info=info)
+
+
+def _epochs(run: _Run, should_stop: Callable[[], bool]) -> Generator[TrainEvent, None, bool]:
+    """The epochs: steps with their events, then the end of each epoch. Returns whether it was stopped."""
+    config, dist = run.config, run.dist
+    run.total_steps = run.steps_per_epoch * config.epochs
+    run.model.train()
+    for epoch in range(run.epoch, config.epochs):
+        run.sampler.set_epoch(epoch)
+        t_epoch = time.perf_counter()
+        sums: dict[str, float] = {}
+        seen: list[int] = []
+        n_batches, stopped, lr = 0, False, 0.0
+        run.schedule.resume()
+        for x, m, idx in _batches(run):
+            lr, parts = _train_step(run, x, m)
+            run.dirty = True
+            n_batches += 1
+            seen += idx
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
             if dist.main:
-                if validate_now:
-                    _, val_summary = validate(
-                        model,
-                        val_data,
-                        batch_size=config.val_batch_size,
-                        threshold=config.threshold,
-                        amp_dtype=amp_dtype,
-                        channels_last=channels_last,
-                    )
-                    row.update({f"val_{k}": val_summary[k] for k in ("dice", "iou", "hd95", "dice_std")})
-                seconds = time.perf_counter() - t_epoch
-                row.update(
-                    {"seconds": seconds, "samples_seen": len(all_seen), "samples_unique": len(set(all_seen))}
-                )
-                history.append(row)
-                improved = validate_now and val_summary["dice"] > best_dice
-                if improved:
-                    best_dice = val_summary["dice"]
-                save_last(epochs_done, val_summary)
-                if improved or (len(val_data) == 0) or not best_path.exists():
-                    save_checkpoint(
-                        best_path,
-                        model,
-                        {**header_base, "epoch": epochs_done, "step": step, "metrics": {"val": val_summary}},
-                    )
-                _write_history(out / "history.csv", history)
-                dirty = False
-                msg = f"epoch {epochs_done}/{config.epochs} loss {losses.get('total', math.nan):.3f}"
-                if validate_now:
-                    msg += f" val Dice {val_summary['dice']:.4f} (best {best_dice:.4f})"
-                yield event(
-                    "epoch",
-                    step,
-                    total_steps,
-                    msg,
-                    epoch=epochs_done,
-                    losses=losses,
-                    val=dict(val_summary) if validate_now else {},
-                    seconds=seconds,
-                    info={"lr": lr, "best_dice": best_dice, "improved": improved, "history": row},
-                )
-            dirty = False
-            dist.barrier()
-            if stopped:
+                yield run.event("step", run.step, run.total_steps,
+                                f"epoch {epoch + 1}/{config.epochs} loss {parts['total']:.3f}", epoch=epoch + 1,
+                                losses=dict(parts), info={"lr": lr})
+            over = run.schedule.exhausted(run.step)
+            if should_stop() or over or (config.max_steps is not None and run.step >= config.max_steps):
+                stopped = not over
                 break
+        run.schedule.pause()
+        if stopped and n_batches < run.steps_per_epoch:
+            return True  # a partial epoch: the caller saves `last`; resume restarts this epoch
+        run.epoch = epoch + 1
+        last = run.epoch == config.epochs or stopped or run.schedule.exhausted(run.step)
+        event = _end_epoch(run, seen, sums, n_batches, lr, time.perf_counter() - t_epoch, last)
+        run.dirty = False
+        if event is not None:
+            yield event
+        dist.barrier()
+        if last and run.epoch < config.epochs:
+            return stopped
+    return False
+
+
+def _test_once(run: _Run) -> Generator[TrainEvent, None, dict]:
+    """Score the selected (best) model on the test split, once, and record it in its checkpoint."""
+    best_model, best_cfg = load_checkpoint(run.best_path, device=run.device)
+    job = evaluate(best_model, run.config.data_dir, pairs=run.splits.test, batch_size=run.config.val_batch_size,
+                   threshold=run.config.threshold, csv=run.out / "test.csv")
+    result: EvalResult = yield from relay(job, lambda p: run.event(
+        "done", run.step, run.total_steps, f"testing {p.done}/{p.total}", epoch=run.epoch))
+    test = result.to_json()
+    with atomic_path(run.out / "test.json") as tmp:
+        Path(tmp).write_text(json.dumps(test, indent=1))
+    best_cfg.setdefault("metrics", {})["test"] = test
+    save_checkpoint(run.best_path, best_model, best_cfg)
+    return test
+
+
+def _train(run: _Run, should_stop: Callable[[], bool]) -> Generator[TrainEvent, None, TrainResult]:
+    """Data, model, the epochs, and the test split once; ``last``/``best`` are kept however it ends."""
+    dist = run.dist
+    if dist.main:
+        _check_output(run.out, run.config)
+        run.out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    yield from _prepare_data(run)
+    _build_training(run)
+    run.dirty, stopped = False, False
+    try:
+        stopped = yield from _epochs(run, should_stop)
     finally:
-        if dirty and dist.main:
+        if run.dirty and dist.main:
             # stopped mid-epoch (close() or stop): keep the weights; the epoch counter stays at the last
             # complete epoch so a resume repeats the interrupted epoch.
-            save_last(epochs_done, val_summary)
-            if not best_path.exists():
-                save_checkpoint(
-                    best_path,
-                    model,
-                    {**header_base, "epoch": epochs_done, "step": step, "metrics": {"val": val_summary}},
-                )
+            run.save_last()
+            if not run.best_path.exists():
+                save_checkpoint(run.best_path, run.model, run.header())
     dist.barrier()
-
-    # ---- the test split, once, with the selected model
     test = None
-    if dist.main and splits.test and not stopped:
-
-        best_model, best_cfg = load_checkpoint(best_path, device=device)
-        job = evaluate(
-            best_model,
-            config.data_dir,
-            pairs=splits.test,
-            batch_size=config.val_batch_size,
-            threshold=config.threshold,
-            csv=out / "test.csv",
-        )
-        result: EvalResult = yield from relay(
-            job, lambda p: event("done", step, total_steps, f"testing {p.done}/{p.total}", epoch=epochs_done)
-        )
-        test = result.to_json()
-        with atomic_path(out / "test.json") as tmp:
-            Path(tmp).write_text(json.dumps(test, indent=1))
-        best_cfg.setdefault("metrics", {})["test"] = test
-        save_checkpoint(best_path, best_model, best_cfg)
+    if dist.main and run.splits.test and not stopped:
+        test = yield from _test_once(run)
     if dist.main:
-        yield event(
-            "done",
-            step,
-            total_steps,
-            "stopped" if stopped else f"finished: best val Dice {best_dice:.4f}",
-            epoch=epochs_done,
-            val=dict(val_summary),
-            info={"test": test, "best_dice": best_dice, "output_dir": str(out)},
-        )
-    return TrainResult(out, best_path, last_path, history, test, stopped)
+        message = "stopped" if stopped else f"finished: best val Dice {run.best_dice:.4f}"
+        info = {"test": test, "best_dice": run.best_dice, "output_dir": str(run.out)}
+        yield run.event("done", run.step, run.total_steps, message, epoch=run.epoch, val=dict(run.val_summary),
+                        info=info)
+    return TrainResult(run.out, run.best_path, run.last_path, run.history, test, stopped)
 
 
 # ---------------------------------------------------------------- command-line driver

@@ -85,25 +85,37 @@ def alignment_loss(z: torch.Tensor, z_teach: torch.Tensor) -> torch.Tensor:
     return 0.9 * (1 - cos).mean() + 0.1 * F.smooth_l1_loss(z, z_teach)
 
 
-def wavegms_loss(model: WaveGMS, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+HEADS = LatentMappingModel.HEADS
+
+
+def wavegms_loss(
+    model: WaveGMS, image: torch.Tensor, mask: torch.Tensor, dice_heads: tuple[str, ...] = HEADS
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of DESIGN.md §1.3 for one batch (image B×3×S×S in [0, 1], mask B×1×S×S in {0, 1}).
 
-    Returns the scalar to backpropagate and its parts as floats for logging. The three heads are
-    decoded in one batched call of the frozen decoder; gradients flow through it into the LMM.
+    Returns the scalar to backpropagate and its parts as floats for logging. Every head gets the latent
+    MSE; the heads in ``dice_heads`` (all three in the paper) are also decoded, in one batched call of the
+    frozen decoder, for the soft Dice, with gradients flowing through it into the LMM. Decoding is most
+    of a step's cost, so the ``fast`` recipe decodes the ``out`` head only: the one inference uses.
     """
+    unknown = set(dice_heads) - set(HEADS)
+    if unknown:
+        raise ValueError(f"unknown Dice head(s) {sorted(unknown)}; the heads are {', '.join(HEADS)}")
     out = model(image)
     with torch.no_grad():
         targets = model.vae.encode(torch.cat([mask.expand(-1, 3, -1, -1), image], dim=0))
         z_mask, z_teach = targets.float().chunk(2, dim=0)
-    heads = list(out.latents)
-    decoded = model.vae.decode_mask(torch.cat([out.latents[k] for k in heads], dim=0)).float()
     parts: dict[str, torch.Tensor] = {}
     total = image.new_zeros((), dtype=torch.float32)
-    for name, prob in zip(heads, decoded.chunk(len(heads), dim=0), strict=True):
-        mse = F.mse_loss(out.latents[name].float(), z_mask)
-        dice = soft_dice_loss(prob, mask.float())
-        parts[f"mse_{name}"], parts[f"dice_{name}"] = mse, dice
-        total = total + mse + dice
+    for name in HEADS:
+        parts[f"mse_{name}"] = F.mse_loss(out.latents[name].float(), z_mask)
+        total = total + parts[f"mse_{name}"]
+    decoded_heads = [k for k in HEADS if k in dice_heads]
+    if decoded_heads:
+        decoded = model.vae.decode_mask(torch.cat([out.latents[k] for k in decoded_heads], dim=0)).float()
+        for name, prob in zip(decoded_heads, decoded.chunk(len(decoded_heads), dim=0), strict=True):
+            parts[f"dice_{name}"] = soft_dice_loss(prob, mask.float())
+            total = total + parts[f"dice_{name}"]
     parts["align"] = alignment_loss(out.z.float(), z_teach)
     total = total + parts["align"]
     return total, {k: float(v.detach()) for k, v in {**parts, "total": total}.items()}
