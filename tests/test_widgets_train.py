@@ -53,6 +53,9 @@ def test_train_from_folders_then_segment_with_the_new_model(
     assert "0 problem" in train.pairs.value
 
     small_run(train, tmp_path / "runs")
+    # before Run: the duration, from a step measured on this machine, for these pairs, epochs and size
+    qtbot.waitUntil(lambda: "about" in train.estimate.value, timeout=120_000)
+    assert train.estimate.value.startswith("estimated time: about ") and "on cpu (" in train.estimate.value
     job = train.run()
     assert job is not None and not train.run_button.enabled and train.stop_button.enabled
     qtbot.waitUntil(lambda: not job.running, timeout=600_000)

@@ -1,40 +1,67 @@
-"""Cost of the Wave-GMS network at 224² for C=4 (TAESD-shaped) and C=32 (TAEF2), CPU or CUDA.
+"""Cost of one training step: the paper recipe, the fast recipe and a U-Net, side by side in one run.
 
-Prints trainable / frozen parameters, forward+backward time per image and peak memory for a
-training step at batch 12, and inference images/s. Each configuration runs in a fresh subprocess so
+For each image size it prints milliseconds per image of a training step (forward, backward and
+optimiser at batch 12, the fastest of ``--steps`` timed steps after a warm-up step) and the step's
 peak memory (CPU: the process's peak RSS above its level after building the model; CUDA:
-``max_memory_allocated``) is not polluted by the previous one. Random weights are used for C=4 (the
-paper's TAESD weights cannot be downloaded here); C=32 uses the real TAEF2 if ``WAVEGMS_WEIGHTS_DIR``
-points at it, otherwise a random TAEF2-shaped one (cost is identical).
+``max_memory_allocated``), each configuration in a fresh subprocess so peaks do not mix. The recipes
+are those of ``training.RECIPES`` with the real TAEF2 (``WAVEGMS_WEIGHTS_DIR``), in the precision and
+memory layout ``training`` gives them on this device; the fast recipe's first half runs at half the
+side, so its row at S/2 is shown too (a whole fast run costs about the mean of its two rows). The
+U-Net is ``compare_unet.py``'s (MONAI, 13.4M parameters, Dice + BCE).
 
-    python training/bench_model.py [--device cpu|cuda] [--batch 12] [--steps 3]
+    OMP_WAIT_POLICY=PASSIVE python training/bench_model.py [--device cpu] [--threads 2] [--sizes 128 224]
+                                                         [--batch 12] [--steps 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
-def measure(latent_channels: int, device: str, batch: int, steps: int, size: int) -> dict:
+def measure(kind: str, size: int, device: str, batch: int, steps: int) -> dict:
     import resource
 
     import torch
+    from torch.nn import functional as F
 
-    from napari_wavegms.model import TinyVAE, WaveGMS, load_tiny_vae, wavegms_loss
+    from napari_wavegms.model import WaveGMS, load_tiny_vae, wavegms_loss
+    from napari_wavegms.model.wavegms import soft_dice_loss
+    from napari_wavegms.training import _amp_setup, get_recipe
 
     dev = torch.device(device)
-    try:
-        vae = load_tiny_vae("taef2", need_encoder=True) if latent_channels == 32 else TinyVAE.random(4)
-    except Exception:
-        vae = TinyVAE.random(latent_channels)
-    model = WaveGMS(vae, image_size=size).to(dev)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    torch.manual_seed(0)
+    if kind == "unet":
+        sys.path.insert(0, str(Path(__file__).parent))
+        from compare_unet import UNetSegmenter
+
+        model = UNetSegmenter(size).to(dev)
+        amp = None
+
+        def loss_fn(x, m):
+            logits = model(x).float()
+            return F.binary_cross_entropy_with_logits(logits, m) + soft_dice_loss(torch.sigmoid(logits), m)
+    else:
+        recipe = get_recipe(kind)
+        model = WaveGMS(load_tiny_vae("taef2", need_encoder=True), image_size=size).to(dev)
+        if recipe.vae_channels_last and dev.type == "cpu":
+            model.vae.use_channels_last(True)
+        if dev.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        amp, _ = _amp_setup("auto", dev, recipe)
+
+        def loss_fn(x, m):
+            return wavegms_loss(model, x, m, dice_heads=recipe.dice_heads,
+                                checkpoint_decoder=recipe.checkpoint_decoder)[0]
+    params = [p for p in model.parameters() if p.requires_grad]
+    trainable = sum(p.numel() for p in params)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(params, lr=1e-4)
     x = torch.rand(batch, 3, size, size, device=dev)
     m = (torch.rand(batch, 1, size, size, device=dev) > 0.5).float()
 
@@ -50,56 +77,55 @@ def measure(latent_channels: int, device: str, batch: int, steps: int, size: int
     for i in range(steps + 1):
         sync()
         t = time.perf_counter()
-        loss, _ = wavegms_loss(model, x, m)
+        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = loss_fn(x, m)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sync()
-        if i:  # first step warms up allocators and kernels
+        if i:  # the first step warms up allocators and kernels
             times.append(time.perf_counter() - t)
     if dev.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-    model.eval()
-    n_inf = 16
-    xi = torch.rand(n_inf, 3, size, size, device=dev)
-    model.predict(xi[:2])
-    sync()
-    t = time.perf_counter()
-    model.predict(xi)
-    sync()
-    ips = n_inf / (time.perf_counter() - t)
-    return {"C": latent_channels, "trainable": trainable, "frozen": frozen,
-            "ms_per_image_train": 1000 * min(times) / batch, "peak_mb": peak_mb, "inference_ips": ips}
+    return {"kind": kind, "size": size, "trainable": trainable, "frozen": frozen, "amp": str(amp),
+            "ms_per_image": 1000 * min(times) / batch, "peak_mb": peak_mb, "threads": torch.get_num_threads()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
     parser.add_argument("--batch", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(measure(args.one, args.device, args.batch, args.steps, args.size)))
-        return
-    rows = []
-    for c in (4, 32):
-        cmd = [sys.executable, __file__, "--one", str(c), "--device", args.device, "--batch", str(args.batch),
-               "--steps", str(args.steps), "--size", str(args.size)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    import torch
+        import torch
 
-    print(f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{args.size}², training batch {args.batch}")
-    print("| C | trainable | frozen | train fwd+bwd ms/image | peak train memory MB | inference images/s |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['C']} | {r['trainable']:,} | {r['frozen']:,} | {r['ms_per_image_train']:.0f} | "
-              f"{r['peak_mb']:.0f} | {r['inference_ips']:.1f} |")
+        torch.set_num_threads(args.threads)
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.device, args.batch, args.steps)))
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    print(f"device {args.device}, {args.threads} threads, batch {args.batch}")
+    print("| size | run | ms / image (training step) | × paper speed | peak MiB | × paper memory | autocast |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for size in args.sizes:
+        half = max(32, (size // 2) // 8 * 8)
+        rows = {}
+        for kind, s in (("paper", size), ("fast", size), ("fast", half), ("unet", size)):
+            cmd = [sys.executable, __file__, "--one", kind, str(s), "--device", args.device, "--batch",
+                   str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if out.returncode:
+                raise SystemExit(f"{kind} at {s}²: {out.stderr[-2000:]}")
+            r = rows[kind, s] = json.loads(out.stdout.strip().splitlines()[-1])
+            base = rows["paper", size]
+            label = kind if s == size else f"{kind}, first half at {s}²"
+            print(f"| {size}² | {label} | {r['ms_per_image']:.0f} | {base['ms_per_image'] / r['ms_per_image']:.2f} "
+                  f"| {r['peak_mb']:.0f} | {r['peak_mb'] / base['peak_mb']:.2f} | {r['amp']} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -330,11 +330,12 @@ class Recipe:
     vae_channels_last: bool  # the frozen Tiny-VAE in channels-last memory on the CPU
     small_fraction: float  # this first fraction of the run trains at half the image size
     warmup_cap: float  # warm-up lasts at most this fraction of the run
+    checkpoint_decoder: bool  # recompute the frozen decoder in the backward pass instead of storing it
 
 
 RECIPES: dict[str, Recipe] = {
-    "paper": Recipe("paper", ("level2", "level1", "out"), False, False, 0.0, 1.0),
-    "fast": Recipe("fast", ("out",), True, True, 0.5, 0.05),
+    "paper": Recipe("paper", ("level2", "level1", "out"), False, False, 0.0, 1.0, False),
+    "fast": Recipe("fast", ("out",), True, True, 0.5, 0.05, True),
 }
 
 
@@ -701,7 +702,8 @@ def _train_step(run: _Run, x: torch.Tensor, m: torch.Tensor) -> tuple[float, dic
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
-        loss, parts = wavegms_loss(run.net, x, m, dice_heads=run.recipe.dice_heads)
+        loss, parts = wavegms_loss(run.net, x, m, dice_heads=run.recipe.dice_heads,
+                                   checkpoint_decoder=run.recipe.checkpoint_decoder)
     if not math.isfinite(parts["total"]):
         raise FloatingPointError(f"the loss became {parts['total']} at step {run.step + 1} "
                                  f"(epoch {run.epoch + 1}); lower the learning rate or use amp: off")

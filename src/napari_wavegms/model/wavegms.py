@@ -89,7 +89,8 @@ HEADS = LatentMappingModel.HEADS
 
 
 def wavegms_loss(
-    model: WaveGMS, image: torch.Tensor, mask: torch.Tensor, dice_heads: tuple[str, ...] = HEADS
+    model: WaveGMS, image: torch.Tensor, mask: torch.Tensor, dice_heads: tuple[str, ...] = HEADS,
+    checkpoint_decoder: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of DESIGN.md §1.3 for one batch (image B×3×S×S in [0, 1], mask B×1×S×S in {0, 1}).
 
@@ -97,6 +98,8 @@ def wavegms_loss(
     MSE; the heads in ``dice_heads`` (all three in the paper) are also decoded, in one batched call of the
     frozen decoder, for the soft Dice, with gradients flowing through it into the LMM. Decoding is most
     of a step's cost, so the ``fast`` recipe decodes the ``out`` head only: the one inference uses.
+    ``checkpoint_decoder`` keeps none of the decoder's full-resolution activations for the backward pass
+    and recomputes them there instead: most of a step's memory for one more decoder forward.
     """
     unknown = set(dice_heads) - set(HEADS)
     if unknown:
@@ -112,7 +115,13 @@ def wavegms_loss(
         total = total + parts[f"mse_{name}"]
     decoded_heads = [k for k in HEADS if k in dice_heads]
     if decoded_heads:
-        decoded = model.vae.decode_mask(torch.cat([out.latents[k] for k in decoded_heads], dim=0)).float()
+        latents = torch.cat([out.latents[k] for k in decoded_heads], dim=0)
+        if checkpoint_decoder and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            decoded = checkpoint(model.vae.decode_mask, latents, use_reentrant=False).float()
+        else:
+            decoded = model.vae.decode_mask(latents).float()
         for name, prob in zip(decoded_heads, decoded.chunk(len(decoded_heads), dim=0), strict=True):
             parts[f"dice_{name}"] = soft_dice_loss(prob, mask.float())
             total = total + parts[f"dice_{name}"]

@@ -106,6 +106,14 @@ def train_job(request: TrainRequest) -> Generator[Any, None, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _estimate_job(image_size: int, epochs: int, n_train: int, device: str, n_val: int
+                  ) -> Generator[None, None, Any]:
+    from ..training_cost import estimate_training
+
+    yield
+    return estimate_training(image_size, epochs, n_train, device=device, n_val=n_val)
+
+
 def _scan_job(images: Path, masks: Path) -> Generator[None, None, Any]:
     from ..data import scan_pairs
 
@@ -207,6 +215,11 @@ class TrainWidget(DockContainer):
         )
         self.device = device_combo(saved.get("device"))
         self.device.name = "device"
+        self.estimate = fit_label(Label(
+            value="", name="estimate",
+            tooltip="Measured on this machine: one training step at the chosen image size, scaled to the pairs "
+            "and epochs (the fast recipe: the first half of the run at half the image size)",
+        ))
         self.init = ModelPicker(label="start from", include_scratch=True, name="init")
         self.output = FileEdit(
             mode="d",
@@ -241,6 +254,7 @@ class TrainWidget(DockContainer):
                 self.val_percent,
                 self.val_dir,
                 self.epochs,
+                self.estimate,
                 self.device,
                 self.init,
                 self.output,
@@ -277,6 +291,9 @@ class TrainWidget(DockContainer):
         self.result: Any = None
         self.best_dice: float | None = None  # the run's best validation Dice, once known
         self._scan: Job | None = None
+        self._n_pairs: int | None = None  # matched pairs of the chosen folders, once counted
+        self._estimating: Job | None = None
+        self._estimate_again = False
         for widget in [*self._remembered, self.init.combo]:
             widget.changed.connect(self._save)
         self.images.changed.connect(self.check_pairs)
@@ -284,6 +301,9 @@ class TrainWidget(DockContainer):
         self.check.changed.connect(self.check_pairs)
         self.source.changed.connect(self._visibility)
         self.validation.changed.connect(self._visibility)
+        for widget in (self.epochs, self.image_size, self.device, self.val_percent, self.source,
+                       self.image_layer, self.labels_layer):
+            widget.changed.connect(self.update_estimate)
         self.run_button.changed.connect(self.run)
         self.stop_button.changed.connect(self.stop)
         self._visibility()
@@ -326,6 +346,48 @@ class TrainWidget(DockContainer):
             text += "\n" + "\n".join(scan.problems[:3]) + ("\n…" if len(scan.problems) > 3 else "")
         self.pairs.value = text
         self.pairs.tooltip = "\n".join(scan.problems[:50]) or None
+        self._n_pairs = len(scan.pairs)
+        self.update_estimate()
+
+    # --- estimated duration ---------------------------------------------------------------------
+    def _pair_count(self) -> int:
+        if self.source.value == FOLDERS:
+            return self._n_pairs or 0
+        image = self.image_layer.value
+        if image is None or self.labels_layer.value is None:
+            return 0
+        spatial = image.data.shape[:-1] if image.rgb else image.data.shape
+        return int(np.prod(spatial[:-2])) if len(spatial) > 2 else 1
+
+    def update_estimate(self, *_: Any) -> Job | None:
+        """Show how long the run would take here ("about 12 min on cpu (2 threads)"), measured in a worker."""
+        n = self._pair_count()
+        if n == 0 or (self.job is not None and self.job.status == "running"):
+            self.estimate.value = ""
+            return None
+        if self._estimating is not None and self._estimating.running:
+            self._estimate_again = True  # one measurement at a time; the latest settings win
+            return self._estimating
+        self._estimate_again = False
+        n_val = round(n * self.val_percent.value / 100) if self.validation.value == SPLIT else 0
+        args = (int(self.image_size.value), int(self.epochs.value), n - n_val, self.device.value, n_val)
+        self.estimate.value = "estimated time: measuring a step…"
+        self._estimating = start_job(
+            _estimate_job(*args), "Wave-GMS: estimating the training time", show_progress=False,
+            on_result=self._show_estimate, on_finished=self._estimate_finished,
+        )
+        return self._estimating
+
+    def _show_estimate(self, estimate: Any) -> None:
+        if not self._estimate_again:
+            self.estimate.value = f"estimated time: {estimate.text()}"
+
+    def _estimate_finished(self, status: str) -> None:
+        if self._estimate_again:  # the settings changed while measuring
+            self._estimating = None
+            self.update_estimate()
+        elif status != "done":
+            self.estimate.value = ""
 
     # --- running --------------------------------------------------------------------------------
     def _request(self) -> TrainRequest:
