@@ -125,8 +125,62 @@ def test_without_model_a_polyp_folder_is_segmented_with_the_polyp_model(tmp_path
     shutil.copy(KVASIR / "images" / "cju0qkwl35piu0993l0dewei2.jpg", src / "polyp.jpg")
     assert cli.predict_main([str(src), str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
     err = capsys.readouterr().err
-    assert "model: kvasir-seg" in err and "the built-in model for these images" in err
+    assert "model: kvasir-seg" in err and "the built-in model for its kind (endoscopy: colour" in err
     assert read_image(tmp_path / "out" / "polyp.png").shape == read_image(src / "polyp.jpg").shape[:2]
+
+
+def _csv_rows(out: Path) -> dict[str, dict[str, str]]:
+    import csv
+
+    (path,) = out.glob("wavegms-summary-*.csv")
+    with open(path, newline="") as f:
+        return {row["file"]: row for row in csv.DictReader(f)}
+
+
+def test_a_folder_mixing_kinds_is_segmented_as_if_each_kind_were_alone(tmp_path, busi_names, capsys):
+    """Per file: the two BUSI scans get the masks they get in a folder of their own, the polyp the polyp
+    model's; the CLI and the summary CSV say which model each file got and why."""
+    from conftest import KVASIR
+    from napari_wavegms.models import builtin_models, model_kind
+
+    kinds = {name: model_kind(info) for name, info in builtin_models().items()}
+    alone, mixed = tmp_path / "busi", tmp_path / "mixed"
+    for folder in (alone, mixed):
+        folder.mkdir()
+        for name in busi_names[:2]:
+            shutil.copy(BUSI / "images" / f"{name}.png", folder / f"{name}.png")
+    shutil.copy(KVASIR / "images" / "cju0qkwl35piu0993l0dewei2.jpg", mixed / "a_polyp.jpg")  # sorted first
+
+    for folder in (alone, mixed):
+        assert cli.predict_main([str(folder), str(tmp_path / f"{folder.name}-out"), "--quiet", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    for name in busi_names[:2]:
+        busi_alone = read_image(tmp_path / "busi-out" / f"{name}.png")
+        assert busi_alone.any()
+        np.testing.assert_array_equal(read_image(tmp_path / "mixed-out" / f"{name}.png"), busi_alone)
+    rows = _csv_rows(tmp_path / "mixed-out")
+    assert kinds[rows["a_polyp.jpg"]["model"]] == "endoscopy"
+    assert rows["a_polyp.jpg"]["model_choice"].startswith("endoscopy: colour")
+    for name in busi_names[:2]:
+        assert kinds[rows[f"{name}.png"]["model"]] == "ultrasound"
+        assert rows[f"{name}.png"]["model_choice"].startswith("ultrasound: grey")
+    assert "for 1 file, the built-in model for its kind (endoscopy: colour" in err
+    assert "for 2 files, the built-in model for its kind (ultrasound: grey" in err
+
+
+def test_a_model_the_user_chose_always_wins(tmp_path, busi_names, random_checkpoint, capsys):
+    from conftest import KVASIR
+
+    src = tmp_path / "mixed"
+    src.mkdir()
+    shutil.copy(BUSI / "images" / f"{busi_names[0]}.png", src / "scan.png")
+    shutil.copy(KVASIR / "images" / "cju0qkwl35piu0993l0dewei2.jpg", src / "polyp.jpg")
+    out = tmp_path / "out"
+    assert cli.predict_main([str(src), str(out), "--model", str(random_checkpoint), "--quiet"]) == 0
+    rows = _csv_rows(out)
+    assert {row["model"] for row in rows.values()} == {str(random_checkpoint)}
+    assert {row["model_choice"] for row in rows.values()} == {""}
+    assert "the built-in model for its kind" not in capsys.readouterr().err
 
 
 def test_offline_first_run_segments_with_every_builtin_model(tmp_path, busi_names):

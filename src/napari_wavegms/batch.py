@@ -36,12 +36,13 @@ from .atomic import atomic_path
 from .io import MASK_FORMATS, ImageReadError, is_image_file, read_image, write_mask
 from .progress import Progress
 
-CSV_COLUMNS = ("file", "status", "error", "shape", "foreground_fraction", "seconds")
+CSV_COLUMNS = ("file", "status", "error", "shape", "foreground_fraction", "seconds", "model", "model_choice")
 CONVENTIONS = ("0/255", "0/1", "labels")
 OVERLAY_DIR = "overlays"
 
 if TYPE_CHECKING:  # torch is imported only when a run starts, so the widgets can use this module freely
     from .inference import Segmenter
+    from .models import ModelChoice
 
 
 class BatchUsageError(ValueError):
@@ -59,6 +60,8 @@ class FileResult:
     foreground: float | None = None
     seconds: float = 0.0
     output: str | None = None
+    model: str = ""  # the model that segmented it
+    choice: str = ""  # why, when the model was chosen for this image: "ultrasound: grey, speckle texture"
 
     def row(self) -> dict[str, str]:
         return {
@@ -68,6 +71,8 @@ class FileResult:
             "shape": "x".join(str(s) for s in self.shape) if self.shape else "",
             "foreground_fraction": "" if self.foreground is None else f"{self.foreground:.6f}",
             "seconds": f"{self.seconds:.3f}",
+            "model": self.model,
+            "model_choice": self.choice,
         }
 
 
@@ -177,10 +182,14 @@ def iter_inputs(paths: BatchPaths, pattern: str = "*", recursive: bool = False) 
     yield from walk(paths.input_root)
 
 
-def model_for_folder(paths: BatchPaths, pattern: str = "*", recursive: bool = False, look_at: int = 5) -> str | None:
-    """The built-in model for the kind of images this run will see (colour or grey), judged from the first
-    readable image among the first ``look_at`` files; the default model when none can be read."""
-    from .models import default_model, has_color, suggest_model
+def choice_for_folder(paths: BatchPaths, pattern: str = "*", recursive: bool = False,
+                      look_at: int = 5) -> ModelChoice | None:
+    """The built-in model for the kind of the first readable image among the first ``look_at`` files,
+    with the reason (:func:`napari_wavegms.models.choose_model`); ``None`` when none can be read.
+
+    A run without a chosen model still decides per file (:func:`segment_folder`); this is what a
+    widget shows when a folder is picked."""
+    from .models import choose_model
 
     for n, path in enumerate(iter_inputs(paths, pattern, recursive)):
         if n >= look_at:
@@ -190,8 +199,42 @@ def model_for_folder(paths: BatchPaths, pattern: str = "*", recursive: bool = Fa
                 image = read_image(path)
             except ImageReadError:
                 continue
-            return suggest_model(has_color(image, rgb=image.ndim == 3 and image.shape[-1] in (3, 4)))
-    return default_model()
+            return choose_model(image)
+    return None
+
+
+def model_for_folder(paths: BatchPaths, pattern: str = "*", recursive: bool = False, look_at: int = 5) -> str | None:
+    """The model of :func:`choice_for_folder`; the default model when no image can be read."""
+    from .models import default_model
+
+    choice = choice_for_folder(paths, pattern, recursive, look_at)
+    return choice.model if choice is not None else default_model()
+
+
+class ModelPicker:
+    """Per-file choice of the built-in model, for runs where the user chose none: each image is
+    segmented by the model made for its kind (ultrasound, endoscopy, dermoscopy), so a folder that mixes
+    kinds gives each image what it would get alone. One :class:`Segmenter` per model, loaded on first use.
+    """
+
+    def __init__(self, **segmenter_options) -> None:
+        self.options = segmenter_options
+        self.segmenters: dict[str | None, Segmenter] = {}
+
+    def choose(self, image: np.ndarray) -> ModelChoice:
+        from .models import ModelChoice, choose_model, default_model
+
+        try:
+            return choose_model(image)
+        except Exception as err:  # an image the statistics cannot judge still gets segmented
+            return ModelChoice(default_model(), "unknown", f"could not judge the image: {err}", False)
+
+    def segmenter(self, model: str | None) -> Segmenter:
+        if model not in self.segmenters:
+            from .inference import Segmenter
+
+            self.segmenters[model] = Segmenter(model, **self.options)
+        return self.segmenters[model]
 
 
 def _unreached_masks(inputs: Iterator[Path], root: Path, seen: set[str], mask_path) -> list[FileResult]:
@@ -297,25 +340,34 @@ def segment_folder(
     pattern: str = "*", recursive: bool = False, fmt: str = "png", convention: str = "0/255",
     overwrite: bool = False, overlays: bool = False, threshold: float = 0.5, device: str = "auto",
     segmenter: Segmenter | None = None, min_size: int = 0, batch_size: int | None = None,
+    segmenter_options: dict | None = None,
 ) -> Generator[Progress, None, BatchSummary]:
     """Segment every file of ``input_dir`` matching ``pattern`` into ``output_dir`` (module docstring).
 
     ``input_dir`` may also be a single image file. Masks keep the input's relative path and stem
     (``a/b.jpg`` → ``output/a/b.png``); overlay previews go to ``output/overlays/``. ``convention``
-    ``labels`` numbers connected objects. Without ``model`` (or ``segmenter``) the built-in model for
-    the folder's kind of image is used (:func:`model_for_folder`). Yields
+    ``labels`` numbers connected objects. Without ``model`` (or ``segmenter``) each image is segmented by
+    the built-in model made for its kind (:class:`ModelPicker`; the CSV's ``model`` and ``model_choice``
+    say which and why); a given ``model`` or ``segmenter`` is used for every file (with a ``segmenter``,
+    ``model`` only names it in the CSV). ``segmenter_options`` go to every :class:`Segmenter` made
+    here (``half=``, say). Yields
     ``Progress(done_files, total_files, message=file)``; returns a :class:`BatchSummary`. Usage errors
     raise :class:`BatchUsageError` at the first ``next``.
     """
     paths = check_paths(input_dir, output_dir, fmt, convention)
-    if segmenter is None:
+    options = {"device": device, **(segmenter_options or {}), **({"batch_size": batch_size} if batch_size else {})}
+    picker = ModelPicker(**options) if segmenter is None and model is None else None
+    if segmenter is None and picker is None:
         from .inference import Segmenter
 
-        if model is None:
-            model = model_for_folder(paths, pattern, recursive)
-        segmenter = Segmenter(model, device=device, **({"batch_size": batch_size} if batch_size else {}))
+        segmenter = Segmenter(model, **options)
+    if segmenter is not None:
+        device_name, group = segmenter.device_name, max(1, batch_size or segmenter.batch_size)
+    else:
+        from .device import describe, resolve_device
+
+        device_name, group = describe(resolve_device(device)), max(1, options.get("batch_size", 8))
     rank, world = _rank()
-    group = max(1, batch_size or segmenter.batch_size)
     label_objects = convention == "labels"
 
     out = paths.output_dir
@@ -338,11 +390,33 @@ def segment_folder(
     out.mkdir(parents=True, exist_ok=True)
     csv_path = _summary_path(out, rank, world)
     results: list[FileResult] = []
-    info = {"device": segmenter.device_name, "rank": rank, "world_size": world}
+    info = {"device": device_name, "rank": rank, "world_size": world}
     # The summary fills as files finish; a caller that cancels (close()) gets no return value, so the
     # first event hands it over: after a cancel it holds every file done, as the CSV does.
     summary = BatchSummary(results, csv_path, out, info)
-    yield Progress(0, total, f"{total} files on {segmenter.device_name}", {**info, "summary": summary})
+    yield Progress(0, total, f"{total} files on {device_name}", {**info, "summary": summary})
+
+    def segment(todo: list) -> list:
+        """Masks (or errors) of a group's images, each by its own model when none was chosen."""
+        images = [t[3] for t in todo]
+        kw = {"threshold": threshold, "label_objects": label_objects, "min_size": min_size}
+        if picker is None:
+            for result, *_ in todo:
+                result.model = "" if model is None else str(model)
+            return _segment_group(segmenter, images, **kw)
+        by_model: dict[str | None, list[int]] = {}
+        for i, (result, *_rest) in enumerate(todo):
+            choice = picker.choose(images[i])
+            result.model = choice.model or ""
+            result.choice = f"{choice.kind}: {choice.reason}" + ("" if choice.exact else "; no built-in model for it")
+            by_model.setdefault(choice.model, []).append(i)
+        masks: list = [None] * len(todo)
+        for name, indices in by_model.items():
+            chosen = _segment_group(picker.segmenter(name), [images[i] for i in indices], **kw)
+            for i, mask in zip(indices, chosen, strict=True):
+                masks[i] = mask
+        return masks
+
 
     def plan(path: Path) -> tuple[FileResult, Path | None, Path | None]:
         """Decide a file's outputs; a result that is already final (skipped/failed) comes with no target."""
@@ -409,8 +483,7 @@ def segment_folder(
                     result.shape = tuple(image.shape)
                     todo.append((result, target, overlay, image))
             start = time.perf_counter()
-            masks = _segment_group(segmenter, [t[3] for t in todo], threshold=threshold,
-                                   label_objects=label_objects, min_size=min_size)
+            masks = segment(todo)
             share = (time.perf_counter() - start) / max(1, len(todo))  # the group's model time, shared
             for (result, target, overlay, image), mask in zip(todo, masks, strict=True):
                 start = time.perf_counter()
@@ -428,7 +501,7 @@ def segment_folder(
             results.extend(finished)  # this group's masks are on disk: in the CSV even if cancelled below
             for result in finished:
                 done += 1
-                yield Progress(done, total, result.file, {**info, "status": result.status})
+                yield Progress(done, total, result.file, {**info, "status": result.status, "model": result.model})
             pending = upcoming
         completed = True
     finally:

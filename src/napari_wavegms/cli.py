@@ -24,8 +24,8 @@ def predict_main(argv: list[str] | None = None) -> int:
     parser.add_argument("input", nargs="?", help="an image file or a folder of images")
     parser.add_argument("output", nargs="?", help="output folder (not the input folder)")
     parser.add_argument("--model", default=None,
-                        help="built-in model name, checkpoint file or training folder (default: the built-in model "
-                        "made for the input's kind of image: grey ultrasound or colour endoscopy)")
+                        help="built-in model name, checkpoint file or training folder (default: for each image the "
+                        "built-in model made for its kind: ultrasound, endoscopy or dermoscopy)")
     parser.add_argument("--pattern", default="*", help="glob for file names, case-insensitive (default: *)")
     parser.add_argument("--recursive", action="store_true", help="also process sub-folders (kept in OUTPUT)")
     parser.add_argument("--format", dest="fmt", choices=("png", "tif"), default="png", help="mask file type")
@@ -57,33 +57,40 @@ def predict_main(argv: list[str] | None = None) -> int:
             print(name)
         return 0
 
-    from .batch import BatchUsageError, check_paths, model_for_folder, segment_folder
+    from .batch import BatchUsageError, check_paths, segment_folder
     from .inference import Segmenter
     from .model.checkpoint import CheckpointError
     from .progress import run_with_tqdm
+    from .weights import WeightsUnavailableError
 
+    cannot_start = (BatchUsageError, FileNotFoundError, CheckpointError, ValueError, WeightsUnavailableError)
+    options = {"batch_size": args.batch_size}  # for every Segmenter of the run (one per model without --model)
     try:
-        paths = check_paths(args.input, args.output, args.fmt, args.convention)
-        model = args.model or model_for_folder(paths, args.pattern, args.recursive)
-        segmenter = Segmenter(model, device=args.device, batch_size=args.batch_size)
-    except (BatchUsageError, FileNotFoundError, CheckpointError, ValueError) as err:
+        check_paths(args.input, args.output, args.fmt, args.convention)
+        segmenter = Segmenter(args.model, device=args.device, **options) if args.model else None
+    except cannot_start as err:
         print(f"wavegms-predict: error: {err}", file=sys.stderr)
         return 2
-    chosen = "" if args.model else " (the built-in model for these images; --model to choose another)"
-    print(f"model: {model}{chosen} on {segmenter.device_name} ({segmenter.precision})", file=sys.stderr)
+    if segmenter is not None:
+        print(f"model: {args.model} on {segmenter.device_name} ({segmenter.precision})", file=sys.stderr)
+    else:
+        print("model: for each image the built-in model made for its kind (ultrasound, endoscopy, dermoscopy); "
+              "--model to choose one", file=sys.stderr)
     job = segment_folder(args.input, args.output, pattern=args.pattern, recursive=args.recursive,
                          fmt=args.fmt, convention=args.convention, overwrite=args.overwrite,
                          overlays=args.overlays, threshold=args.threshold, min_size=args.min_size,
-                         segmenter=segmenter)
+                         model=args.model, segmenter=segmenter, device=args.device, segmenter_options=options)
     try:
         summary = run_with_tqdm(job, desc="segmenting", unit="file", disable=args.quiet)
     except KeyboardInterrupt:
         print("wavegms-predict: cancelled; finished masks are kept and listed in the summary CSV",
               file=sys.stderr)
         return 130
-    except BatchUsageError as err:
+    except cannot_start as err:  # without --model, a built-in model loads when its first image comes
         print(f"wavegms-predict: error: {err}", file=sys.stderr)
         return 2
+    if segmenter is None:
+        _print_choices(summary.results)
     print(f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed "
           f"-> {summary.output_dir}", file=sys.stderr)
     if not summary.results:
@@ -92,6 +99,18 @@ def predict_main(argv: list[str] | None = None) -> int:
         print(f"FAILED {result.file}: {result.error}", file=sys.stderr)
     print(f"summary: {summary.csv_path}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _print_choices(results: list) -> None:
+    """Which built-in model segmented how many files, and why (the first file's reason; each file's is in
+    the CSV's ``model_choice`` column)."""
+    seen: dict[str, list] = {}
+    for result in results:
+        if result.choice:
+            seen.setdefault(result.model, [0, result.choice])[0] += 1
+    for model, (n, why) in seen.items():
+        print(f"model: {model} for {n} file{'' if n == 1 else 's'}, the built-in model for its kind ({why}); "
+              "--model to choose another", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- wavegms-train (training)

@@ -1,7 +1,9 @@
 """Models by name or path: the built-in trained models shipped in ``builtin/`` and any checkpoint file.
 
 A built-in model is ``builtin/<name>.safetensors`` with its model card ``builtin/<name>.json``
-(modality, data, licence, recipe, test scores). Names contain their dataset (``busi``, ``kvasir-seg``).
+(kind of image, modality, data, licence, recipe, test scores). Names contain their dataset (``busi``,
+``kvasir-seg``). :func:`choose_model` picks the one made for an image's kind (ultrasound, endoscopy,
+dermoscopy) and says why; a model the user chose is never replaced by it (callers keep theirs).
 """
 
 from __future__ import annotations
@@ -45,19 +47,75 @@ def default_model() -> str | None:
     return next(iter(builtin_models()), None)
 
 
-def suggest_model(color: bool) -> str | None:
-    """The built-in model made for this kind of image: colour (endoscopy, dermoscopy) or grey (ultrasound).
+# What each kind of image looks like to a model: the fallback when no built-in model is made for a kind.
+KIND_IMAGES = {"ultrasound": "gray", "endoscopy": "rgb", "dermoscopy": "rgb"}
+_KIND_WORDS = {"ultrasound": ("ultrasound", "busi", "bus-bra"),
+               "endoscopy": ("endoscop", "colonoscop", "kvasir", "polyp"),
+               "dermoscopy": ("dermoscop", "skin", "isic")}
 
-    Each card says what its training images were (``"images": "rgb"`` or ``"gray"``); the first such
-    model by rank wins, and the default model when none matches. A grey-trained model sees a colour
-    image as three unfamiliar channels (and a colour-trained one sees grey as an odd colour), so the
-    picker follows the image rather than leaving a new user with the wrong model.
+
+def model_kind(info: ModelInfo) -> str | None:
+    """The kind of image a built-in model is made for: its card's ``"kind"``, else read from its
+    modality and data set (cards written before the field existed)."""
+    kind = info.card.get("kind")
+    if kind:
+        return str(kind)
+    text = " ".join(str(v) for v in (info.card.get("modality"), info.card.get("data", {}).get("folder"), info.name))
+    return next((k for k, words in _KIND_WORDS.items() if any(w in text.lower() for w in words)), None)
+
+
+def suggest_model(kind: str | bool) -> str | None:
+    """The built-in model made for this kind of image (``"ultrasound"``, ``"endoscopy"``, ``"dermoscopy"``).
+
+    When no built-in model is made for that kind, the first (by rank) whose training images look alike
+    (colour or grey, see :data:`KIND_IMAGES`), else the default model. A bool is the older question
+    "colour or not" (``True`` → a colour model, ``False`` → a grey one) and still works.
     """
-    wanted = "rgb" if color else "gray"
-    for name, info in builtin_models().items():
-        if info.card.get("images") == wanted:
-            return name
-    return default_model()
+    return _suggest(kind)[0]
+
+
+def _suggest(kind: str | bool) -> tuple[str | None, bool]:
+    """``(model, made for this kind)``."""
+    models = builtin_models()
+    if isinstance(kind, bool):
+        wanted = "rgb" if kind else "gray"
+    else:
+        exact = next((name for name, info in models.items() if model_kind(info) == kind), None)
+        if exact is not None:
+            return exact, True
+        wanted = KIND_IMAGES.get(kind, "")
+    alike = next((name for name, info in models.items() if info.card.get("images") == wanted), None)
+    return (alike or default_model()), isinstance(kind, bool) and alike is not None
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The built-in model picked for an image, and why, in words a user can check."""
+
+    model: str | None
+    kind: str  # what the image looks like: ultrasound, endoscopy or dermoscopy
+    reason: str  # the evidence: "grey, speckle texture"
+    exact: bool  # a built-in model is made for this kind (False: the nearest one was taken)
+
+    @property
+    def message(self) -> str:
+        if self.model is None:
+            return f"{self.kind} image ({self.reason}); no built-in model is installed"
+        if self.exact:
+            return f"{self.model} for {self.kind} ({self.reason})"
+        made_for = model_kind(builtin_models()[self.model]) if self.model in builtin_models() else None
+        return (f"{self.model} (made for {made_for or 'other images'}): no built-in model for {self.kind} "
+                f"({self.reason}); choose a {self.kind} model for better masks")
+
+
+def choose_model(image: Any, rgb: bool | None = None) -> ModelChoice:
+    """The built-in model for a napari-style image (numpy or dask, any dtype; stacks by their first
+    plane), from :func:`napari_wavegms.modality.classify`. Cheap: at most ~64k pixels are read."""
+    from .modality import classify
+
+    found = classify(image, rgb)
+    model, exact = _suggest(found.kind)
+    return ModelChoice(model, found.kind, found.reason, exact)
 
 
 def has_color(image: Any, rgb: bool) -> bool:
