@@ -226,3 +226,54 @@ def test_without_a_model_the_folder_gets_the_builtin_model_for_its_kind_of_image
     assert "kvasir-seg" in model_for_folder(check_paths(polyps, out))
     (polyps / "b.jpg").unlink()
     assert model_for_folder(check_paths(polyps, out)) == default_model()
+
+
+# ---------------------------------------------------------------- blank images, confidence, tta
+@pytest.fixture
+def blank_folder(tmp_path: Path, busi_names: list[str]) -> Path:
+    """An all-black and an all-grey image beside a real BUSI scan."""
+    import imageio.v3 as iio
+
+    src = tmp_path / "blank-in"
+    src.mkdir()
+    iio.imwrite(src / "black.png", np.zeros((200, 300), np.uint8))
+    iio.imwrite(src / "grey.png", np.full((200, 300), 128, np.uint8))
+    shutil.copy(BUSI / "images" / f"{busi_names[0]}.png", src / "scan.png")
+    return src
+
+
+def test_wavegms_predict_gives_blank_images_empty_masks_and_every_mask_a_confidence(tmp_path, blank_folder):
+    from napari_wavegms import cli
+
+    out = tmp_path / "out"
+    assert cli.predict_main([str(blank_folder), str(out), "--quiet", "--device", "cpu"]) == 0
+    for name in ("black", "grey"):
+        mask = read_image(out / f"{name}.png")
+        assert mask.shape == (200, 300) and not mask.any()
+    assert read_image(out / "scan.png").any()  # the real scan is segmented by the model
+    rows = {r["file"]: r for r in read_csv(next(out.glob("wavegms-summary-*.csv")))}
+    for name in ("black.png", "grey.png"):
+        assert rows[name]["status"] == "done" and "blank" in rows[name]["note"]
+        assert rows[name]["confidence"] == "1.000" and rows[name]["review"] == "no"
+    scan = rows["scan.png"]
+    assert scan["note"] == "" and 0.0 <= float(scan["confidence"]) <= 1.0 and scan["review"] in ("yes", "no")
+
+
+def test_wavegms_predict_tta_changes_the_mask(tmp_path, blank_folder):
+    from napari_wavegms import cli
+
+    argv = [str(blank_folder), "--quiet", "--device", "cpu", "--model", "busi-wavegms-cpu64"]
+    assert cli.predict_main([argv[0], str(tmp_path / "plain"), *argv[1:]]) == 0
+    assert cli.predict_main([argv[0], str(tmp_path / "tta"), *argv[1:], "--tta"]) == 0
+    plain, tta = read_image(tmp_path / "plain" / "scan.png"), read_image(tmp_path / "tta" / "scan.png")
+    assert (plain != tta).any() and (plain == tta).mean() > 0.9  # a refinement, not another mask
+    assert not read_image(tmp_path / "tta" / "grey.png").any()
+
+
+def test_review_follows_the_confidence(tmp_path, blank_folder, seg):
+    from napari_wavegms.inference import REVIEW_BELOW
+
+    summary = run_to_end(segment_folder(blank_folder, tmp_path / "out", segmenter=seg))
+    for r in summary.done:
+        assert r.confidence is not None and r.review == (r.confidence < REVIEW_BELOW)
+    assert summary.to_review == [r for r in summary.done if r.review]

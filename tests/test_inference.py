@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import BUSI, KVASIR, drain
 from napari_wavegms.inference import (
+    TTA_FLIPS,
+    BlankImageWarning,
     Segmenter,
     UnsupportedImageError,
     image_layout,
     intensity_scale,
     label_mask,
+    mask_confidence,
 )
 from napari_wavegms.io import read_image
 from napari_wavegms.preprocess import normalize_intensity, resize_mask
-from napari_wavegms.progress import Progress
+from napari_wavegms.progress import Progress, run_to_end
 
 KVASIR_IMAGE = "cju0qoxqj9q6s0835b43399p4"  # 1070×1348 RGB: non-square and large
 
@@ -47,7 +51,7 @@ def colour() -> np.ndarray:
 def test_reports_its_device_and_precision(seg):
     assert seg.device.type == "cpu"
     assert seg.device_name.startswith("cpu")
-    assert seg.precision == "float32" and not seg.half
+    assert seg.precision == "fp32" and not seg.half
     assert seg.image_size == 64 and seg.config["note"] == "untrained"
 
 
@@ -205,7 +209,8 @@ def test_partly_nan_images_and_constant_images_still_segment(seg, gray):
     f[:10] = np.nan
     f[10:12] = np.inf
     assert seg(f).shape == gray.shape
-    assert seg(np.zeros((50, 70), np.uint16)).shape == (50, 70)
+    with pytest.warns(BlankImageWarning):
+        assert seg(np.zeros((50, 70), np.uint16)).shape == (50, 70)
 
 
 def test_segment_many_batches_files_and_isolates_bad_ones(seg, gray, colour):
@@ -230,3 +235,72 @@ def test_stack_scale_equals_the_training_normalisation_for_one_image(gray, name)
     layout = image_layout(a.shape, a.dtype)
     assert layout.kind == "gray" and layout.mask_shape == gray.shape
     np.testing.assert_array_equal(intensity_scale([a], a.dtype).apply(a), normalize_intensity(a))
+
+
+# ---------------------------------------------------------------- blank images, confidence, tta
+@pytest.fixture(scope="module")
+def busi_model() -> Segmenter:
+    """The built-in BUSI model: blank-image and confidence behaviour only mean something on a trained model."""
+    return Segmenter("busi-wavegms-cpu64", device="cpu", precision="fp32")
+
+
+BLANKS = {
+    "black uint8": np.zeros((240, 320), np.uint8),
+    "grey uint8": np.full((240, 320), 128, np.uint8),
+    "grey RGB": np.full((240, 320, 3), 90, np.uint8),
+    "constant uint16": np.full((240, 320), 1000, np.uint16),
+    "constant float": np.full((240, 320), 0.3, np.float32),
+    "grey with 1-level noise": (128 + (np.arange(240 * 320).reshape(240, 320) % 2)).astype(np.uint8),
+}
+
+
+@pytest.mark.parametrize("what", list(BLANKS))
+def test_a_blank_image_gets_an_empty_mask_without_the_model(busi_model, what, monkeypatch):
+    image = BLANKS[what]
+    result = busi_model.segment_many([image], with_confidence=True)[0]
+    assert result.mask.shape == image.shape[:2] and not result.mask.any()
+    assert bool(result.blank) and result.score == 1.0 and not result.review
+    assert "blank" in result.note
+    with pytest.warns(BlankImageWarning, match="no intensity variation"):
+        assert not busi_model(image).any()
+    # Without the rule the model draws a large blob on the flat input: the rule is what empties it.
+    monkeypatch.setattr("napari_wavegms.inference.BLANK_STD", -1.0)
+    assert busi_model(image).mean() > 0.05
+
+
+def test_a_blank_slice_of_a_stack_is_empty_and_the_others_are_segmented(busi_model, gray):
+    stack = np.stack([gray, np.zeros_like(gray), gray[:, ::-1]])
+    result = run_to_end(busi_model.segment(stack, with_confidence=True))
+    assert result.blank.tolist() == [False, True, False]
+    assert result.confidence.shape == (3,) and result.confidence[1] == 1.0
+    assert not result.mask[1].any() and result.mask[0].any()
+    np.testing.assert_array_equal(result.mask[0], busi_model(gray))
+    assert result.note.startswith("1 of 3 slices are blank")
+    with pytest.warns(BlankImageWarning, match="1 of 3 slices"):
+        soft = busi_model(stack, soft=True)
+    assert soft.dtype == np.float32 and not soft[1].any()
+
+
+def test_mask_confidence_of_drawn_soft_masks():
+    sharp = np.zeros((64, 64), np.float32)
+    sharp[20:40, 20:40] = 1.0
+    unsure = sharp * 0.6 + 0.2  # the same object at 0.8, the background at 0.2
+    coin_toss = sharp * 0.55
+    nothing = np.full((64, 64), 0.02, np.float32)
+    c = mask_confidence(torch.from_numpy(np.stack([sharp, unsure, coin_toss, nothing]))[:, None]).tolist()
+    assert c == pytest.approx([1.0, 0.6, 0.1, 1.0], abs=1e-6)  # 2p − 1 over the foreground; nothing drawn: 1
+
+
+def test_tta_averages_the_flips_and_is_flip_equivariant(gray):
+    plain = Segmenter("busi-wavegms-cpu64", device="cpu", precision="fp32")
+    tta = Segmenter("busi-wavegms-cpu64", device="cpu", precision="fp32", tta=True)
+    x = plain.model_input(gray)
+    with torch.inference_mode():
+        by_hand = torch.stack([plain.predict(x.flip(d) if d else x).flip(d) if d else plain.predict(x)
+                               for d in ((), *TTA_FLIPS)]).mean(0)
+        np.testing.assert_allclose(tta.predict(x).numpy(), by_hand.numpy(), atol=1e-5)
+        assert (tta.predict(x) - plain.predict(x)).abs().max() > 0.05  # the flips do change the soft mask
+    # Averaged over all four flips, segmenting a mirrored image gives the mirrored mask.
+    np.testing.assert_allclose(tta(gray[:, ::-1].copy(), soft=True), tta(gray, soft=True)[:, ::-1], atol=1e-4)
+    result = tta.segment_many([gray], with_confidence=True)[0]
+    assert 0.0 <= result.score <= 1.0 and result.mask.shape == gray.shape

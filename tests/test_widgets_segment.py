@@ -387,7 +387,7 @@ def test_first_run_says_it_loads_the_model_and_has_its_own_progress_bar(
     assert seen[0][0] == segment.LOADING and seen[0][2] == 0  # busy bar while the model loads
     assert all(visible for *_, visible in seen)
     assert seen[-1][1:3] == (4, 4) and seen[-1][0].startswith("4/4 slices")
-    assert widget.progress.native.isHidden() and widget.status.value == "done: stack_wavegms"
+    assert widget.progress.native.isHidden() and widget.status.value.startswith("done: stack_wavegms · confidence")
 
     seen.clear()
     wait_done(qtbot, widget.run())  # the model is loaded: no loading message
@@ -433,3 +433,36 @@ def test_missing_weights_notification_leads_with_the_fix_and_has_details(
     box = callback(None)  # what the Details button opens
     assert button == "Details" and note.details in box.informativeText()
     box.close()
+
+
+def test_every_result_shows_its_confidence_and_a_blank_image_says_so(
+    make_napari_viewer, qtbot, busi_image, monkeypatch
+):
+    from napari_wavegms.inference import REVIEW_BELOW
+    from napari_wavegms.widgets import _commands
+
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, "Segment")
+    widget.model.set_model("busi-wavegms-cpu64")
+    viewer.add_image(busi_image, name="scan")
+    assert widget.image.value.name == "scan"
+    wait_done(qtbot, widget.run())
+    info = viewer.layers["scan_wavegms"].metadata["wavegms"]
+    assert 0.0 <= info["confidence"] <= 1.0 and info["review"] == (info["confidence"] < REVIEW_BELOW)
+    assert info["tta"] is False and "note" not in info
+    assert f"confidence {info['confidence']:.2f}" in widget.status.value
+    assert ("review this mask" in widget.status.value) == info["review"]
+
+    widget.tta.value = True  # best quality: remembered, and the menu command below uses it too
+    wait_done(qtbot, widget.run())
+    assert viewer.layers["scan_wavegms"].metadata["wavegms"]["tta"] is True
+
+    messages: list[str] = []
+    monkeypatch.setattr(_commands, "show_info", messages.append)
+    blank = viewer.add_image(np.full((100, 120), 128, np.uint8), name="blank")
+    viewer.layers.selection.active = blank
+    wait_done(qtbot, _commands.segment_selected(viewer))
+    result = viewer.layers["blank_wavegms"]
+    assert result.data.shape == (100, 120) and not result.data.any()
+    assert result.metadata["wavegms"]["tta"] is True and "blank" in result.metadata["wavegms"]["note"]
+    assert len(messages) == 1 and "confidence 1.00" in messages[0] and "blank" in messages[0]

@@ -8,8 +8,11 @@ Safety rules, in order of importance:
   so a cancelled or crashed run never leaves half a file that a rerun would take as done;
 - existing outputs are skipped unless ``overwrite``: a rerun finishes what is missing;
 - a file that cannot be read or segmented fails with its reason and the run continues; every file's
-  outcome goes into a summary CSV (``file,status,error,shape,foreground_fraction,seconds``) named
-  with the run's time stamp, written at the end (and on cancel, for the files done so far).
+  outcome goes into a summary CSV (``file,status,error,shape,foreground_fraction,seconds``, …) named
+  with the run's time stamp, written at the end (and on cancel, for the files done so far);
+- every mask gets the model's ``confidence`` in it and ``review`` = yes when it is low
+  (:data:`napari_wavegms.inference.REVIEW_BELOW`), so a person looks at the doubtful ones first; a
+  blank image (no intensity variation) gets an empty mask and a ``note`` saying so.
 
 Files are found lazily (one directory listing at a time, in sorted order) and images are read a batch
 at a time, so a folder of any size works in bounded memory. Under ``torchrun`` (``WORLD_SIZE`` and
@@ -36,7 +39,10 @@ from .atomic import atomic_path
 from .io import MASK_FORMATS, ImageReadError, is_image_file, read_image, write_mask
 from .progress import Progress
 
-CSV_COLUMNS = ("file", "status", "error", "shape", "foreground_fraction", "seconds", "model", "model_choice")
+CSV_COLUMNS = (
+    "file", "status", "error", "shape", "foreground_fraction", "seconds", "model", "model_choice",
+    "confidence", "review", "note",
+)
 CONVENTIONS = ("0/255", "0/1", "labels")
 OVERLAY_DIR = "overlays"
 
@@ -60,6 +66,9 @@ class FileResult:
     foreground: float | None = None
     seconds: float = 0.0
     output: str | None = None
+    confidence: float | None = None  # the model's confidence in the mask (inference.mask_confidence)
+    review: bool | None = None  # confidence below inference.REVIEW_BELOW (…_TTA): a person should look at it
+    note: str = ""  # what the mask alone does not say ("the image is blank …")
     model: str = ""  # the model that segmented it
     choice: str = ""  # why, when the model was chosen for this image: "ultrasound: grey, speckle texture"
 
@@ -71,6 +80,9 @@ class FileResult:
             "shape": "x".join(str(s) for s in self.shape) if self.shape else "",
             "foreground_fraction": "" if self.foreground is None else f"{self.foreground:.6f}",
             "seconds": f"{self.seconds:.3f}",
+            "confidence": "" if self.confidence is None else f"{self.confidence:.3f}",
+            "review": "" if self.review is None else ("yes" if self.review else "no"),
+            "note": self.note,
             "model": self.model,
             "model_choice": self.choice,
         }
@@ -87,6 +99,11 @@ class BatchSummary:
 
     def _with(self, status: str) -> list[FileResult]:
         return [r for r in self.results if r.status == status]
+
+    @property
+    def to_review(self) -> list[FileResult]:
+        """Masks written in this run whose confidence is low (see :attr:`FileResult.review`)."""
+        return [r for r in self.done if r.review]
 
     @property
     def done(self) -> list[FileResult]:
@@ -318,10 +335,12 @@ def _read(path: Path) -> tuple[np.ndarray | Exception, float]:
 
 
 def _segment_group(segmenter: Segmenter, images: list[np.ndarray], **kw) -> list:
-    """Masks (or errors) of a group of images; if the shared batch fails (out of memory, say), each
-    image is retried alone so one bad image does not fail its neighbours."""
+    """Masks with their confidence (:class:`~napari_wavegms.inference.Segmentation`) or errors of a group
+    of images; if the shared batch fails (out of memory, say), each image is retried alone so one bad
+    image does not fail its neighbours."""
     if not images:
         return []
+    kw["with_confidence"] = True
     try:
         return segmenter.segment_many(images, **kw)
     except Exception:
@@ -417,7 +436,6 @@ def segment_folder(
                 masks[i] = mask
         return masks
 
-
     def plan(path: Path) -> tuple[FileResult, Path | None, Path | None]:
         """Decide a file's outputs; a result that is already final (skipped/failed) comes with no target."""
         rel = path.relative_to(paths.input_root)
@@ -490,6 +508,8 @@ def segment_folder(
                 try:
                     if isinstance(mask, Exception):
                         raise mask
+                    result.confidence, result.review, result.note = mask.score, mask.review, mask.note
+                    mask = mask.mask
                     write_mask(target, mask, convention)
                     if overlay is not None:
                         _write_overlay(overlay, image, mask)

@@ -35,6 +35,9 @@ def predict_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=0.5, help="soft-mask threshold (default 0.5)")
     parser.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this (pixels)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time flips: average the masks of each image and its 3 flips (about 3x the time; "
+                        "a surer confidence, the same Dice on average: training/RESULTS.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing masks (default: skip)")
     parser.add_argument("--overlays", action="store_true", help="also write previews to OUTPUT/overlays")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -64,7 +67,7 @@ def predict_main(argv: list[str] | None = None) -> int:
     from .weights import WeightsUnavailableError
 
     cannot_start = (BatchUsageError, FileNotFoundError, CheckpointError, ValueError, WeightsUnavailableError)
-    options = {"batch_size": args.batch_size}  # for every Segmenter of the run (one per model without --model)
+    options = {"batch_size": args.batch_size, "tta": args.tta}  # for every Segmenter of the run
     try:
         check_paths(args.input, args.output, args.fmt, args.convention)
         segmenter = Segmenter(args.model, device=args.device, **options) if args.model else None

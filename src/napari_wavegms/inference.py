@@ -20,6 +20,14 @@ moved to the device and shrunk to the model's size one slice at a time, so at mo
 float slice exists beside the (small) model batch. The output mask is the only full-size array.
 Inputs may be any array-like with ``shape``, ``dtype`` and numpy indexing (numpy, dask, zarr).
 
+Every slice also gets a **confidence** in [0, 1] from the model's own soft mask (:func:`mask_confidence`,
+measured in ``training/measure_confidence.py`` to rank bad masks first); one below
+:data:`REVIEW_BELOW` is worth a look (``Segmentation.review``). ``tta=True`` averages the soft masks of
+the image and its flips: about 3× the time, the same Dice on average, a confidence that ranks bad masks
+better (``training/RESULTS.md``). A slice with no intensity variation (:data:`BLANK_STD`: an
+all-black or all-grey image) holds nothing to segment: it gets an empty mask without running the model,
+whose output on a flat input is meaningless (a large blob), and is marked ``blank``.
+
 Speed: ``torch.inference_mode``; on CUDA channels-last memory and float16 autocast; on a CPU the frozen
 Tiny-VAE in channels-last memory, and bfloat16 autocast where the CPU computes it natively (float32 on
 others, where emulated bfloat16 is many times slower); ``precision=`` forces one (see
@@ -44,9 +52,25 @@ from .preprocess import ImageLayout, UnsupportedImageError, image_layout, resize
 from .progress import Progress, run_to_end
 
 __all__ = [
-    "ImageLayout", "IntensityScale", "Segmenter", "UnsupportedImageError", "image_layout", "intensity_scale",
-    "label_mask",
+    "BLANK_STD", "REVIEW_BELOW", "REVIEW_BELOW_TTA", "TTA_FLIPS", "BlankImageWarning", "ImageLayout",
+    "IntensityScale", "Segmentation", "Segmenter", "UnsupportedImageError", "image_layout", "intensity_scale",
+    "label_mask", "mask_confidence",
 ]
+
+#: A slice whose normalised intensities ([0, 1]) have a smaller standard deviation than one 8-bit grey
+#: level holds nothing to segment (all black, all grey, a blank frame): empty mask, model not run.
+BLANK_STD = 1.0 / 255.0
+#: Masks whose confidence is below this are flagged for review: the best F1 for "Dice < 0.5" on half of
+#: the BUSI and Kvasir-SEG test images with the built-in models (training/measure_confidence.py).
+REVIEW_BELOW = 0.807
+#: The same, fitted the same way, for ``tta=True``: averaging the flips lowers every confidence a little.
+REVIEW_BELOW_TTA = 0.714
+#: The flips averaged with ``tta=True`` (dims of a B×C×H×W tensor): left–right, up–down and both.
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((-1,), (-2,), (-2, -1))
+
+
+class BlankImageWarning(UserWarning):
+    """A slice had no intensity variation and was given an empty mask without running the model."""
 
 
 # ---------------------------------------------------------------- intensity
@@ -145,7 +169,56 @@ def label_mask(mask: np.ndarray, min_size: int = 0, label_objects: bool = True) 
     return labels
 
 
-# ---------------------------------------------------------------- the fast path
+# ---------------------------------------------------------------- confidence
+def mask_confidence(prob: torch.Tensor) -> torch.Tensor:
+    """Confidence of B soft masks (B×1×S×S at the model's size, so the size of the image does not matter).
+
+    The model's margin over what it drew: the mean of ``2p − 1`` over the pixels it calls foreground
+    (``p > 0.5``), from 0 (every one a coin toss) to 1 (every one certain). A mask with no foreground
+    scores 1. It costs nothing beyond the soft mask, and ranked masks with Dice < 0.5 below the others
+    better than the other scores tried that cost nothing (``training/measure_confidence.py``).
+    """
+    p = prob.float().flatten(1)
+    fg = p > 0.5
+    n = fg.sum(1)
+    margin = ((2 * p - 1) * fg).sum(1) / n.clamp(min=1)
+    return torch.where(n > 0, margin, torch.ones_like(margin))
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """A mask with the model's confidence in it: what ``segment(..., with_confidence=True)`` returns.
+
+    ``confidence`` and ``blank`` have one value per slice (the input's leading axes; 0-d for one 2D
+    image). Blank slices (no intensity variation) have an empty mask and confidence 1. ``review_below``
+    is the threshold of the mode that made it (:data:`REVIEW_BELOW` or :data:`REVIEW_BELOW_TTA`).
+    """
+
+    mask: np.ndarray
+    confidence: np.ndarray
+    blank: np.ndarray
+    review_below: float = REVIEW_BELOW
+
+    @property
+    def score(self) -> float:
+        """The lowest confidence over the slices: a stack is as trustworthy as its weakest slice."""
+        return float(np.min(self.confidence))
+
+    @property
+    def review(self) -> bool:
+        """Whether a person should look at this mask (its confidence is below ``review_below``)."""
+        return self.score < self.review_below
+
+    @property
+    def note(self) -> str:
+        """What happened that the mask alone does not say, or ``""``."""
+        n, total = int(np.sum(self.blank)), int(np.size(self.blank))
+        if not n:
+            return ""
+        what = "the image is blank" if total == 1 else f"{n} of {total} slices are blank"
+        return f"{what} (no intensity variation): empty mask, the model was not run"
+
+
 # ---------------------------------------------------------------- the engine
 class Segmenter:
     """A Wave-GMS model loaded once on one device, segmenting arrays of any supported layout.
@@ -157,11 +230,13 @@ class Segmenter:
     the older spelling of ``fp16``/``fp32``. ``channels_last``: ``None`` = the whole model on CUDA and the
     frozen Tiny-VAE alone on a CPU (where E_wave's narrow convolutions are slower that way), ``True`` =
     the whole model, ``False`` = none. ``training/bench_inference.py`` holds the measurements behind these.
+    ``tta=True`` averages the soft masks of each slice and its :data:`TTA_FLIPS` (four model passes per
+    slice in one batch; its gain and cost are in ``training/RESULTS.md``).
     """
 
     def __init__(self, model: str | os.PathLike | torch.nn.Module | None = None, device: str = "auto",
                  batch_size: int = 8, half: bool | None = None, *, channels_last: bool | None = None,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", tta: bool = False) -> None:
         from .device import autocast_dtype, describe, precision_name, resolve_device
 
         if batch_size < 1:
@@ -176,6 +251,9 @@ class Segmenter:
             self.model, self.config, self.device = load_model(model, device)
         self.image_size = int(self.model.image_size)
         self.batch_size = int(batch_size)
+        self.tta = bool(tta)
+        self.flips: tuple[tuple[int, ...], ...] = TTA_FLIPS if tta else ()  # dims flipped, besides the image
+        self.review_below = REVIEW_BELOW_TTA if tta else REVIEW_BELOW
         self.device_name = describe(self.device)
         if half is not None:
             precision = "fp16" if half and self.device.type in ("cuda", "mps") else "fp32"
@@ -192,12 +270,13 @@ class Segmenter:
 
     def __repr__(self) -> str:
         return (f"Segmenter(image_size={self.image_size}, device={self.device_name!r}, "
-                f"precision={self.precision}, batch_size={self.batch_size})")
+                f"precision={self.precision}, batch_size={self.batch_size}, tta={self.tta})")
 
     # ------------------------------------------------------------ public
     def segment(self, image: Any, *, rgb: bool | None = None, threshold: float = 0.5,
                 label_objects: bool = False, min_size: int = 0, normalize: str = "stack",
-                soft: bool = False) -> Generator[Progress, None, np.ndarray]:
+                soft: bool = False, with_confidence: bool = False,
+                ) -> Generator[Progress, None, np.ndarray | Segmentation]:
         """Segment ``image`` slice by slice; yields ``Progress(done_slices, total_slices)`` between batches.
 
         Returns a mask of the input's spatial shape (leading axes kept, channel axis dropped):
@@ -205,6 +284,8 @@ class Segmenter:
         so no two objects share a label), or with ``soft`` the float32 soft mask in [0, 1].
         Objects smaller than ``min_size`` pixels are removed. The shape and dtype are checked at once
         (:class:`UnsupportedImageError`); the values (all-NaN) when the job starts. Cancel with ``close()``.
+        With ``with_confidence`` it returns a :class:`Segmentation` (the mask, each slice's confidence and
+        whether it was blank); without, blank slices are reported by a :class:`BlankImageWarning`.
         """
         layout = image_layout(np.shape(image), getattr(image, "dtype", np.asarray(image).dtype), rgb)
         if normalize not in ("stack", "slice"):
@@ -214,18 +295,20 @@ class Segmenter:
         if not hasattr(image, "dtype"):
             image = np.asarray(image)
         return self._run(image, layout, threshold=threshold, label_objects=label_objects,
-                         min_size=int(min_size), normalize=normalize, soft=soft)
+                         min_size=int(min_size), normalize=normalize, soft=soft, report=with_confidence)
 
     def __call__(self, image: Any, **kw: Any) -> np.ndarray:
         """:meth:`segment` run to the end."""
         return run_to_end(self.segment(image, **kw))
 
     def segment_many(self, images: list[np.ndarray], *, threshold: float = 0.5, label_objects: bool = False,
-                     min_size: int = 0) -> list[np.ndarray | UnsupportedImageError]:
+                     min_size: int = 0, with_confidence: bool = False,
+                     ) -> list[np.ndarray | Segmentation | UnsupportedImageError]:
         """Segment several 2D images (each gray/RGB/RGBA, any size) in shared batches.
 
         For folders of files: one model call per batch instead of one per image. Each result is the
-        image's mask, or the :class:`UnsupportedImageError` that image raised (the others still run).
+        image's mask (a :class:`Segmentation` with ``with_confidence``), or the
+        :class:`UnsupportedImageError` that image raised (the others still run).
         """
         results: list[Any] = [None] * len(images)
         items = []
@@ -239,9 +322,18 @@ class Segmenter:
                 results[n] = err
                 continue
             items.append((n, img, layout, scale))
-        for n, mask in self._masks(items, threshold):
-            results[n] = self._post(mask, label_objects, min_size, 0)[0]
+        for n, mask, confidence, blank in self._masks(items, threshold):
+            mask = self._post(mask, label_objects, min_size, 0)[0]
+            results[n] = (Segmentation(mask, np.float32(confidence), np.bool_(blank), self.review_below)
+                          if with_confidence else mask)
         return results
+
+    def model_input(self, image: np.ndarray) -> torch.Tensor:
+        """What the model sees of one 2D image: 1×3×S×S on the device, normalised as in :meth:`segment`."""
+        layout = image_layout(image.shape, image.dtype)
+        if layout.lead:
+            raise UnsupportedImageError(f"shape {image.shape} is a stack, not one 2D image")
+        return self._prepare(image, layout, intensity_scale([self._colour(image, layout)], image.dtype))
 
     # ------------------------------------------------------------ internals
     @staticmethod
@@ -257,7 +349,7 @@ class Segmenter:
             yield self._colour(image[layout.index(i)], layout)
 
     def _run(self, image: Any, layout: ImageLayout, *, threshold: float, label_objects: bool, min_size: int,
-             normalize: str, soft: bool) -> Generator[Progress, None, np.ndarray]:
+             normalize: str, soft: bool, report: bool) -> Generator[Progress, None, np.ndarray | Segmentation]:
         total = layout.n_slices
         stack_scale = None
         if normalize == "stack":
@@ -266,6 +358,8 @@ class Segmenter:
             out = np.zeros(layout.mask_shape, np.float32)
         else:
             out = np.zeros(layout.mask_shape, np.int32 if label_objects else np.uint8)
+        confidence = np.ones(layout.lead, np.float32)
+        blank = np.zeros(layout.lead, bool)
         yield Progress(0, total, f"segmenting on {self.device_name}")
 
         def items() -> Iterator[tuple[int, np.ndarray, ImageLayout, IntensityScale]]:
@@ -276,7 +370,8 @@ class Segmenter:
 
         next_label = 0
         done = 0
-        for i, mask in self._masks(items(), None if soft else threshold):
+        for i, mask, conf, empty in self._masks(items(), None if soft else threshold):
+            confidence[layout.index(i)], blank[layout.index(i)] = conf, empty
             if soft:
                 out[layout.index(i)] = mask
             else:
@@ -284,6 +379,11 @@ class Segmenter:
             done += 1
             if done % self.batch_size == 0 or done == total:
                 yield Progress(done, total, f"slice {done}/{total} on {self.device_name}")
+        result = Segmentation(out, confidence, blank, self.review_below)
+        if report:
+            return result
+        if result.note:
+            warnings.warn(result.note, BlankImageWarning, stacklevel=2)
         return out
 
     @staticmethod
@@ -299,9 +399,13 @@ class Segmenter:
             labels[labels > 0] += offset
         return labels, offset + top
 
-    def _prepare(self, raw: np.ndarray, layout: ImageLayout, scale: IntensityScale) -> torch.Tensor:
-        """One slice → 1×3×S×S float32 on the device (gray is resized as one channel, then repeated)."""
-        x = torch.from_numpy(scale.apply(self._colour(raw, layout)))
+    def _prepare(self, raw: np.ndarray, layout: ImageLayout, scale: IntensityScale) -> torch.Tensor | None:
+        """One slice → 1×3×S×S float32 on the device (gray is resized as one channel, then repeated);
+        ``None`` for a blank slice (:data:`BLANK_STD`), judged at full size after normalisation."""
+        f = scale.apply(self._colour(raw, layout))
+        if float(f.std(dtype=np.float64)) < BLANK_STD:
+            return None
+        x = torch.from_numpy(f)
         x = x[None, None] if layout.kind == "gray" else x.permute(2, 0, 1)[None]
         x = resize_image(x.to(self.device, non_blocking=True), self.image_size)
         return x.expand(-1, 3, -1, -1) if layout.kind == "gray" else x
@@ -311,34 +415,57 @@ class Segmenter:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Soft masks (B×1×S×S, float32) of model inputs B×3×S×S; with ``tta`` the mean over the flips.
+
+        The flipped copies go through the model in the same call (one batch of 4·B), each result
+        flipped back before averaging.
+        """
+        flips = self.flips
+        if flips:
+            x = torch.cat([x, *(x.flip(dims) for dims in flips)])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            prob = self.model.predict(x)
+        prob = prob.float()
+        if not flips:
+            return prob
+        parts = prob.chunk(len(flips) + 1)
+        return torch.stack([parts[0], *(p.flip(dims) for p, dims in zip(parts[1:], flips, strict=True))]).mean(0)
+
     def _masks(self, items: Iterable[tuple[int, np.ndarray, ImageLayout, IntensityScale]],
-               threshold: float | None) -> Iterator[tuple[int, np.ndarray]]:
-        """Batched model calls over ``(key, raw slice, layout, scale)``: yields ``(key, mask)`` in order.
+               threshold: float | None) -> Iterator[tuple[int, np.ndarray, float, bool]]:
+        """Batched model calls over ``(key, raw slice, layout, scale)``: yields ``(key, mask, confidence,
+        blank)`` in order.
 
         The soft mask is resized back to each slice's size on the device (bilinear; antialiased where
         it shrinks), then thresholded (``mask > threshold``, uint8) unless ``threshold`` is ``None``.
+        Blank slices get an empty mask (of the soft or thresholded dtype) and no model call.
         """
-        batch: list[tuple[int, ImageLayout]] = []
+        batch: list[tuple[int, ImageLayout, int | None]] = []  # key, layout, row in the model batch
         tensors: list[torch.Tensor] = []
         items = iter(items)
         while True:
             with torch.inference_mode():
                 for key, raw, layout, scale in items:
-                    tensors.append(self._prepare(raw, layout, scale))
-                    batch.append((key, layout))
+                    x = self._prepare(raw, layout, scale)
+                    batch.append((key, layout, None if x is None else len(tensors)))
+                    if x is not None:
+                        tensors.append(x)
                     if len(batch) == self.batch_size:
                         break
                 if not batch:
                     return
-                x = torch.cat(tensors)
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with self._autocast():
-                    prob = self.model.predict(x)
-                prob = prob.float()
+                prob = self.predict(torch.cat(tensors)) if tensors else None
+                confidence = mask_confidence(prob).tolist() if prob is not None else []
                 results = []
-                for j, (key, layout) in enumerate(batch):
+                for key, layout, j in batch:
                     size = (layout.height, layout.width)
+                    if j is None:
+                        empty = np.zeros(size, np.uint8 if threshold is not None else np.float32)
+                        results.append((key, empty, 1.0, True))
+                        continue
                     p = prob[j:j + 1]
                     if p.shape[-2:] != size:
                         shrink = layout.height < self.image_size or layout.width < self.image_size
@@ -346,6 +473,6 @@ class Segmenter:
                                           antialias=shrink)
                     p = p[0, 0]
                     m = (p > threshold).to(torch.uint8) if threshold is not None else p.clamp(0.0, 1.0)
-                    results.append((key, m.cpu().numpy()))
+                    results.append((key, m.cpu().numpy(), confidence[j], False))
             batch, tensors = [], []
             yield from results

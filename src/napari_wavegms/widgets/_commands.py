@@ -13,7 +13,7 @@ from ._worker import Job
 def segment_selected(viewer: Viewer) -> Job | None:
     """Layers ▸ Segment ▸ Segment selected image: the selected image, the Segment widget's settings (the
     built-in model made for this kind of image unless a checkpoint file was chosen there)."""
-    from .segment import model_for_layer, segment_layer
+    from .segment import describe_confidence, model_for_layer, segment_layer
 
     layer = viewer.layers.selection.active
     if not isinstance(layer, Image):
@@ -29,9 +29,10 @@ def segment_selected(viewer: Viewer) -> Job | None:
         viewer.window.add_plugin_dock_widget("napari-wavegms", "Segment")
         return None
 
-    def _done(status: str, device: str | None) -> None:
+    def _done(status: str, info: dict) -> None:
         if status == "done":
-            show_info(f"Wave-GMS: segmented {layer.name} into {layer.name}_wavegms on {device}")
+            show_info(f"Wave-GMS: segmented {layer.name} into {layer.name}_wavegms on {info.get('device')}; "
+                      f"{describe_confidence(info)}")
 
     return segment_layer(
         viewer,
@@ -40,5 +41,6 @@ def segment_selected(viewer: Viewer) -> Job | None:
         device=saved.get("device", "auto"),
         threshold=float(saved.get("threshold", 0.5)),
         whole_stack=saved.get("scope", "whole stack") == "whole stack",
+        tta=bool(saved.get("tta", False)),
         on_done=_done,
     )

@@ -253,11 +253,15 @@ class BatchWidget(DockContainer):
         self._show_summary(summary)
 
     def _show_summary(self, summary: Any) -> None:
-        """Counts, the CSV and every failure with its reason (the box scrolls when they are many)."""
+        """Counts, the CSV, the masks to review (low confidence: the CSV's ``review`` column) and every
+        failure with its reason (the box scrolls when they are many)."""
+        review = summary.to_review
         lines = [
-            f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed",
+            f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed"
+            + (f", {len(review)} to review (low confidence)" if review else ""),
             f"summary: {summary.csv_path}",
         ]
+        lines += [f"review: {r.file} (confidence {r.confidence:.2f})" for r in review]
         lines += [f"failed: {r.file}: {r.error}" for r in summary.failed]
         lines += [f"skipped: {r.file} ({r.error})" for r in summary.skipped if r.error]
         self.summary_label.value = "\n".join(lines)

@@ -2,7 +2,9 @@
 
 What is captured when Run is pressed (the image layer, its data, the slice, the transforms and the
 name of the result layer) is what the result is written to, even if the user selects another layer
-or moves the slider while the job runs.
+or moves the slider while the job runs. Every result carries the model's confidence in the mask (and
+whether to review it, or that the image was blank) in the layer's ``metadata["wavegms"]``; the widget's
+status line and the menu command's message say it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -67,6 +70,7 @@ class SegmentRequest:
     model: str | None = None
     device: str = "auto"
     threshold: float = 0.5
+    tta: bool = False  # best quality: average over test-time flips
     warning: str | None = None  # the input looks misread (see ImageLayout.warning)
 
 
@@ -118,6 +122,7 @@ def capture(
     model: str | None,
     device: str,
     threshold: float,
+    tta: bool = False,
 ) -> SegmentRequest:
     """Freeze what to segment and where the result goes; raises UnsupportedImageError for a layer that
     cannot be segmented, before any job starts."""
@@ -142,6 +147,7 @@ def capture(
         model=model,
         device=device,
         threshold=threshold,
+        tta=tta,
         warning=layout.warning,
     )
 
@@ -161,13 +167,14 @@ def model_for_layer(layer: napari.layers.Image, chosen: str | None) -> str | Non
     return suggest_model(has_color(data, colour)) or chosen
 
 
-def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[np.ndarray, str]]:
+def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any, str]]:
     """Engine work for one request (runs in the worker thread): load the model once, segment.
 
-    The first run (or the first with another model or device) says that it is loading the model:
+    Returns the engine's ``Segmentation`` (mask, confidence, blank slices) and the device's name. The
+    first run (or the first with another model, device or quality) says that it is loading the model:
     importing torch and reading the weights take seconds before the first slice.
     """
-    key = f"{request.model}|{request.device}"
+    key = f"{request.model}|{request.device}|{request.tta}"
     if key not in _CACHE:
         yield Progress(0, 0, LOADING)
     with _CACHE_LOCK:
@@ -177,11 +184,33 @@ def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[np.n
             from ..models import resolve_model
 
             _CACHE.clear()
-            segmenter = Segmenter(str(resolve_model(request.model)), device=request.device)
+            segmenter = Segmenter(str(resolve_model(request.model)), device=request.device, tta=request.tta)
             _CACHE[key] = segmenter
         image = np.asarray(request.data)
-        mask = yield from segmenter.segment(image, rgb=request.rgb, threshold=request.threshold)
-    return np.asarray(mask), segmenter.device_name
+        result = yield from segmenter.segment(image, rgb=request.rgb, threshold=request.threshold,
+                                              with_confidence=True)
+    return result, segmenter.device_name
+
+
+def confidence_info(result: Any) -> dict[str, Any]:
+    """The confidence part of a result layer's metadata: the score (the weakest slice's), whether to
+    review the mask, each slice's score for a stack, and the engine's note (blank image)."""
+    info: dict[str, Any] = {"confidence": round(result.score, 3), "review": bool(result.review)}
+    if np.ndim(result.confidence):
+        info["slice_confidence"] = np.round(result.confidence, 3).tolist()
+    if result.note:
+        info["note"] = result.note
+    return info
+
+
+def describe_confidence(info: dict[str, Any]) -> str:
+    """One short phrase for the status line and the menu command's message."""
+    if "confidence" not in info:
+        return ""
+    text = f"confidence {info['confidence']:.2f}"
+    if info.get("note"):
+        return f"{text} ({info['note'].split(' (')[0]}: empty mask)"
+    return f"{text}, review this mask" if info.get("review") else text
 
 
 def write_result(viewer: napari.Viewer, request: SegmentRequest, mask: np.ndarray, info: dict[str, Any]):
@@ -218,10 +247,12 @@ def segment_layer(
     device: str = "auto",
     threshold: float = 0.5,
     whole_stack: bool = True,
-    on_done: Callable[[str, str | None], None] | None = None,
+    tta: bool = False,
+    on_done: Callable[[str, dict[str, Any]], None] | None = None,
     on_event: Callable[[Any], None] | None = None,
 ) -> Job | None:
-    """Segment ``layer`` in a worker and write ``{layer}_wavegms``; ``on_done(status, device_name)``.
+    """Segment ``layer`` in a worker and write ``{layer}_wavegms``; ``on_done(status, info)`` with the
+    result's metadata (device, confidence, review, note; empty when there was no result).
 
     A layer that cannot be segmented is refused at once with the reason (``None`` is returned); one
     that looks misread (slices a few pixels wide) is segmented after a warning.
@@ -229,28 +260,31 @@ def segment_layer(
     from napari.utils.notifications import show_error, show_warning
 
     try:
-        request = capture(layer, viewer, whole_stack=whole_stack, model=model, device=device, threshold=threshold)
+        request = capture(layer, viewer, whole_stack=whole_stack, model=model, device=device, threshold=threshold,
+                          tta=tta)
     except UnsupportedImageError as err:
         show_error(f"Wave-GMS cannot segment {layer.name}: {err}")
         return None
     if request.warning:
         show_warning(f"Wave-GMS: {layer.name} looks misread: {request.warning}")
-    state: dict[str, Any] = {"device": None}
+    state: dict[str, Any] = {}
 
-    def _result(value: tuple[np.ndarray, str]) -> None:
-        mask, device_name = value
-        state["device"] = device_name
+    def _result(value: tuple[Any, str]) -> None:
+        result, device_name = value
         info = {
             "model": str(model),
             "device": device_name,
             "threshold": threshold,
+            "tta": tta,
             "image": request.image_name,
+            **confidence_info(result),
         }
-        write_result(viewer, request, mask, info)
+        state.update(info)
+        write_result(viewer, request, np.asarray(result.mask), info)
 
     def _finished(status: str) -> None:
         if on_done is not None:
-            on_done(status, state["device"])
+            on_done(status, state)
 
     return start_job(
         segment_job(request),
@@ -298,6 +332,13 @@ class SegmentWidget(DockContainer):
             name="threshold",
             tooltip="Foreground where the soft mask is above this",
         )
+        self.tta = CheckBox(
+            value=False,
+            text="test-time flips (3× slower)",
+            name="tta",
+            tooltip="Average the masks of the image and its three flips (four model passes): a confidence "
+            "that finds bad masks more often; the masks are as good as without, on average",
+        )
         self.scope = ComboBox(
             choices=["whole stack", "current slice"],
             value="whole stack",
@@ -326,6 +367,7 @@ class SegmentWidget(DockContainer):
                 self.model,
                 self.device,
                 self.threshold,
+                self.tta,
                 self.scope,
                 Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
                 self.progress,
@@ -335,7 +377,7 @@ class SegmentWidget(DockContainer):
         )
         self.advanced = collapsible("Advanced", [self.cache], "Settings most users never change")
         self.form.layout().addWidget(self.advanced)
-        restore([self.threshold, self.scope], saved)
+        restore([self.threshold, self.tta, self.scope], saved)
         self.model.set_model(saved.get("model"))
         self.job: Job | None = None
         self._target = ""  # the name of the result layer of the last run
@@ -352,7 +394,7 @@ class SegmentWidget(DockContainer):
         viewer.layers.selection.events.active.connect(self._active_changed)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
-        for widget in (self.model.combo, self.device, self.threshold, self.scope):
+        for widget in (self.model.combo, self.device, self.threshold, self.tta, self.scope):
             widget.changed.connect(self._save)
         self.cache.changed.connect(self._cache_changed)
 
@@ -413,7 +455,7 @@ class SegmentWidget(DockContainer):
             os.environ[CACHE_ENV] = str(folder)
 
     def settings(self) -> dict[str, Any]:
-        values = snapshot([self.device, self.threshold, self.scope])
+        values = snapshot([self.device, self.threshold, self.tta, self.scope])
         values["model"] = self.model.model
         return values
 
@@ -443,6 +485,7 @@ class SegmentWidget(DockContainer):
             device=self.device.value,
             threshold=float(self.threshold.value),
             whole_stack=self.scope.value == "whole stack",
+            tta=bool(self.tta.value),
             on_done=self._done,
             on_event=self._event,
         )
@@ -479,15 +522,17 @@ class SegmentWidget(DockContainer):
             self.cancel_button.enabled = False
             self.status.value = "cancelling…"
 
-    def _done(self, status: str, device_name: str | None) -> None:
+    def _done(self, status: str, info: dict[str, Any]) -> None:
         self.run_button.enabled = True
         self.cancel_button.enabled = False
         self.progress.visible = False
+        confidence = describe_confidence(info)
         self.status.value = {
-            "done": f"done: {self._target}",
+            "done": f"done: {self._target}" + (f" · {confidence}" if confidence else ""),
             "cancelled": "cancelled",
             "failed": "failed (see the notification)",
         }.get(status, status)
+        device_name = info.get("device")
         if device_name:
             self.device_used.value = f"device in use: {device_name}"
         current = self.device.value
