@@ -5,8 +5,10 @@ Runs the widgets exactly as a user does (real viewer, real BUSI images, real job
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python training/make_screenshots.py --model busi
 
-Without ``--model`` it first trains a small model in the Train widget (that run is the Train
-screenshot) and segments with it, so the masks are only as good as a few CPU minutes allow.
+The Train screenshot is a short run in the Train widget: with ``--model`` it fine-tunes that model
+(a few CPU minutes then give a healthy validation Dice); without, it trains a small model from scratch
+and segments with it, so the masks are only as good as a few CPU minutes allow. The Segment and Batch
+screenshots show each mask's confidence (status line, masks to review).
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     train.batch_size.value = 8
     train.val_percent.value = 20
     train.output.value = work / "runs"
+    if args.model:
+        train.init.set_model(args.model)  # fine-tune: what a user with a few images of their own does
     wait(train.check_pairs())
     job = train.run()
     wait(job)
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     batch.input.value = folder
     batch.output.value = work / "batch-out"
     batch.model.set_model(model)
-    batch.open_count.value = 1
+    batch.open_count.value = 4  # Open results: each image with its mask, in napari's grid view
     wait(batch.run())
     batch.open_results()
     for layer in viewer.layers:

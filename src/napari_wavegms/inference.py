@@ -328,8 +328,9 @@ class Segmenter:
                           if with_confidence else mask)
         return results
 
-    def model_input(self, image: np.ndarray) -> torch.Tensor:
-        """What the model sees of one 2D image: 1×3×S×S on the device, normalised as in :meth:`segment`."""
+    def model_input(self, image: np.ndarray) -> torch.Tensor | None:
+        """What the model sees of one 2D image: 1×3×S×S on the device, normalised as in :meth:`segment`;
+        ``None`` for a blank image (which the model never sees)."""
         layout = image_layout(image.shape, image.dtype)
         if layout.lead:
             raise UnsupportedImageError(f"shape {image.shape} is a stack, not one 2D image")

@@ -377,6 +377,7 @@ class SegmentWidget(DockContainer):
         )
         self.advanced = collapsible("Advanced", [self.cache], "Settings most users never change")
         self.form.layout().addWidget(self.advanced)
+        self.form.layout().addStretch(1)  # a tall dock keeps its controls together at the top
         restore([self.threshold, self.tta, self.scope], saved)
         self.model.set_model(saved.get("model"))
         self.job: Job | None = None
