@@ -134,8 +134,8 @@ def test_checkpointing_the_decoder_changes_memory_not_gradients(taef2):
 
     torch.manual_seed(0)
     model = WaveGMS(taef2, image_size=32)
-    x = torch.rand(2, 3, 32, 32)
-    m = (torch.rand(2, 1, 32, 32) > 0.5).float()
+    x = torch.rand(6, 3, 32, 32)  # two chunks of the frozen networks (4 + 2 images)
+    m = (torch.rand(6, 1, 32, 32) > 0.5).float()
     grads = []
     for checkpointed in (False, True):
         model.zero_grad()

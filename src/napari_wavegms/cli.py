@@ -35,6 +35,8 @@ def predict_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=0.5, help="soft-mask threshold (default 0.5)")
     parser.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this (pixels)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                        help="auto: fp16 on CUDA, bf16 on CPUs that have it natively, else fp32 (default auto)")
     parser.add_argument("--tta", action="store_true",
                         help="test-time flips: average the masks of each image and its 3 flips (about 3x the time; "
                         "a surer confidence, the same Dice on average: training/RESULTS.md)")
@@ -67,7 +69,8 @@ def predict_main(argv: list[str] | None = None) -> int:
     from .weights import WeightsUnavailableError
 
     cannot_start = (BatchUsageError, FileNotFoundError, CheckpointError, ValueError, WeightsUnavailableError)
-    options = {"batch_size": args.batch_size, "tta": args.tta}  # for every Segmenter of the run
+    # for every Segmenter of the run (one per model without --model)
+    options = {"batch_size": args.batch_size, "precision": args.precision, "tta": args.tta}
     try:
         check_paths(args.input, args.output, args.fmt, args.convention)
         segmenter = Segmenter(args.model, device=args.device, **options) if args.model else None
@@ -141,7 +144,12 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the output folder's run")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a used output folder")
     p.add_argument("--workers", type=int, help="DataLoader workers (only when pairs are not preloaded)")
-    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="CUDA mixed precision")
+    p.add_argument("--recipe", choices=["fast", "paper"],
+                   help="fast (default: the most validation Dice per CPU-second) or paper (DESIGN.md exactly)")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="train for this long (the learning rate anneals to 0 by then), at most --epochs")
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision: auto = bf16 on CUDA (else fp16) and on CPUs with native bf16")
     p.add_argument("--max-steps", type=int, help="stop after this many optimisation steps (smoke test)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     args = p.parse_args(argv)
@@ -154,7 +162,8 @@ def train_main(argv: list[str] | None = None) -> int:
         "image_size": args.image_size, "batch_size": args.batch_size, "device": args.device, "lr": args.lr,
         "seed": args.seed, "val_fraction": args.val_fraction, "init_from": args.init_from,
         "resume": True if args.resume else None, "overwrite": True if args.overwrite else None,
-        "num_workers": args.workers, "amp": args.amp, "max_steps": args.max_steps,
+        "num_workers": args.workers, "amp": args.amp, "max_steps": args.max_steps, "recipe": args.recipe,
+        "time_budget_s": args.time_budget * 60 if args.time_budget else None,
     }
     try:
         config = TrainConfig.from_yaml(args.config, **overrides)
@@ -183,6 +192,8 @@ def eval_main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object with the means")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto: fp16 on CUDA, bf16 on CPUs that have it natively, else fp32")
     p.add_argument("--images", default="images", help="name of the images sub-folder")
     p.add_argument("--masks", default="masks", help="name of the masks sub-folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -196,7 +207,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     try:
         job = evaluate(args.model, args.data, split=args.split, device=args.device,
                        batch_size=args.batch_size, threshold=args.threshold, images=args.images,
-                       masks=args.masks, csv=args.csv)
+                       masks=args.masks, csv=args.csv, precision=args.precision)
         result = run_with_tqdm(job, desc="evaluating", unit="img", disable=args.quiet)
     except KeyboardInterrupt:
         print("wavegms-eval: interrupted", file=sys.stderr)

@@ -86,6 +86,8 @@ def alignment_loss(z: torch.Tensor, z_teach: torch.Tensor) -> torch.Tensor:
 
 
 HEADS = LatentMappingModel.HEADS
+#: Images per call of the frozen networks in the low-memory (checkpointed) loss.
+LOW_MEMORY_CHUNK = 4
 
 
 def wavegms_loss(
@@ -98,15 +100,18 @@ def wavegms_loss(
     MSE; the heads in ``dice_heads`` (all three in the paper) are also decoded, in one batched call of the
     frozen decoder, for the soft Dice, with gradients flowing through it into the LMM. Decoding is most
     of a step's cost, so the ``fast`` recipe decodes the ``out`` head only: the one inference uses.
-    ``checkpoint_decoder`` keeps none of the decoder's full-resolution activations for the backward pass
-    and recomputes them there instead: most of a step's memory for one more decoder forward.
+    ``checkpoint_decoder`` runs the frozen networks on a few images at a time and keeps none of the
+    decoder's full-resolution activations for the backward pass: each chunk is recomputed there, so at
+    most one chunk's activations exist at once. Most of a step's memory, for one more decoder forward.
     """
     unknown = set(dice_heads) - set(HEADS)
     if unknown:
         raise ValueError(f"unknown Dice head(s) {sorted(unknown)}; the heads are {', '.join(HEADS)}")
     out = model(image)
+    chunk = LOW_MEMORY_CHUNK if checkpoint_decoder else None
     with torch.no_grad():
-        targets = model.vae.encode(torch.cat([mask.expand(-1, 3, -1, -1), image], dim=0))
+        both = torch.cat([mask.expand(-1, 3, -1, -1), image], dim=0)
+        targets = torch.cat([model.vae.encode(part) for part in both.split(chunk or len(both))])
         z_mask, z_teach = targets.float().chunk(2, dim=0)
     parts: dict[str, torch.Tensor] = {}
     total = image.new_zeros((), dtype=torch.float32)
@@ -119,7 +124,8 @@ def wavegms_loss(
         if checkpoint_decoder and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint
 
-            decoded = checkpoint(model.vae.decode_mask, latents, use_reentrant=False).float()
+            decoded = torch.cat([checkpoint(model.vae.decode_mask, part, use_reentrant=False)
+                                 for part in latents.split(chunk)]).float()
         else:
             decoded = model.vae.decode_mask(latents).float()
         for name, prob in zip(decoded_heads, decoded.chunk(len(decoded_heads), dim=0), strict=True):
