@@ -48,10 +48,19 @@ def test_train_then_eval_cli(tmp_path, busi10, capsys):
             "history.csv", "data.json"} <= {p.name for p in out.iterdir()}
     header, _ = read_checkpoint(out / "best.safetensors")
     assert header["training"]["image_size"] == 32 and header["training"]["data_dir"] == str(busi10.resolve())
+    assert header["training"]["recipe"] == "fast" and header["run"]["recipe"] == "fast"  # the default
+
+    # the paper's recipe, asked for by name, and a time budget in minutes
+    paper = tmp_path / "paper"
+    assert train_main([str(cfg), "--output", str(paper), "--epochs", "3", "--image-size", "32", "--batch-size",
+                       "4", "--device", "cpu", "--recipe", "paper", "--time-budget", "0.001", "--quiet"]) == 0
+    header, _ = read_checkpoint(paper / "last.safetensors")
+    assert header["run"]["recipe"] == "paper" and header["training"]["time_budget_s"] == pytest.approx(0.06)
+    assert header["epoch"] == 1  # the budget ended the run after its first epoch, not after 3
 
     # eval: one JSON object with both protocols; the split is read relative to DATA
     rc = eval_main([str(out), str(busi10), "--split", "splits/val.txt", "--device", "cpu", "--json",
-                    "--csv", str(tmp_path / "scores.csv"), "--quiet"])
+                    "--csv", str(tmp_path / "scores.csv"), "--quiet", "--precision", "fp32"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 2
