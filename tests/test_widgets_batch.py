@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -90,12 +91,74 @@ def test_batch_widget_takes_the_builtin_model_made_for_the_folder(make_napari_vi
     viewer = make_napari_viewer()
     widget = viewer.window.add_plugin_dock_widget("napari-wavegms", "Batch")[1]
     widget.input.value = polyps
-    assert "kvasir-seg" in widget.model.model
+    assert "kvasir-seg" in widget.model.model and widget.automatic
+    assert widget.status.value.startswith("model per image:") and "for endoscopy (colour" in widget.status.value
     widget.input.value = folder
-    assert "busi" in widget.model.model
+    assert "busi" in widget.model.model and "for ultrasound (grey" in widget.status.value
     widget.model.add_file(random_checkpoint)
     widget.input.value = polyps
-    assert widget.model.model == str(random_checkpoint)
+    assert widget.model.model == str(random_checkpoint) and not widget.automatic
+    assert widget.status.value == f"model for every image: {random_checkpoint} (picked by hand)"
+
+
+def pick_model_by_hand(picker, value: str) -> None:
+    """What a user's click in the model picker does: select the entry and emit ``activated``."""
+    combo = picker.combo.native
+    index = next(i for i in range(combo.count()) if combo.itemData(i) == value)
+    combo.setCurrentIndex(index)
+    combo.activated.emit(index)
+
+
+def _csv_models(summary) -> dict[str, str]:
+    with open(summary.csv_path, newline="") as f:
+        return {row["file"]: row["model"] for row in csv.DictReader(f)}
+
+
+def test_a_folder_mixing_kinds_is_segmented_per_image_until_a_model_is_picked_by_hand(
+    make_napari_viewer, qtbot, tmp_path, busi_names
+):
+    """A polyp and two BUSI scans in one folder: with the automatic model each file gets the model made
+    for its kind, so the BUSI masks equal those of a run on the BUSI scans alone and the CSV names both
+    models; a model picked by hand is used for every file."""
+    from conftest import KVASIR, drain
+    from napari_wavegms.batch import segment_folder
+    from napari_wavegms.models import builtin_models
+    busi_model = next(n for n in builtin_models() if "busi" in n)
+    polyp_model = next(n for n in builtin_models() if "kvasir-seg" in n)
+    mixed, alone = tmp_path / "mixed", tmp_path / "busi-alone"
+    mixed.mkdir()
+    alone.mkdir()
+    scans = [f"{n}.png" for n in busi_names[:2]]
+    for name in scans:
+        (mixed / name).symlink_to(BUSI / "images" / name)
+        (alone / name).symlink_to(BUSI / "images" / name)
+    (mixed / "polyp.jpg").symlink_to(KVASIR / "images" / "cju0qkwl35piu0993l0dewei2.jpg")
+    drain(segment_folder(alone, tmp_path / "out-alone", model=busi_model, device="cpu"))
+    for name in scans:  # the BUSI scans alone get the ultrasound model
+        assert read_mask(tmp_path / "out-alone" / name).any()
+
+    viewer = make_napari_viewer()
+    widget = viewer.window.add_plugin_dock_widget("napari-wavegms", "Batch")[1]
+    widget.input.value = mixed
+    widget.output.value = tmp_path / "out-auto"
+    widget.device.value = "cpu"
+    assert widget.automatic and "per image" in widget.status.value
+    job = widget.run()
+    qtbot.waitUntil(lambda: not job.running, timeout=180_000)
+    assert job.status == "done" and len(widget.summary.done) == 3
+    assert _csv_models(widget.summary) == {scans[0]: busi_model, scans[1]: busi_model, "polyp.jpg": polyp_model}
+    assert f"models: {busi_model} (2), {polyp_model} (1)" in widget.summary_label.value
+    for name in scans:
+        np.testing.assert_array_equal(read_mask(tmp_path / "out-auto" / name),
+                                      read_mask(tmp_path / "out-alone" / name))
+
+    pick_model_by_hand(widget.model, polyp_model)  # the user's model wins, for every file
+    assert not widget.automatic and "picked by hand" in widget.status.value
+    widget.output.value = tmp_path / "out-hand"
+    job = widget.run()
+    qtbot.waitUntil(lambda: not job.running, timeout=180_000)
+    assert job.status == "done"
+    assert set(_csv_models(widget.summary).values()) == {polyp_model}
 
 
 def test_cancel_shows_the_summary_and_open_results_pairs_each_image_with_its_mask(

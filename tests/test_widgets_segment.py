@@ -262,33 +262,104 @@ def test_rgb_image_synchronous_mode(make_napari_viewer, random_checkpoint, monke
     np.testing.assert_allclose(labels.scale, (0.2, 0.3))
 
 
-def test_builtin_model_follows_the_kind_of_image_but_a_chosen_file_stays(
-    make_napari_viewer, random_checkpoint, busi_image
-):
-    """A polyp photo gets the colour (Kvasir-SEG) model, an ultrasound the grey (BUSI) one, also when the
-    ultrasound was saved as RGB; a checkpoint the user chose is never swapped; the menu command agrees."""
-    from conftest import KVASIR
+def pick_model_by_hand(picker, value: str) -> None:
+    """What a user's click in the model picker does: select the entry and emit ``activated``."""
+    combo = picker.combo.native
+    index = next(i for i in range(combo.count()) if combo.itemData(i) == value)
+    combo.setCurrentIndex(index)
+    combo.activated.emit(index)
+
+
+def test_model_follows_the_kind_of_the_active_image_and_says_why(make_napari_viewer, random_checkpoint,
+                                                                  busi_image):
+    """Selecting a BUSI scan or a Kvasir frame in the layer list moves the model picker between the
+    ultrasound and polyp models, with the kind and the evidence in the status line and the picker's
+    tooltip; an ultrasound saved as RGB is still ultrasound; a dermoscopy image gets the nearest model
+    with the message that no skin model is installed; a checkpoint file the user chose is never swapped."""
+    from conftest import KVASIR, SHARED
+    from napari_wavegms.models import builtin_models
     from napari_wavegms.widgets.segment import model_for_layer
 
+    busi_model = next(n for n in builtin_models() if "busi" in n)
+    polyp_model = next(n for n in builtin_models() if "kvasir-seg" in n)
     viewer = make_napari_viewer()
+    widget = open_widget(viewer, "Segment")
     polyp = viewer.add_image(read_image(KVASIR / "images" / "cju16jgnyzp970878melv7r25.jpg"), name="polyp")
     ultrasound = viewer.add_image(busi_image, name="us")
     ultrasound_rgb = viewer.add_image(np.repeat(busi_image[..., None], 3, axis=-1), name="us_rgb", rgb=True)
-    widget = open_widget(viewer, "Segment")
+    skin = viewer.add_image(read_image(SHARED / "data" / "isic2017-256" / "images" / "ISIC_0000000.jpg"),
+                            name="skin")
 
-    widget.image.value = polyp
-    assert "kvasir-seg" in widget.model.model
-    widget.image.value = ultrasound
-    assert "busi" in widget.model.model
-    widget.image.value = polyp
-    widget.image.value = ultrasound_rgb
-    assert "busi" in widget.model.model
+    for _ in range(2):  # back and forth: the picker follows every time
+        viewer.layers.selection.active = polyp
+        assert widget.image.value is polyp and widget.model.model == polyp_model
+        assert widget.status.value.startswith(f"model: {polyp_model} for endoscopy (colour")
+        assert "chosen automatically" in widget.model.combo.tooltip and "endoscopy" in widget.model.combo.tooltip
+        viewer.layers.selection.active = ultrasound
+        assert widget.image.value is ultrasound and widget.model.model == busi_model
+        assert widget.status.value.startswith(f"model: {busi_model} for ultrasound (grey")
+        assert "ultrasound" in widget.model.combo.tooltip
+    viewer.layers.selection.active = ultrasound_rgb
+    assert widget.model.model == busi_model and "for ultrasound" in widget.status.value
+
+    viewer.layers.selection.active = skin  # no skin model yet: the nearest, and the message says so
+    assert widget.model.model == polyp_model
+    assert "no built-in model for dermoscopy" in widget.status.value
+    assert "choose a dermoscopy model" in widget.status.value
 
     widget.model.add_file(random_checkpoint)
-    widget.image.value = polyp
+    viewer.layers.selection.active = polyp
     assert widget.model.model == str(random_checkpoint)
+    assert "picked by hand" in widget.status.value
     assert model_for_layer(polyp, str(random_checkpoint)) == str(random_checkpoint)
-    assert "kvasir-seg" in model_for_layer(polyp, None)
+    assert model_for_layer(polyp, None) == polyp_model
+
+
+def test_a_builtin_model_picked_by_hand_stays_until_auto(make_napari_viewer, qtbot, busi_image, monkeypatch):
+    """The ultrasound model picked by hand for a polyp stays through image changes, a new widget and the
+    menu command (whose message says it was chosen in the widget); "Auto" goes back to following. An
+    automatic run records why its model was chosen, and so does the menu command's message."""
+    from conftest import KVASIR
+    from napari_wavegms.models import builtin_models
+    from napari_wavegms.widgets import _commands
+
+    busi_model = next(n for n in builtin_models() if "busi" in n)
+    polyp_model = next(n for n in builtin_models() if "kvasir-seg" in n)
+    frame = read_image(KVASIR / "images" / "cju16jgnyzp970878melv7r25.jpg")[::4, ::4]
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, "Segment")
+    polyp = viewer.add_image(frame, name="polyp")
+    ultrasound = viewer.add_image(busi_image, name="us")
+    viewer.layers.selection.active = polyp
+    assert widget.model.model == polyp_model and not widget.model.by_hand
+    assert not widget.model.auto.enabled
+
+    pick_model_by_hand(widget.model, busi_model)
+    assert widget.model.by_hand and widget.model.auto.enabled
+    viewer.layers.selection.active = ultrasound
+    viewer.layers.selection.active = polyp
+    assert widget.model.model == busi_model  # the user's choice wins over the polyp frame's kind
+    assert "picked by hand" in widget.status.value and "picked by hand" in widget.model.combo.tooltip
+    again = open_widget(make_napari_viewer(), "Segment")  # remembered as picked by hand
+    assert again.model.by_hand and again.model.model == busi_model
+
+    messages: list[str] = []
+    monkeypatch.setattr(_commands, "show_info", messages.append)
+    wait_done(qtbot, _commands.segment_selected(viewer))
+    info = viewer.layers["polyp_wavegms"].metadata["wavegms"]
+    assert info["model"] == busi_model and "model_choice" not in info
+    assert f"model {busi_model} (chosen in the Segment widget)" in messages[-1]
+
+    widget.model.auto.changed.emit(True)  # the user clicks "Auto"
+    assert not widget.model.by_hand and widget.model.model == polyp_model
+    assert widget.status.value.startswith(f"model: {polyp_model} for endoscopy")
+    viewer.layers.selection.active = polyp  # (the result layer became the active one)
+    wait_done(qtbot, _commands.segment_selected(viewer))
+    info = viewer.layers["polyp_wavegms"].metadata["wavegms"]
+    assert info["model"] == polyp_model and info["model_choice"].startswith(f"{polyp_model} for endoscopy (")
+    assert f"model {polyp_model} for endoscopy (colour" in messages[-1]
+    wait_done(qtbot, widget.run())
+    assert viewer.layers["polyp_wavegms"].metadata["wavegms"]["model_choice"].startswith(polyp_model)
 
 
 def test_picker_follows_the_active_image_unless_picked_by_hand(make_napari_viewer, busi_image):

@@ -11,16 +11,20 @@ from ._worker import Job
 
 
 def segment_selected(viewer: Viewer) -> Job | None:
-    """Layers ▸ Segment ▸ Segment selected image: the selected image, the Segment widget's settings (the
-    built-in model made for this kind of image unless a checkpoint file was chosen there)."""
-    from .segment import describe_confidence, model_for_layer, segment_layer
+    """Layers ▸ Segment ▸ Segment selected image: the selected image, the Segment widget's settings.
+
+    The model is the one picked by hand in the Segment widget (or a checkpoint file chosen there);
+    otherwise the built-in model made for this kind of image, and the message says which and why, as the
+    widget does: the command has no picker where a user could see it.
+    """
+    from .segment import describe_confidence, pick_model, segment_layer
 
     layer = viewer.layers.selection.active
     if not isinstance(layer, Image):
         show_error("Wave-GMS: select an Image layer to segment")
         return None
     saved = _settings.load("segment")
-    model = model_for_layer(layer, saved.get("model"))
+    model, choice = pick_model(layer, saved.get("model"), bool(saved.get("model_by_hand", False)))
     if not model:
         show_error(
             "Wave-GMS: no model chosen yet. Pick one (or a checkpoint file) in the Wave-GMS Segment "
@@ -28,11 +32,12 @@ def segment_selected(viewer: Viewer) -> Job | None:
         )
         viewer.window.add_plugin_dock_widget("napari-wavegms", "Segment")
         return None
+    why = f"model {choice.message}" if choice is not None else f"model {model} (chosen in the Segment widget)"
 
     def _done(status: str, info: dict) -> None:
         if status == "done":
             show_info(f"Wave-GMS: segmented {layer.name} into {layer.name}_wavegms on {info.get('device')}; "
-                      f"{describe_confidence(info)}")
+                      f"{describe_confidence(info)}; {why}")
 
     return segment_layer(
         viewer,
@@ -42,5 +47,6 @@ def segment_selected(viewer: Viewer) -> Job | None:
         threshold=float(saved.get("threshold", 0.5)),
         whole_stack=saved.get("scope", "whole stack") == "whole stack",
         tta=bool(saved.get("tta", False)),
+        model_choice=choice.message if choice is not None else "",
         on_done=_done,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from magicgui.widgets import ComboBox, Container, PushButton, Widget
+from psygnal import Signal
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import QFrame, QScrollArea
 
@@ -160,26 +161,65 @@ def device_choices(remembered: str | None = None) -> list[str]:
 
 
 class ModelPicker(Container):
-    """A combo box of models plus a "Browse…" button for any checkpoint file."""
+    """A combo box of models plus a "Browse…" button for any checkpoint file.
+
+    With ``automatic=True`` (Segment, Batch) the widget may set the model itself, from the kind of image
+    (:func:`napari_wavegms.models.choose_model`), until the user picks one by hand: :attr:`by_hand` says
+    which, so a model the user chose is never replaced. An "Auto" button undoes a pick by hand;
+    :attr:`mode_changed` tells the owner when :attr:`by_hand` changes.
+    """
 
     HELP = (
         "Built-in models, models trained in this session, and checkpoint files (.safetensors) "
         "or training output folders you chose with Browse…"
     )
+    AUTO_HELP = ("Automatic until you pick a model here: the built-in model made for the image's kind "
+                 "(ultrasound, endoscopy, dermoscopy). A model you pick is kept for every image.")
 
-    def __init__(self, label: str = "model", include_scratch: bool = False, **kwargs: Any) -> None:
+    mode_changed = Signal(bool)  # by_hand
+
+    def __init__(self, label: str = "model", include_scratch: bool = False, automatic: bool = False,
+                 **kwargs: Any) -> None:
         self._include_scratch = include_scratch
         self._full: dict[str, str] = {}  # value → full label (the combo shows it elided)
+        self._note = ""  # why the automatic choice is what it is (shown in the tooltip)
+        self._automatic = automatic
+        self.by_hand = not automatic  # a picker without an automatic choice only ever holds the user's
         self.combo = narrow_combo(ComboBox(choices=self._choices, nullable=False, tooltip=self.HELP))
         self.browse = PushButton(text="Browse…", tooltip="Choose a checkpoint file (.safetensors)")
-        super().__init__(
-            widgets=[self.combo, self.browse], layout="horizontal", labels=False, label=label, **kwargs
-        )
+        widgets: list[Widget] = [self.combo, self.browse]
+        self.auto = PushButton(text="Auto", enabled=False,
+                               tooltip="Go back to the automatic choice: the built-in model made for each "
+                               "image's kind (undoes a pick by hand)")
+        if automatic:
+            widgets.append(self.auto)
+            # room for the button within DOCK_WIDTH: the combo shows fewer characters (tooltips have all)
+            narrow_combo(self.combo, 12)
+        super().__init__(widgets=widgets, layout="horizontal", labels=False, label=label, **kwargs)
         self.margins = (0, 0, 0, 0)
-        self.tooltip = self.HELP
+        self.tooltip = f"{self.HELP}\n\n{self.AUTO_HELP}" if automatic else self.HELP
         self.browse.changed.connect(self._browse)
         self.combo.changed.connect(self._show_full_name)
+        if automatic:
+            # ``activated`` comes from the user only (not from setting the value in code)
+            self.combo.native.activated.connect(lambda *_: self._set_by_hand(True))
+            self.auto.changed.connect(lambda *_: self._set_by_hand(False))
         session_models.changed.connect(self._refresh)
+        self._show_full_name()
+
+    def _set_by_hand(self, by_hand: bool) -> None:
+        changed = by_hand != self.by_hand
+        self.by_hand = by_hand
+        self.auto.enabled = by_hand
+        if by_hand:
+            self._note = ""
+        self._show_full_name()
+        if changed:
+            self.mode_changed.emit(by_hand)
+
+    def set_note(self, note: str) -> None:
+        """Say why the automatic choice is what it is (in the picker's tooltip)."""
+        self._note = note
         self._show_full_name()
 
     def _choices(self, _widget: Any = None) -> list[tuple[str, str]]:
@@ -196,7 +236,10 @@ class ModelPicker(Container):
             full = self._full.get(native.itemData(i), native.itemText(i))
             native.setItemData(i, full, Qt.ItemDataRole.ToolTipRole)
         current = self._full.get(self.combo.value, "")
-        self.combo.tooltip = f"{current}\n\n{self.HELP}" if current else self.HELP
+        if current and self._automatic:
+            current += "\n" + (f"chosen automatically: {self._note}" if self._note and not self.by_hand
+                               else "picked by hand: kept for every image" if self.by_hand else "")
+        self.combo.tooltip = f"{current.rstrip()}\n\n{self.HELP}" if current else self.HELP
 
     def _refresh(self) -> None:
         try:
@@ -219,24 +262,27 @@ class ModelPicker(Container):
         remember_model_file(path)
         self.combo.reset_choices()
         self.combo.value = str(path)
-        self._show_full_name()
+        self._set_by_hand(True)
 
     @property
     def model(self) -> str | None:
         value = self.combo.value
         return value or None
 
-    def set_model(self, value: str | None) -> None:
-        if value is None:
-            return
-        if value not in self.combo.choices and Path(value).exists():
-            remember_model_file(value)
-            self.combo.reset_choices()
-            self._show_full_name()
-        try:
-            self.combo.value = value
-        except ValueError:
-            pass
+    def set_model(self, value: str | None, by_hand: bool | None = None) -> None:
+        """Select ``value`` (``None``: keep the current one); ``by_hand`` marks it as the user's choice
+        (``True``), as the automatic one (``False``) or leaves the mark as it is (``None``)."""
+        if value is not None:
+            if value not in self.combo.choices and Path(value).exists():
+                remember_model_file(value)
+                self.combo.reset_choices()
+                self._show_full_name()
+            try:
+                self.combo.value = value
+            except ValueError:
+                pass
+        if by_hand is not None and self._automatic:
+            self._set_by_hand(by_hand)
 
 
 def device_combo(remembered: str | None = None) -> ComboBox:

@@ -88,7 +88,7 @@ class BatchWidget(DockContainer):
             name="overlays",
             tooltip="PNG previews of each image with its mask, in overlays/ of the output folder",
         )
-        self.model = ModelPicker(label="model", name="model")
+        self.model = ModelPicker(label="model", name="model", automatic=True)
         self.device = device_combo(saved.get("device"))
         self.device.name = "device"
         self.threshold = FloatSlider(
@@ -152,35 +152,59 @@ class BatchWidget(DockContainer):
             self.open_count,
         ]
         restore(self._remembered, saved)
-        self.model.set_model(saved.get("model"))
+        self.model.set_model(saved.get("model"), by_hand=bool(saved.get("model_by_hand", False)))
         self.job: Job | None = None
         self.summary: Any = None
         for widget in [*self._remembered, self.model.combo]:
             widget.changed.connect(self._save)
+        self.model.mode_changed.connect(self._model_mode_changed)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.open_button.changed.connect(self.open_results)
         self.input.changed.connect(self._follow_folder)
 
-    def _follow_folder(self, *_: Any) -> None:
-        """Among the built-in models, take the one made for the chosen folder's kind of image (colour
-        endoscopy or grey ultrasound); a checkpoint the user chose stays."""
-        from ..batch import BatchPaths, model_for_folder
+    @property
+    def automatic(self) -> bool:
+        """Whether the model is still the automatic one: then each file gets the built-in model made for
+        its kind (``model=None`` to the engine), so a folder mixing kinds is segmented as if each kind
+        were alone. A model picked by hand, or a checkpoint file, is used for every file."""
         from ..models import builtin_models
 
-        src = folder_or_none(self.input.value)
         chosen = self.model.model
-        if src is None or not src.is_dir() or (chosen and chosen not in builtin_models()):
+        return not self.model.by_hand and (chosen is None or chosen in builtin_models())
+
+    def _follow_folder(self, *_: Any) -> None:
+        """Show what the automatic choice makes of the chosen folder: the model for its first readable
+        image and why (:func:`napari_wavegms.batch.choice_for_folder`), said to be per image; a model
+        the user chose stays and is said to be used for every file."""
+        from ..batch import BatchPaths, choice_for_folder
+
+        src = folder_or_none(self.input.value)
+        if src is None or not src.is_dir():
+            return
+        if not self.automatic:
+            self.status.value = f"model for every image: {self.model.model} (picked by hand)"
             return
         out = folder_or_none(self.output.value) or src / "masks"
-        suggestion = model_for_folder(BatchPaths(src, None, out), self.pattern.value or "*", self.recursive.value)
-        if suggestion and suggestion != chosen:
-            self.model.set_model(suggestion)
-            self.status.value = f"model for these images: {suggestion}"
+        choice = choice_for_folder(BatchPaths(src, None, out), self.pattern.value or "*", self.recursive.value)
+        if choice is None:
+            self.status.value = "model per image: the one made for each image's kind (no image read yet)"
+            return
+        if choice.model and choice.model != self.model.model:
+            self.model.set_model(choice.model)
+        note = f"per image: the model made for each image's kind; the first: {choice.message}"
+        self.model.set_note(note)
+        self.status.value = f"model {note}"
+
+    def _model_mode_changed(self, by_hand: bool) -> None:
+        """A pick by hand is remembered and said; "Auto" goes back to the per-image choice."""
+        self._save()
+        self._follow_folder()
 
     def _save(self, *_: Any) -> None:
         values = snapshot(self._remembered)
         values["model"] = self.model.model
+        values["model_by_hand"] = self.model.by_hand
         _settings.save(self.SETTINGS, values)
 
     def run(self, *_: Any) -> Job | None:
@@ -203,7 +227,7 @@ class BatchWidget(DockContainer):
         options = dict(
             input_dir=src,
             output_dir=out,
-            model=self.model.model,
+            model=None if self.automatic else self.model.model,  # None: the engine chooses per file
             pattern=self.pattern.value or "*",
             recursive=self.recursive.value,
             fmt=self.fmt.value,
@@ -261,6 +285,11 @@ class BatchWidget(DockContainer):
             + (f", {len(review)} to review (low confidence)" if review else ""),
             f"summary: {summary.csv_path}",
         ]
+        used: dict[str, int] = {}
+        for r in summary.done:
+            used[r.model] = used.get(r.model, 0) + 1
+        if used:
+            lines.append("models: " + ", ".join(f"{name or '?'} ({n})" for name, n in used.items()))
         lines += [f"review: {r.file} (confidence {r.confidence:.2f})" for r in review]
         lines += [f"failed: {r.file}: {r.error}" for r in summary.failed]
         lines += [f"skipped: {r.file} ({r.error})" for r in summary.skipped if r.error]

@@ -46,6 +46,8 @@ from ._worker import Job, start_job
 if TYPE_CHECKING:
     import napari
 
+    from ..models import ModelChoice
+
 SUFFIX = "_wavegms"
 TRANSFORMS = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")
 
@@ -152,19 +154,51 @@ def capture(
     )
 
 
-def model_for_layer(layer: napari.layers.Image, chosen: str | None) -> str | None:
-    """The model to offer for ``layer``: the user's own checkpoint stays; among the built-in models the
-    one made for this kind of image (colour endoscopy or grey ultrasound) is taken."""
-    from ..models import builtin_models, has_color, suggest_model
+def choice_for_layer(layer: napari.layers.Image) -> ModelChoice | None:
+    """The built-in model made for this layer's kind of image (ultrasound, endoscopy, dermoscopy) and
+    why (:func:`napari_wavegms.models.choose_model`); ``None`` for a layer that cannot be segmented.
 
-    if chosen and chosen not in builtin_models():
-        return chosen
-    data = layer.data[0] if layer.multiscale else layer.data
+    The engine's reading of the layer (:func:`layer_layout`) decides the channels rather than napari's
+    ``rgb`` flag alone, so a grey + alpha PNG (H×W×2) is judged on its grey channel and an RGBA array
+    napari did not mark as RGB on its colours. Cheap: a strided sample of the first plane is read.
+    """
+    from ..models import choose_model
+
     try:
-        colour = layer_layout(layer).kind != "gray"
+        layout = layer_layout(layer)
     except UnsupportedImageError:
-        return chosen
-    return suggest_model(has_color(data, colour)) or chosen
+        return None
+    data = layer.data[0] if layer.multiscale else layer.data
+    if layout.squeeze and len(layout.shape) > 2:
+        data = data[..., 0]
+    try:
+        return choose_model(data, layout.kind != "gray")
+    except Exception:  # an image the statistics cannot judge keeps the current model; following must not break
+        return None
+
+
+def pick_model(
+    layer: napari.layers.Image, chosen: str | None, by_hand: bool = False
+) -> tuple[str | None, ModelChoice | None]:
+    """The model to segment ``layer`` with, and the automatic choice behind it (``None`` when the
+    user's model is kept).
+
+    A model the user chose always wins: a checkpoint file, or a built-in model picked by hand
+    (``by_hand``). Otherwise the built-in model made for the layer's kind of image is taken.
+    """
+    from ..models import builtin_models
+
+    if chosen and (by_hand or chosen not in builtin_models()):
+        return chosen, None
+    choice = choice_for_layer(layer)
+    if choice is None or choice.model is None:
+        return chosen, choice
+    return choice.model, choice
+
+
+def model_for_layer(layer: napari.layers.Image, chosen: str | None, by_hand: bool = False) -> str | None:
+    """The model of :func:`pick_model` (the user's own, else the one made for this kind of image)."""
+    return pick_model(layer, chosen, by_hand)[0]
 
 
 def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any, str]]:
@@ -248,11 +282,14 @@ def segment_layer(
     threshold: float = 0.5,
     whole_stack: bool = True,
     tta: bool = False,
+    model_choice: str = "",
     on_done: Callable[[str, dict[str, Any]], None] | None = None,
     on_event: Callable[[Any], None] | None = None,
 ) -> Job | None:
     """Segment ``layer`` in a worker and write ``{layer}_wavegms``; ``on_done(status, info)`` with the
     result's metadata (device, confidence, review, note; empty when there was no result).
+    ``model_choice`` is why the model was chosen automatically (``ModelChoice.message``), kept in the
+    result's metadata so a mask says which model made it and why.
 
     A layer that cannot be segmented is refused at once with the reason (``None`` is returned); one
     that looks misread (slices a few pixels wide) is segmented after a warning.
@@ -277,6 +314,7 @@ def segment_layer(
             "threshold": threshold,
             "tta": tta,
             "image": request.image_name,
+            **({"model_choice": model_choice} if model_choice else {}),
             **confidence_info(result),
         }
         state.update(info)
@@ -320,7 +358,7 @@ class SegmentWidget(DockContainer):
                          "unless you pick one here"},
             )
         )
-        self.model = ModelPicker(label="model", name="model")
+        self.model = ModelPicker(label="model", name="model", automatic=True)
         self.device = device_combo(saved.get("device"))
         self.device.name = "device"
         self.threshold = FloatSlider(
@@ -379,7 +417,7 @@ class SegmentWidget(DockContainer):
         self.form.layout().addWidget(self.advanced)
         self.form.layout().addStretch(1)  # a tall dock keeps its controls together at the top
         restore([self.threshold, self.tta, self.scope], saved)
-        self.model.set_model(saved.get("model"))
+        self.model.set_model(saved.get("model"), by_hand=bool(saved.get("model_by_hand", False)))
         self.job: Job | None = None
         self._target = ""  # the name of the result layer of the last run
         self._picked_by_hand = False  # the user chose in the picker since the last selection
@@ -397,6 +435,7 @@ class SegmentWidget(DockContainer):
         self.cancel_button.changed.connect(self.cancel)
         for widget in (self.model.combo, self.device, self.threshold, self.tta, self.scope):
             widget.changed.connect(self._save)
+        self.model.mode_changed.connect(self._model_mode_changed)
         self.cache.changed.connect(self._cache_changed)
 
     # --- which image ----------------------------------------------------------------------------
@@ -437,13 +476,31 @@ class SegmentWidget(DockContainer):
         self._picked_by_hand = False
         self._follow_layer(layer)
 
-    def _follow_image(self, *_: Any) -> None:
+    # --- which model ----------------------------------------------------------------------------
+    def _follow_image(self, *_: Any) -> ModelChoice | None:
+        """Until the user picks a model by hand, the picker follows the chosen image's kind and the
+        status line (and the picker's tooltip) says which model and why; a model the user chose stays."""
         layer = self.image.value
-        if layer is not None:
-            suggestion = model_for_layer(layer, self.model.model)
-            if suggestion != self.model.model:
-                self.model.set_model(suggestion)
-                self.status.value = f"model for this image: {suggestion}"
+        if layer is None:
+            return None
+        model, choice = pick_model(layer, self.model.model, self.model.by_hand)
+        if choice is None:  # the user's model, or an image that cannot be judged: the model stays
+            from ..models import builtin_models
+
+            if self.model.by_hand or (model and model not in builtin_models()):
+                self.status.value = f"model picked by hand: {model} (Auto: the one made for each image)"
+            return None
+        if model != self.model.model:
+            self.model.set_model(model)
+        self.model.set_note(choice.message)
+        self.status.value = f"model: {choice.message}"
+        return choice
+
+    def _model_mode_changed(self, by_hand: bool) -> None:
+        """A pick by hand is remembered; "Auto" goes back to the model made for the chosen image."""
+        self._save()
+        if not by_hand:
+            self._follow_image()
 
     def _cache_changed(self, value: Any) -> None:
         import os
@@ -458,6 +515,7 @@ class SegmentWidget(DockContainer):
     def settings(self) -> dict[str, Any]:
         values = snapshot([self.device, self.threshold, self.tta, self.scope])
         values["model"] = self.model.model
+        values["model_by_hand"] = self.model.by_hand  # the menu command keeps a model picked by hand
         return values
 
     def _save(self, *_: Any) -> None:
@@ -472,21 +530,25 @@ class SegmentWidget(DockContainer):
         if layer is None:
             show_error("Wave-GMS: open an image first (no Image layer is chosen)")
             return None
-        if self.model.model is None:
+        model, choice = pick_model(layer, self.model.model, self.model.by_hand)  # the image may have changed
+        if model is None:
             show_error(
                 "Wave-GMS: no model chosen. Pick a built-in model, Browse… for a checkpoint, or train one."
             )
             return None
+        if model != self.model.model:
+            self.model.set_model(model)
         self._save()
         self._target = f"{layer.name}{SUFFIX}"
         job = segment_layer(
             self._viewer,
             layer,
-            model=self.model.model,
+            model=model,
             device=self.device.value,
             threshold=float(self.threshold.value),
             whole_stack=self.scope.value == "whole stack",
             tta=bool(self.tta.value),
+            model_choice=choice.message if choice is not None else "",
             on_done=self._done,
             on_event=self._event,
         )
