@@ -144,3 +144,10 @@ def test_checkpointing_the_decoder_changes_memory_not_gradients(taef2):
         loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.trainable_parameters()]))
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_a_time_budget_is_refused_under_torchrun(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = TrainConfig(data_dir=str(tmp_path), output_dir=str(tmp_path / "run"), time_budget_s=60.0)
+    with pytest.raises(ValueError, match="time budget is for one process"):
+        next(train(cfg))

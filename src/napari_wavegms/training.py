@@ -520,6 +520,9 @@ def train(
     get_recipe(config.recipe)
     should_stop = (stop.is_set if isinstance(stop, threading.Event) else stop) or (lambda: False)
     dist = _Dist()
+    if dist.active and config.time_budget_s:
+        # each process would see its own clock: ranks would stop, resize and set the learning rate apart
+        raise ValueError("a time budget is for one process; under torchrun give the number of epochs instead")
     device = resolve_device(config.device)
     dist.init(device)
     try:
