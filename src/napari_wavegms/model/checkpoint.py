@@ -12,7 +12,6 @@ second safetensors file (tensors, plus JSON for the scalars), for the same reaso
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -24,7 +23,7 @@ from safetensors.torch import save_file
 
 from .. import weights
 from ..atomic import atomic_path
-from .tiny_vae import TinyVAE, build_autoencoder, load_tiny_vae
+from .tiny_vae import TinyVAE, build_autoencoder, load_tiny_vae, tensor_sha256
 from .wavegms import WaveGMS
 
 FORMAT = "napari-wavegms/1"
@@ -36,14 +35,8 @@ class CheckpointError(ValueError):
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(tensors):
-        t = tensors[key].contiguous()
-        h.update(key.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    """The checksum a checkpoint's header carries for its tensors (the same as the shipped decoder's pin)."""
+    return tensor_sha256(tensors)
 
 
 def model_tensors(model: WaveGMS, dtype: torch.dtype | None = None,
