@@ -537,3 +537,45 @@ def test_every_result_shows_its_confidence_and_a_blank_image_says_so(
     assert result.data.shape == (100, 120) and not result.data.any()
     assert result.metadata["wavegms"]["tta"] is True and "blank" in result.metadata["wavegms"]["note"]
     assert len(messages) == 1 and "confidence 1.00" in messages[0] and "blank" in messages[0]
+
+
+def test_clean_up_under_advanced_reaches_the_mask_in_the_layers_units(
+    make_napari_viewer, qtbot, random_checkpoint, busi_image
+):
+    from skimage.measure import label
+
+    from napari_wavegms.postprocess import keep_largest, remove_small
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(busi_image, name="scan", scale=(0.2, 0.2), units=("mm", "mm"))
+    widget = open_widget(viewer, "Segment")
+    widget.model.add_file(random_checkpoint)
+    widget.image.value = image
+    assert widget.advanced.isAncestorOf(widget.keep_largest.native)
+    assert widget.cleanup_default.value and not widget.keep_largest.enabled  # the model's choice by default
+    assert widget.cleanup_note.value == "model's clean-up: none"  # a checkpoint without a model card
+    assert widget.min_area_label.value == "smallest object (mm²)"
+    widget.threshold.value = 0.45  # the untrained model: many objects of many sizes
+    wait_done(qtbot, widget.run())
+    layer = viewer.layers["scan_wavegms"]
+    raw = layer.data.copy()
+    assert label(raw, connectivity=2).max() >= 3 and layer.metadata["wavegms"]["postprocess"] == "none"
+
+    widget.cleanup_default.value = False
+    assert widget.keep_largest.enabled
+    widget.keep_largest.value = True
+    wait_done(qtbot, widget.run())
+    np.testing.assert_array_equal(layer.data, keep_largest(raw))
+    assert layer.metadata["wavegms"]["postprocess"] == "largest object only"
+
+    # 2 mm² at 0.2 mm pixels (0.04 mm² each) is 50 pixels
+    widget.keep_largest.value = False
+    widget.min_area.value = 2.0
+    wait_done(qtbot, widget.run())
+    np.testing.assert_array_equal(layer.data, remove_small(raw, 50))
+    assert 0 < label(layer.data, connectivity=2).max() < label(raw, connectivity=2).max()
+    assert "2 units²" in layer.metadata["wavegms"]["postprocess"]
+
+    widget.cleanup_default.value = True  # back to the model's choice: the user's settings no longer count
+    wait_done(qtbot, widget.run())
+    np.testing.assert_array_equal(layer.data, raw)

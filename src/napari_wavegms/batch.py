@@ -358,8 +358,8 @@ def segment_folder(
     input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, model: str | os.PathLike | None = None,
     pattern: str = "*", recursive: bool = False, fmt: str = "png", convention: str = "0/255",
     overwrite: bool = False, overlays: bool = False, threshold: float = 0.5, device: str = "auto",
-    segmenter: Segmenter | None = None, min_size: int = 0, batch_size: int | None = None,
-    segmenter_options: dict | None = None,
+    segmenter: Segmenter | None = None, min_size: int | None = None, batch_size: int | None = None,
+    segmenter_options: dict | None = None, fill_holes: bool | None = None, keep_largest: bool | None = None,
 ) -> Generator[Progress, None, BatchSummary]:
     """Segment every file of ``input_dir`` matching ``pattern`` into ``output_dir`` (module docstring).
 
@@ -369,7 +369,8 @@ def segment_folder(
     the built-in model made for its kind (:class:`ModelPicker`; the CSV's ``model`` and ``model_choice``
     say which and why); a given ``model`` or ``segmenter`` is used for every file (with a ``segmenter``,
     ``model`` only names it in the CSV). ``segmenter_options`` go to every :class:`Segmenter` made
-    here (``half=``, say). Yields
+    here (``half=``, say). Post-processing (``min_size`` in pixels, ``fill_holes``, ``keep_largest``):
+    ``None`` takes each model's card default (:meth:`Segmenter.segment`). Yields
     ``Progress(done_files, total_files, message=file)``; returns a :class:`BatchSummary`. Usage errors
     raise :class:`BatchUsageError` at the first ``next``.
     """
@@ -418,7 +419,8 @@ def segment_folder(
     def segment(todo: list) -> list:
         """Masks (or errors) of a group's images, each by its own model when none was chosen."""
         images = [t[3] for t in todo]
-        kw = {"threshold": threshold, "label_objects": label_objects, "min_size": min_size}
+        kw = {"threshold": threshold, "label_objects": label_objects, "min_size": min_size,
+              "fill_holes": fill_holes, "keep_largest": keep_largest}
         if picker is None:
             for result, *_ in todo:
                 result.model = "" if model is None else str(model)

@@ -33,7 +33,13 @@ def predict_main(argv: list[str] | None = None) -> int:
                         help="mask values: 0/255, 0/1, or connected objects numbered 1..n (default 0/255)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.add_argument("--threshold", type=float, default=0.5, help="soft-mask threshold (default 0.5)")
-    parser.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this (pixels)")
+    parser.add_argument("--min-size", type=int, default=None,
+                        help="remove objects smaller than this many pixels (0: keep all; default: the model "
+                        "card's choice, made on validation)")
+    parser.add_argument("--fill-holes", action=argparse.BooleanOptionalAction, default=None,
+                        help="fill holes inside objects (default: the model card's choice, made on validation)")
+    parser.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep only the largest object of each mask (default: the model card's choice)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                         help="auto: fp16 on CUDA, bf16 on CPUs that have it natively, else fp32 (default auto)")
@@ -52,6 +58,8 @@ def predict_main(argv: list[str] | None = None) -> int:
             parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
         if args.batch_size < 1:
             parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
+        if args.min_size is not None and args.min_size < 0:
+            parser.error(f"--min-size must be at least 0, got {args.min_size}")
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else 2
 
@@ -85,7 +93,8 @@ def predict_main(argv: list[str] | None = None) -> int:
     job = segment_folder(args.input, args.output, pattern=args.pattern, recursive=args.recursive,
                          fmt=args.fmt, convention=args.convention, overwrite=args.overwrite,
                          overlays=args.overlays, threshold=args.threshold, min_size=args.min_size,
-                         model=args.model, segmenter=segmenter, device=args.device, segmenter_options=options)
+                         fill_holes=args.fill_holes, keep_largest=args.keep_largest, model=args.model,
+                         segmenter=segmenter, device=args.device, segmenter_options=options)
     try:
         summary = run_with_tqdm(job, desc="segmenting", unit="file", disable=args.quiet)
     except KeyboardInterrupt:

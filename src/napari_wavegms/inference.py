@@ -32,6 +32,12 @@ Speed: ``torch.inference_mode``; on CUDA channels-last memory and float16 autoca
 Tiny-VAE in channels-last memory, and bfloat16 autocast where the CPU computes it natively (float32 on
 others, where emulated bfloat16 is many times slower); ``precision=`` forces one (see
 ``training/bench_inference.py`` for the measurements behind these defaults).
+
+Post-processing (:mod:`postprocess`: speck removal in pixels, physical units² or a fraction of the
+image, hole filling, keeping the largest object) runs on each thresholded slice. A built-in model's
+card holds the defaults chosen on its validation split (``training/choose_postprocess.py``); whatever
+the caller gives wins. The confidence is always the model's own: it is measured on the soft mask the
+model drew, before any clean-up, so removing a doubtful speck cannot make a mask look surer.
 """
 
 from __future__ import annotations
@@ -48,13 +54,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .postprocess import NONE, PostProcess, card_postprocess
 from .preprocess import ImageLayout, UnsupportedImageError, image_layout, resize_image
 from .progress import Progress, run_to_end
 
 __all__ = [
     "BLANK_STD", "REVIEW_BELOW", "REVIEW_BELOW_TTA", "TTA_FLIPS", "BlankImageWarning", "ImageLayout",
-    "IntensityScale", "Segmentation", "Segmenter", "UnsupportedImageError", "image_layout", "intensity_scale",
-    "label_mask", "mask_confidence",
+    "IntensityScale", "PostProcess", "Segmentation", "Segmenter", "UnsupportedImageError", "card_postprocess",
+    "image_layout", "intensity_scale", "label_mask", "mask_confidence",
 ]
 
 #: A slice whose normalised intensities ([0, 1]) have a smaller standard deviation than one 8-bit grey
@@ -232,11 +239,14 @@ class Segmenter:
     the whole model, ``False`` = none. ``training/bench_inference.py`` holds the measurements behind these.
     ``tta=True`` averages the soft masks of each slice and its :data:`TTA_FLIPS` (four model passes per
     slice in one batch; its gain and cost are in ``training/RESULTS.md``).
+    ``postprocess``: the default clean-up of masks (:class:`~napari_wavegms.postprocess.PostProcess`, or
+    its dict); ``None`` = the built-in model card's choice (none for other checkpoints).
     """
 
     def __init__(self, model: str | os.PathLike | torch.nn.Module | None = None, device: str = "auto",
                  batch_size: int = 8, half: bool | None = None, *, channels_last: bool | None = None,
-                 precision: str = "auto", tta: bool = False) -> None:
+                 precision: str = "auto", tta: bool = False,
+                 postprocess: PostProcess | dict[str, Any] | None = None) -> None:
         from .device import autocast_dtype, describe, precision_name, resolve_device
 
         if batch_size < 1:
@@ -249,6 +259,12 @@ class Segmenter:
             from .models import load_model
 
             self.model, self.config, self.device = load_model(model, device)
+        if isinstance(postprocess, PostProcess):
+            self.postprocess = postprocess
+        elif postprocess is not None:
+            self.postprocess = PostProcess.from_dict(postprocess)
+        else:
+            self.postprocess = NONE if isinstance(model, torch.nn.Module) else card_postprocess(model)
         self.image_size = int(self.model.image_size)
         self.batch_size = int(batch_size)
         self.tta = bool(tta)
@@ -274,15 +290,22 @@ class Segmenter:
 
     # ------------------------------------------------------------ public
     def segment(self, image: Any, *, rgb: bool | None = None, threshold: float = 0.5,
-                label_objects: bool = False, min_size: int = 0, normalize: str = "stack",
-                soft: bool = False, with_confidence: bool = False,
+                label_objects: bool = False, min_size: int | None = None, normalize: str = "stack",
+                soft: bool = False, with_confidence: bool = False, fill_holes: bool | None = None,
+                keep_largest: bool | None = None, min_area: float | None = None,
+                scale: tuple[float, ...] | None = None,
                 ) -> Generator[Progress, None, np.ndarray | Segmentation]:
         """Segment ``image`` slice by slice; yields ``Progress(done_slices, total_slices)`` between batches.
 
         Returns a mask of the input's spatial shape (leading axes kept, channel axis dropped):
         uint8 {0, 1}, or int32 object labels with ``label_objects`` (numbered across the whole stack,
         so no two objects share a label), or with ``soft`` the float32 soft mask in [0, 1].
-        Objects smaller than ``min_size`` pixels are removed. The shape and dtype are checked at once
+        Post-processing of each slice (:mod:`napari_wavegms.postprocess`): objects smaller than
+        ``min_size`` pixels or ``min_area`` physical units² (the pixel size is ``scale``, napari's
+        ``(…, sy, sx)``; without it a unit is a pixel) are removed, ``fill_holes`` fills holes and
+        ``keep_largest`` keeps the largest object; any of them left ``None`` takes the default of
+        :attr:`postprocess` (the model card's), and a size given (0 included) replaces its default size.
+        The soft mask is never post-processed. The shape and dtype are checked at once
         (:class:`UnsupportedImageError`); the values (all-NaN) when the job starts. Cancel with ``close()``.
         With ``with_confidence`` it returns a :class:`Segmentation` (the mask, each slice's confidence and
         whether it was blank); without, blank slices are reported by a :class:`BlankImageWarning`.
@@ -294,22 +317,47 @@ class Segmenter:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if not hasattr(image, "dtype"):
             image = np.asarray(image)
-        return self._run(image, layout, threshold=threshold, label_objects=label_objects,
-                         min_size=int(min_size), normalize=normalize, soft=soft, report=with_confidence)
+        post = self.options(fill_holes=fill_holes, keep_largest=keep_largest, min_size=min_size,
+                            min_area=min_area)
+        if scale is not None:
+            from .postprocess import pixel_area
+
+            pixel_area(scale)  # a bad scale is refused now, not when the first slice is done
+        return self._run(image, layout, threshold=threshold, label_objects=label_objects, post=post,
+                         scale=scale, normalize=normalize, soft=soft, report=with_confidence)
+
+    def options(self, *, fill_holes: bool | None = None, keep_largest: bool | None = None,
+                min_size: int | None = None, min_area: float | None = None) -> PostProcess:
+        """The post-processing a call with these arguments gets: :attr:`postprocess` (the card's
+        default) with what was given (``None`` = not given) in its place."""
+        if min_size is not None and min_size < 0:
+            raise ValueError(f"min_size must be ≥ 0, got {min_size}")
+        return self.postprocess.merged(fill_holes=fill_holes, keep_largest=keep_largest,
+                                       min_size=None if min_size is None else int(min_size), min_area=min_area)
 
     def __call__(self, image: Any, **kw: Any) -> np.ndarray:
         """:meth:`segment` run to the end."""
         return run_to_end(self.segment(image, **kw))
 
     def segment_many(self, images: list[np.ndarray], *, threshold: float = 0.5, label_objects: bool = False,
-                     min_size: int = 0, with_confidence: bool = False,
+                     min_size: int | None = None, with_confidence: bool = False, fill_holes: bool | None = None,
+                     keep_largest: bool | None = None, min_area: float | None = None,
+                     scale: tuple[float, ...] | None = None,
                      ) -> list[np.ndarray | Segmentation | UnsupportedImageError]:
-        """Segment several 2D images (each gray/RGB/RGBA, any size) in shared batches.
+        """Segment several 2D images (each gray/RGB/RGBA, any size) in shared batches; post-processing
+        options as in :meth:`segment` (``scale`` shared by all images).
 
         For folders of files: one model call per batch instead of one per image. Each result is the
         image's mask (a :class:`Segmentation` with ``with_confidence``), or the
         :class:`UnsupportedImageError` that image raised (the others still run).
         """
+        post = self.options(fill_holes=fill_holes, keep_largest=keep_largest, min_size=min_size,
+                            min_area=min_area)
+        pixel_scale = scale  # the name is taken by the intensity scale below
+        if pixel_scale is not None:
+            from .postprocess import pixel_area
+
+            pixel_area(pixel_scale)  # a bad scale is refused before any model call
         results: list[Any] = [None] * len(images)
         items = []
         for n, img in enumerate(images):
@@ -323,7 +371,7 @@ class Segmenter:
                 continue
             items.append((n, img, layout, scale))
         for n, mask, confidence, blank in self._masks(items, threshold):
-            mask = self._post(mask, label_objects, min_size, 0)[0]
+            mask = self._post(mask, label_objects, post, pixel_scale, 0)[0]
             results[n] = (Segmentation(mask, np.float32(confidence), np.bool_(blank), self.review_below)
                           if with_confidence else mask)
         return results
@@ -349,8 +397,9 @@ class Segmenter:
         for i in range(layout.n_slices):
             yield self._colour(image[layout.index(i)], layout)
 
-    def _run(self, image: Any, layout: ImageLayout, *, threshold: float, label_objects: bool, min_size: int,
-             normalize: str, soft: bool, report: bool) -> Generator[Progress, None, np.ndarray | Segmentation]:
+    def _run(self, image: Any, layout: ImageLayout, *, threshold: float, label_objects: bool, post: PostProcess,
+             scale: tuple[float, ...] | None, normalize: str, soft: bool,
+             report: bool) -> Generator[Progress, None, np.ndarray | Segmentation]:
         total = layout.n_slices
         stack_scale = None
         if normalize == "stack":
@@ -376,7 +425,7 @@ class Segmenter:
             if soft:
                 out[layout.index(i)] = mask
             else:
-                out[layout.index(i)], next_label = self._post(mask, label_objects, min_size, next_label)
+                out[layout.index(i)], next_label = self._post(mask, label_objects, post, scale, next_label)
             done += 1
             if done % self.batch_size == 0 or done == total:
                 yield Progress(done, total, f"slice {done}/{total} on {self.device_name}")
@@ -388,13 +437,14 @@ class Segmenter:
         return out
 
     @staticmethod
-    def _post(mask: np.ndarray, label_objects: bool, min_size: int, offset: int) -> tuple[np.ndarray, int]:
-        """Labelling / small-object removal of one thresholded slice; labels continue after ``offset``."""
-        if not label_objects and min_size <= 1:
-            return mask.astype(np.uint8, copy=False), offset
-        labels = label_mask(mask, min_size, label_objects)
+    def _post(mask: np.ndarray, label_objects: bool, post: PostProcess, scale: tuple[float, ...] | None,
+              offset: int) -> tuple[np.ndarray, int]:
+        """Post-processing and labelling of one thresholded slice; labels continue after ``offset``."""
+        if post.active:
+            mask = post.apply(mask, scale)
         if not label_objects:
-            return labels, offset
+            return mask.astype(np.uint8, copy=False), offset
+        labels = label_mask(mask, 0, True)
         top = int(labels.max())
         if offset and top:
             labels[labels > 0] += offset

@@ -5,6 +5,10 @@ name of the result layer) is what the result is written to, even if the user sel
 or moves the slider while the job runs. Every result carries the model's confidence in the mask (and
 whether to review it, or that the image was blank) in the layer's ``metadata["wavegms"]``; the widget's
 status line and the menu command's message say it.
+
+Post-processing (speck removal, hole filling, the largest object only) is the model card's choice,
+made on validation, unless the user sets it under Advanced; a speck's size is then in the layer's
+physical units² (its scale), so the same number means the same tissue whatever the pixel pitch.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSlider,
+    FloatSpinBox,
     Label,
     ProgressBar,
     PushButton,
@@ -73,6 +78,7 @@ class SegmentRequest:
     device: str = "auto"
     threshold: float = 0.5
     tta: bool = False  # best quality: average over test-time flips
+    postprocess: dict[str, Any] = field(default_factory=dict)  # Segmenter.segment options; {} = the card's
     warning: str | None = None  # the input looks misread (see ImageLayout.warning)
 
 
@@ -125,9 +131,12 @@ def capture(
     device: str,
     threshold: float,
     tta: bool = False,
+    postprocess: dict[str, Any] | None = None,
 ) -> SegmentRequest:
     """Freeze what to segment and where the result goes; raises UnsupportedImageError for a layer that
-    cannot be segmented, before any job starts."""
+    cannot be segmented, before any job starts. ``postprocess``: options of ``Segmenter.segment``
+    (``fill_holes``, ``keep_largest``, ``min_size``, ``min_area``); a ``min_area`` is in the layer's
+    units², so the layer's pixel size goes with it."""
     data = layer.data[0] if layer.multiscale else layer.data
     layout = layer_layout(layer)
     shape = layout.mask_shape
@@ -138,6 +147,10 @@ def capture(
         point = layer.world_to_data(viewer.dims.point)
         index = tuple(int(np.clip(round(float(point[i])), 0, shape[i] - 1)) for i in range(n_lead))
         data = data[index]
+    transforms = spatial_transforms(layer, len(shape))
+    post = dict(postprocess or {})
+    if post.get("min_area") is not None:
+        post["scale"] = tuple(float(s) for s in transforms["scale"][-2:])
     return SegmentRequest(
         image_name=layer.name,
         output_name=f"{layer.name}{SUFFIX}",
@@ -145,11 +158,12 @@ def capture(
         rgb=bool(layer.rgb),
         full_shape=shape,
         index=index,
-        transforms=spatial_transforms(layer, len(shape)),
+        transforms=transforms,
         model=model,
         device=device,
         threshold=threshold,
         tta=tta,
+        postprocess=post,
         warning=layout.warning,
     )
 
@@ -201,10 +215,11 @@ def model_for_layer(layer: napari.layers.Image, chosen: str | None, by_hand: boo
     return pick_model(layer, chosen, by_hand)[0]
 
 
-def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any, str]]:
+def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any, str, str]]:
     """Engine work for one request (runs in the worker thread): load the model once, segment.
 
-    Returns the engine's ``Segmentation`` (mask, confidence, blank slices) and the device's name. The
+    Returns the engine's ``Segmentation`` (mask, confidence, blank slices), the device's name and the
+    post-processing applied, in words (``PostProcess.describe``). The
     first run (or the first with another model, device or quality) says that it is loading the model:
     importing torch and reading the weights take seconds before the first slice.
     """
@@ -221,9 +236,11 @@ def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any,
             segmenter = Segmenter(str(resolve_model(request.model)), device=request.device, tta=request.tta)
             _CACHE[key] = segmenter
         image = np.asarray(request.data)
+        options = {k: v for k, v in request.postprocess.items() if k != "scale"}
+        applied = segmenter.options(**options).describe()
         result = yield from segmenter.segment(image, rgb=request.rgb, threshold=request.threshold,
-                                              with_confidence=True)
-    return result, segmenter.device_name
+                                              with_confidence=True, **request.postprocess)
+    return result, segmenter.device_name, applied
 
 
 def confidence_info(result: Any) -> dict[str, Any]:
@@ -282,6 +299,7 @@ def segment_layer(
     threshold: float = 0.5,
     whole_stack: bool = True,
     tta: bool = False,
+    postprocess: dict[str, Any] | None = None,
     model_choice: str = "",
     on_done: Callable[[str, dict[str, Any]], None] | None = None,
     on_event: Callable[[Any], None] | None = None,
@@ -289,7 +307,8 @@ def segment_layer(
     """Segment ``layer`` in a worker and write ``{layer}_wavegms``; ``on_done(status, info)`` with the
     result's metadata (device, confidence, review, note; empty when there was no result).
     ``model_choice`` is why the model was chosen automatically (``ModelChoice.message``), kept in the
-    result's metadata so a mask says which model made it and why.
+    result's metadata so a mask says which model made it and why. ``postprocess``: options of
+    ``Segmenter.segment`` (see :func:`capture`); ``None`` = the model card's choice.
 
     A layer that cannot be segmented is refused at once with the reason (``None`` is returned); one
     that looks misread (slices a few pixels wide) is segmented after a warning.
@@ -298,7 +317,7 @@ def segment_layer(
 
     try:
         request = capture(layer, viewer, whole_stack=whole_stack, model=model, device=device, threshold=threshold,
-                          tta=tta)
+                          tta=tta, postprocess=postprocess)
     except UnsupportedImageError as err:
         show_error(f"Wave-GMS cannot segment {layer.name}: {err}")
         return None
@@ -306,13 +325,14 @@ def segment_layer(
         show_warning(f"Wave-GMS: {layer.name} looks misread: {request.warning}")
     state: dict[str, Any] = {}
 
-    def _result(value: tuple[Any, str]) -> None:
-        result, device_name = value
+    def _result(value: tuple[Any, str, str]) -> None:
+        result, device_name, applied = value
         info = {
             "model": str(model),
             "device": device_name,
             "threshold": threshold,
             "tta": tta,
+            "postprocess": applied,
             "image": request.image_name,
             **({"model_choice": model_choice} if model_choice else {}),
             **confidence_info(result),
@@ -391,6 +411,23 @@ class SegmentWidget(DockContainer):
         self.status = fit_label(Label(value="", tooltip="What the last run did"))
         self.device_used = fit_label(Label(value="device in use: (not run yet)",
                                            tooltip="The device the last run actually used"))
+        self.cleanup_default = CheckBox(
+            value=True,
+            text="the model's clean-up",
+            name="cleanup_default",
+            tooltip="Remove specks, fill holes or keep the largest object as chosen on the model's validation "
+            "images (its model card); untick to choose yourself below",
+        )
+        self.cleanup_note = fit_label(Label(value="", tooltip="The clean-up the model's validation chose"))
+        self.fill_holes = CheckBox(value=False, text="fill holes", name="fill_holes",
+                                   tooltip="Background enclosed by a lesion becomes lesion")
+        self.keep_largest = CheckBox(value=False, text="largest object only", name="keep_largest",
+                                     tooltip="Keep only the largest object of each mask (one lesion per image)")
+        self.min_area = FloatSpinBox(
+            value=0.0, min=0.0, max=1e6, step=1.0, label="smallest object", name="min_area",
+            tooltip="Remove objects smaller than this area, in the image layer's units² (its scale: mm² "
+            "for a layer in mm; pixels when it has none); 0 keeps all",
+        )
         self.cache = FileEdit(
             mode="d",
             label="cache folder",
@@ -413,10 +450,18 @@ class SegmentWidget(DockContainer):
                 self.device_used,
             ]
         )
-        self.advanced = collapsible("Advanced", [self.cache], "Settings most users never change")
+        # a column of its own (no label column), so the long "smallest object (mm²)" does not widen the dock
+        self.min_area.native.setMaximumWidth(110)
+        self.min_area_label = Label(value="smallest object", tooltip=self.min_area.tooltip)
+        area = Container(widgets=[self.min_area_label, self.min_area], layout="horizontal", labels=False)
+        cleanup = Container(widgets=[self.cleanup_default, self.cleanup_note, self.fill_holes, self.keep_largest,
+                                     area], name="cleanup", label="clean-up", labels=False)
+        for box in (area, cleanup):
+            box.margins = (0, 0, 0, 0)
+        self.advanced = collapsible("Advanced", [cleanup, self.cache], "Settings most users never change")
         self.form.layout().addWidget(self.advanced)
         self.form.layout().addStretch(1)  # a tall dock keeps its controls together at the top
-        restore([self.threshold, self.tta, self.scope], saved)
+        restore([self.threshold, self.tta, self.scope, *self._cleanup_controls()], saved)
         self.model.set_model(saved.get("model"), by_hand=bool(saved.get("model_by_hand", False)))
         self.job: Job | None = None
         self._target = ""  # the name of the result layer of the last run
@@ -433,8 +478,13 @@ class SegmentWidget(DockContainer):
         viewer.layers.selection.events.active.connect(self._active_changed)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
-        for widget in (self.model.combo, self.device, self.threshold, self.tta, self.scope):
+        for widget in (self.model.combo, self.device, self.threshold, self.tta, self.scope,
+                       *self._cleanup_controls()):
             widget.changed.connect(self._save)
+        self.cleanup_default.changed.connect(self._show_cleanup)
+        self.model.combo.changed.connect(self._show_cleanup)
+        self.image.changed.connect(self._show_cleanup)
+        self._show_cleanup()
         self.model.mode_changed.connect(self._model_mode_changed)
         self.cache.changed.connect(self._cache_changed)
 
@@ -512,8 +562,45 @@ class SegmentWidget(DockContainer):
         if folder:
             os.environ[CACHE_ENV] = str(folder)
 
+    # --- clean-up -------------------------------------------------------------------------------
+    def _cleanup_controls(self) -> list[Any]:
+        return [self.cleanup_default, self.fill_holes, self.keep_largest, self.min_area]
+
+    def _show_cleanup(self, *_: Any) -> None:
+        """The model's clean-up in words; the user's controls only count (and are enabled) when it is off.
+        The area's unit follows the chosen image layer."""
+        from ..postprocess import card_postprocess
+
+        mine = not self.cleanup_default.value
+        for widget in (self.fill_holes, self.keep_largest, self.min_area):
+            widget.enabled = mine
+        try:
+            chosen = card_postprocess(self.model.model).describe()
+        except Exception:  # a checkpoint path that cannot be read is reported when it runs
+            chosen = "none"
+        self.cleanup_note.value = f"model's clean-up: {chosen}"
+        self.min_area_label.value = f"smallest object ({self._area_unit()})"
+
+    def _area_unit(self) -> str:
+        layer = self.image.value
+        if layer is None:
+            return "units²"
+        scale = tuple(float(s) for s in layer.scale[-2:])
+        unit = layer.units[-1] if len(layer.units) else None
+        text = f"{unit:~}" if unit is not None and hasattr(unit, "dimensionality") else str(unit or "")
+        if text in ("", "pixel", "px"):  # no physical unit: pixels, or the scale's own units
+            return "pixels" if scale == (1.0, 1.0) else "scale units²"
+        return f"{text}²"
+
+    def cleanup_options(self) -> dict[str, Any] | None:
+        """``Segmenter.segment`` options from the Advanced section; ``None`` = the model card's choice."""
+        if self.cleanup_default.value:
+            return None
+        return {"fill_holes": bool(self.fill_holes.value), "keep_largest": bool(self.keep_largest.value),
+                "min_area": float(self.min_area.value)}
+
     def settings(self) -> dict[str, Any]:
-        values = snapshot([self.device, self.threshold, self.tta, self.scope])
+        values = snapshot([self.device, self.threshold, self.tta, self.scope, *self._cleanup_controls()])
         values["model"] = self.model.model
         values["model_by_hand"] = self.model.by_hand  # the menu command keeps a model picked by hand
         return values
@@ -548,6 +635,7 @@ class SegmentWidget(DockContainer):
             threshold=float(self.threshold.value),
             whole_stack=self.scope.value == "whole stack",
             tta=bool(self.tta.value),
+            postprocess=self.cleanup_options(),
             model_choice=choice.message if choice is not None else "",
             on_done=self._done,
             on_event=self._event,
