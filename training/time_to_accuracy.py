@@ -71,10 +71,15 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS))
     p.add_argument("--output", default="runs/tta")
+    p.add_argument("--report", action="store_true",
+                   help="print the tables from the runs already in --output (e.g. runs made separately)")
     p.add_argument("--one", choices=RUNS, help=argparse.SUPPRESS)
     args = p.parse_args()
     out = Path(args.output)
     budget = args.minutes * 60 * args.threads
+    if args.report:
+        report({k: json.loads((out / f"{k}.json").read_text()) for k in args.runs}, budget, args)
+        return
     if args.one:
         import torch
 
@@ -92,6 +97,11 @@ def main() -> None:
         subprocess.run(cmd, env=env, check=True)
         results[kind] = json.loads((out / f"{kind}.json").read_text())
     (out / "tta.json").write_text(json.dumps({"budget_cpu_s": budget, **vars(args), "runs": results}, indent=1))
+    report(results, budget, args)
+
+
+def report(results: dict, budget: float, args: argparse.Namespace) -> None:
+    """Markdown tables: best validation Dice at quarters of the budget, and each run's test scores."""
     marks = [budget * f for f in (0.25, 0.5, 0.75, 1.0)]
     print(f"\nvalidation Dice (best so far) against training CPU-seconds ({args.threads} threads, "
           f"{args.image_size}²)")
