@@ -31,6 +31,7 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
+from qtpy.compat import isalive
 
 from . import _settings
 from ._common import (
@@ -301,9 +302,10 @@ class TrainWidget(DockContainer):
         self.check.changed.connect(self.check_pairs)
         self.source.changed.connect(self._visibility)
         self.validation.changed.connect(self._visibility)
-        for widget in (self.epochs, self.image_size, self.device, self.val_percent, self.source,
-                       self.image_layer, self.labels_layer):
+        for widget in (self.epochs, self.image_size, self.device, self.val_percent, self.source):
             widget.changed.connect(self.update_estimate)
+        for widget in (self.image_layer, self.labels_layer):  # layers come and go: only when training on them
+            widget.changed.connect(lambda *_: self.source.value == LAYERS and self.update_estimate())
         self.run_button.changed.connect(self.run)
         self.stop_button.changed.connect(self.stop)
         self._visibility()
@@ -379,10 +381,12 @@ class TrainWidget(DockContainer):
         return self._estimating
 
     def _show_estimate(self, estimate: Any) -> None:
-        if not self._estimate_again:
+        if not self._estimate_again and isalive(self.estimate.native):
             self.estimate.value = f"estimated time: {estimate.text()}"
 
     def _estimate_finished(self, status: str) -> None:
+        if not isalive(self.estimate.native):  # the dock was closed while measuring
+            return
         if self._estimate_again:  # the settings changed while measuring
             self._estimating = None
             self.update_estimate()
