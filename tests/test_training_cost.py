@@ -19,11 +19,16 @@ def test_estimate_scales_with_epochs_pairs_and_budget():
     assert estimate_training(64, 1, 100, device="cpu", n_val=30).seconds > one.seconds
 
 
-def test_bigger_images_cost_more_and_the_paper_recipe_more_than_fast():
-    small, large = seconds_per_image(32, device="cpu"), seconds_per_image(64, device="cpu")
-    assert large > 1.2 * small  # 4× the pixels (fixed costs weigh more in small steps)
-    assert seconds_per_image(64, "paper", device="cpu") > seconds_per_image(64, "fast", device="cpu")
-    assert (32, "fast", "cpu") in training_cost._PER_IMAGE
+def test_each_recipe_is_measured_at_the_sizes_it_trains_at(monkeypatch):
+    monkeypatch.setattr(training_cost, "_PER_IMAGE", {})
+    estimate_training(64, 1, 10, device="cpu")  # fast: the first half at 32², then 64²
+    assert set(training_cost._PER_IMAGE) == {(64, "fast", "cpu"), (32, "fast", "cpu")}
+    estimate_training(64, 1, 10, recipe="paper", device="cpu")  # paper: 64² throughout
+    assert (64, "paper", "cpu") in training_cost._PER_IMAGE and (32, "paper", "cpu") not in training_cost._PER_IMAGE
+    assert all(v > 0 for v in training_cost._PER_IMAGE.values())
+    # seconds_per_image returns the cached measurement rather than measuring again
+    training_cost._PER_IMAGE[(64, "fast", "cpu")] = 123.0
+    assert seconds_per_image(64, device="cpu") == 123.0
 
 
 @pytest.mark.parametrize(("seconds", "text"), [
