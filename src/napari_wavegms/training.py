@@ -5,10 +5,12 @@ after every optimisation step and every epoch, so the CLI's progress bar and the
 the same thing, and it stops cleanly when the consumer calls ``close()`` (or sets ``stop``), keeping
 ``last.safetensors`` and ``best.safetensors``.
 
-Recipe (DESIGN.md §1.4): the Wave-GMS loss, AdamW (lr 2e-3, weight decay 0.01), a linear warm-up
-per *step* over ``warmup_epochs`` (never an epoch at lr 0, the reference's defect) then cosine to 0,
-seeded. The model is selected on the validation split only (highest mean Dice, paper protocol) and
-the test split, if any, is scored once at the end with the selected model.
+Recipes (:data:`RECIPES`): ``paper`` is DESIGN.md §1.3–1.4, the Wave-GMS loss, AdamW (lr 2e-3, weight
+decay 0.01), a linear warm-up per *step* over ``warmup_epochs`` (never an epoch at lr 0, the reference's
+defect) then cosine to 0, seeded; ``fast`` (the default) spends a CPU's time where it buys Dice (see
+:class:`Recipe`). A ``time_budget_s`` lays the warm-up and cosine over training time instead of steps.
+The model is selected on the validation split only (highest mean Dice, paper protocol) and the test
+split, if any, is scored once at the end with the selected model.
 
 An output folder holds ``config.yaml`` (the resolved config), ``data.json`` (which names went to
 which split, and every data problem), ``history.csv``, ``last.safetensors``, ``best.safetensors``
