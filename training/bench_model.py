@@ -32,7 +32,7 @@ def measure(kind: str, size: int, device: str, batch: int, steps: int) -> dict:
 
     from napari_wavegms.model import WaveGMS, load_tiny_vae, wavegms_loss
     from napari_wavegms.model.wavegms import soft_dice_loss
-    from napari_wavegms.training import _amp_setup, get_recipe
+    from napari_wavegms.training import _amp_setup, get_recipe, set_memory_layout
 
     dev = torch.device(device)
     torch.manual_seed(0)
@@ -49,10 +49,7 @@ def measure(kind: str, size: int, device: str, batch: int, steps: int) -> dict:
     else:
         recipe = get_recipe(kind)
         model = WaveGMS(load_tiny_vae("taef2", need_encoder=True), image_size=size).to(dev)
-        if recipe.vae_channels_last and dev.type == "cpu":
-            model.vae.use_channels_last(True)
-        if dev.type == "cuda":
-            model.to(memory_format=torch.channels_last)
+        set_memory_layout(model, dev, recipe)
         amp, _ = _amp_setup("auto", dev, recipe)
 
         def loss_fn(x, m):

@@ -421,6 +421,17 @@ def _amp_setup(amp: str, device: torch.device, recipe: Recipe) -> tuple[torch.dt
     return torch.float16, torch.amp.GradScaler("cuda")
 
 
+def set_memory_layout(model: torch.nn.Module, device: torch.device, recipe: Recipe, channels_last: bool = True
+                      ) -> None:
+    """Channels-last as training uses it: the whole model on CUDA (``channels_last``), the frozen Tiny-VAE
+    alone on a CPU where the recipe asks (E_wave's narrow convolutions are slower that way there)."""
+    if device.type == "cuda":
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+    elif device.type == "cpu" and recipe.vae_channels_last:
+        model.vae.use_channels_last(True)
+
+
 def stage_size(image_size: int, progress: float, recipe: Recipe) -> int:
     """The side a step trains at: half of ``image_size`` (a multiple of 8, at least 32) early in a
     ``fast`` run, then the full size, which the model keeps for inference."""
@@ -628,10 +639,7 @@ def _build_training(run: _Run) -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        if run.channels_last:
-            run.model.to(memory_format=torch.channels_last)
-    elif run.recipe.vae_channels_last and device.type == "cpu":
-        run.model.vae.use_channels_last(True)
+    set_memory_layout(run.model, device, run.recipe, run.channels_last)
     if config.preload and run.cuda and run.train_data.preloaded:
         run.train_data.to(device)
         run.val_data.to(device)

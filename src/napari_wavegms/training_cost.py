@@ -44,7 +44,7 @@ def seconds_per_image(image_size: int, recipe: str = "fast", device: str | torch
     """Measured seconds of one training step per image at ``image_size`` with ``recipe`` on ``device``."""
     from .device import resolve_device
     from .model import TinyVAE, WaveGMS, wavegms_loss
-    from .training import _amp_setup, get_recipe
+    from .training import _amp_setup, get_recipe, set_memory_layout
 
     dev = resolve_device(device)
     key = (image_size, recipe, str(dev))
@@ -52,8 +52,7 @@ def seconds_per_image(image_size: int, recipe: str = "fast", device: str | torch
         return _PER_IMAGE[key]
     rec = get_recipe(recipe)
     model = WaveGMS(TinyVAE.random(32, pool=True), image_size).to(dev)
-    if rec.vae_channels_last and dev.type == "cpu":
-        model.vae.use_channels_last(True)
+    set_memory_layout(model, dev, rec)
     amp, _ = _amp_setup("auto", dev, rec)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(0)
