@@ -11,7 +11,7 @@ import tifffile
 import torch
 
 from conftest import BUSI
-from napari_wavegms.augment import AugmentConfig, augment_batch, hsv_to_rgb, rgb_to_hsv
+from napari_wavegms.augment import AUGMENTATIONS, AugmentConfig, augment_batch, hsv_to_rgb, rgb_to_hsv
 from napari_wavegms.data import (
     DataError,
     Pair,
@@ -170,6 +170,29 @@ def test_augmentations_keep_pairs_aligned_and_images_alive(busi_names):
     a = augment_batch(x, m, torch.Generator().manual_seed(5))
     b = augment_batch(x, m, torch.Generator().manual_seed(5))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_robust_augmentation_changes_how_an_image_looks_never_where_the_lesion_is(busi_names):
+    """Gamma, shading, blur and noise (what differs between devices) touch the image only: the mask is
+    untouched, values stay in [0, 1], a grey scan stays grey and each step really changes the image."""
+    from dataclasses import replace
+
+    scan = scan_pairs(BUSI / "images", BUSI / "masks", names=busi_names)
+    x, m = PairDataset(scan.pairs, 64).batch(range(len(scan.pairs)))
+    only_look = AugmentConfig(flip_p=0, rot90_p=0, jitter_p=0, affine_p=0)
+    grey = ((x[:, 0] == x[:, 1]) & (x[:, 1] == x[:, 2])).flatten(1).all(1)
+    assert grey.any()
+    for step in ("gamma_p", "shading_p", "blur_p", "noise_p"):
+        xa, ma = augment_batch(x, m, torch.Generator().manual_seed(1), replace(only_look, **{step: 1.0}))
+        assert torch.equal(ma, m), step
+        assert xa.min() >= 0 and xa.max() <= 1, step
+        assert torch.equal(xa[grey][:, 0], xa[grey][:, 1]) and torch.equal(xa[grey][:, 1], xa[grey][:, 2]), step
+        assert ((xa - x).abs().flatten(1).amax(1) > 0).all(), step
+    blurred, _ = augment_batch(x, m, torch.Generator().manual_seed(1), replace(only_look, blur_p=1.0))
+    assert blurred.diff(dim=-1).abs().mean() < 0.9 * x.diff(dim=-1).abs().mean()  # edges softened
+    robust = AUGMENTATIONS["robust"]
+    assert robust.gamma_p and robust.shading_p and robust.blur_p and robust.noise_p
+    assert AUGMENTATIONS["standard"] == AugmentConfig()  # DESIGN.md §1.4 stays the default
 
 
 def test_hsv_round_trip():

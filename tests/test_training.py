@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import BUSI, WEIGHTS, drain, link_busi_pairs
+from conftest import BUSI, REPO, WEIGHTS, drain, link_busi_pairs
 from napari_wavegms.data import PairDataset, scan_pairs
 from napari_wavegms.evaluation import evaluate
 from napari_wavegms.model.checkpoint import load_checkpoint, load_train_state, read_checkpoint, save_train_state
@@ -44,6 +44,20 @@ def test_config_yaml_round_trip(tmp_path):
     cfg_file.write_text("data_dir: x\nepoch: 3\n")
     with pytest.raises(ValueError, match="unknown training option"):
         TrainConfig.from_yaml(cfg_file)
+
+
+def test_the_builtin_models_configs_load_and_an_unknown_augmentation_is_refused(tmp_path):
+    """The YAML files the built-in models were trained from still parse, with the robust augmentation;
+    a misspelt augmentation stops the run before any work, naming the choices."""
+    from napari_wavegms.cli import train_main
+
+    for name in ("ultrasound", "kvasir-seg", "isic2017", "busi"):
+        cfg = TrainConfig.from_yaml(REPO / "training" / f"{name}.yaml")
+        assert cfg.augmentation == ("standard" if name in ("busi", "kvasir-seg") else "robust"), name
+    with pytest.raises(ValueError, match="unknown augmentation 'strong'; use one of standard, robust"):
+        next(train(TrainConfig(data_dir=str(tmp_path), augmentation="strong")))
+    with pytest.raises(SystemExit):
+        train_main([str(REPO / "training" / "busi.yaml"), "--augment", "sturdy"])
 
 
 def test_train_stop_resume_evaluate(tmp_path, busi16, busi_names):

@@ -13,6 +13,12 @@ Per image, independently:
   [-0.1, 0.1] of a turn (no-ops on gray images except brightness and contrast);
 - shift ±15 % / scale ±10 % / rotation ±20° (p 0.4): image bilinear, mask nearest, borders reflected.
 The mask follows every geometric transform of its image and none of the colour ones.
+
+That is the ``standard`` set. The built-in models are trained with ``robust`` (:data:`AUGMENTATIONS`),
+which adds what differs between hospitals and devices rather than within one data set: stronger
+brightness / contrast / colour, gamma (a scanner's or camera's tone curve), a linear shading ramp in a
+random direction (ultrasound depth gain, an endoscope's uneven light, a dermatoscope's vignette),
+Gaussian blur (focus, a coarser transducer or a JPEG-softened export) and additive noise.
 """
 
 from __future__ import annotations
@@ -37,6 +43,24 @@ class AugmentConfig:
     shift: float = 0.15
     scale: float = 0.1
     rotate_deg: float = 20.0
+    gamma_p: float = 0.0
+    gamma: float = 0.4  # log-uniform exponent in [1/(1+gamma), 1+gamma]
+    shading_p: float = 0.0
+    shading: float = 0.3  # the ramp multiplies by 1 ± this at opposite edges
+    blur_p: float = 0.0
+    blur_sigma: float = 1.5  # pixels, uniform in [0.3, blur_sigma]
+    noise_p: float = 0.0
+    noise_std: float = 0.04  # uniform in [0, noise_std], on [0, 1] intensities
+
+
+#: Named augmentation sets (``TrainConfig.augmentation``, ``wavegms-train --augment``).
+AUGMENTATIONS: dict[str, AugmentConfig] = {
+    "standard": AugmentConfig(),
+    "robust": AugmentConfig(
+        jitter_p=0.5, brightness=0.25, contrast=0.3, saturation=0.25, hue=0.04,
+        gamma_p=0.3, shading_p=0.3, blur_p=0.2, noise_p=0.2,
+    ),
+}
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -84,6 +108,54 @@ def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Ten
     return torch.rand(n, generator=gen) * (high - low) + low
 
 
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of C×H×W (or B×C×H×W) images with reflected borders."""
+    radius = max(1, math.ceil(2 * sigma))
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[-3]
+    y = x.reshape(-1, c, *x.shape[-2:])
+    y = F.pad(y, (radius, radius, radius, radius), mode="reflect")
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return y.reshape(x.shape)
+
+
+def _photometric(image: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    """Gamma, shading, blur and noise (the ``robust`` extras); each image chosen independently."""
+    n, dev, dt = image.shape[0], image.device, image.dtype
+    if not (cfg.gamma_p or cfg.shading_p or cfg.blur_p or cfg.noise_p):
+        return image
+    image = image.clone()
+    sel = (torch.rand(n, generator=gen) < cfg.gamma_p).nonzero()[:, 0]
+    if sel.numel():
+        g = torch.exp(_uniform(sel.numel(), -1, 1, gen) * math.log1p(cfg.gamma)).to(dev, dt)
+        idx = sel.to(dev)
+        image[idx] = image[idx].clamp_min(1e-6) ** g.view(-1, 1, 1, 1)
+    sel = (torch.rand(n, generator=gen) < cfg.shading_p).nonzero()[:, 0]
+    if sel.numel():
+        m, (h, w) = sel.numel(), image.shape[-2:]
+        angle = _uniform(m, 0, 2 * math.pi, gen)
+        amp = _uniform(m, -cfg.shading, cfg.shading, gen)
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        ramp = xx * torch.cos(angle).view(-1, 1, 1) + yy * torch.sin(angle).view(-1, 1, 1)
+        gain = (1 + amp.view(-1, 1, 1) * ramp / math.sqrt(2)).unsqueeze(1)
+        idx = sel.to(dev)
+        image[idx] = (image[idx] * gain.to(dev, dt)).clamp(0, 1)
+    sel = (torch.rand(n, generator=gen) < cfg.blur_p).nonzero()[:, 0]
+    for i, sigma in zip(sel.tolist(), _uniform(sel.numel(), 0.3, cfg.blur_sigma, gen).tolist(), strict=True):
+        image[i] = _gaussian_blur(image[i], sigma)
+    sel = (torch.rand(n, generator=gen) < cfg.noise_p).nonzero()[:, 0]
+    if sel.numel():
+        std = _uniform(sel.numel(), 0, cfg.noise_std, gen).view(-1, 1, 1, 1)
+        # one noise field for all channels, so gray images stay gray
+        noise = torch.randn((sel.numel(), 1, *image.shape[2:]), generator=gen) * std
+        idx = sel.to(dev)
+        image[idx] = (image[idx] + noise.to(dev, dt)).clamp(0, 1)
+    return image
+
+
 def augment_batch(
     image: torch.Tensor, mask: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig = AugmentConfig()
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,6 +195,7 @@ def augment_batch(
         idx = sel.nonzero()[:, 0].to(dev)
         image = image.clone()
         image[idx] = colour_jitter(image[idx], *(p.to(dev, image.dtype) for p in params))
+    image = _photometric(image, gen, cfg)
     # shift / scale / rotate on the selected images
     sel = torch.rand(n, generator=gen) < cfg.affine_p
     if sel.any():

@@ -159,6 +159,8 @@ def train_main(argv: list[str] | None = None) -> int:
                    help="train for this long (the learning rate anneals to 0 by then), at most --epochs")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision: auto = bf16 on CUDA (else fp16) and on CPUs with native bf16")
+    p.add_argument("--augment", choices=["standard", "robust", "off"],
+                   help="standard (DESIGN.md) or robust (+ gamma, shading, blur, noise: for other devices)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimisation steps (smoke test)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     args = p.parse_args(argv)
@@ -173,6 +175,8 @@ def train_main(argv: list[str] | None = None) -> int:
         "resume": True if args.resume else None, "overwrite": True if args.overwrite else None,
         "num_workers": args.workers, "amp": args.amp, "max_steps": args.max_steps, "recipe": args.recipe,
         "time_budget_s": args.time_budget * 60 if args.time_budget else None,
+        "augment": None if args.augment is None else args.augment != "off",
+        "augmentation": args.augment if args.augment not in (None, "off") else None,
     }
     try:
         config = TrainConfig.from_yaml(args.config, **overrides)

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_path
-from .augment import augment_batch
+from .augment import AUGMENTATIONS, augment_batch
 from .data import DataError, Pair, PairDataset, carve, read_split, resolve_split, scan_pairs
 from .device import describe, resolve_device
 from .evaluation import EvalResult, evaluate
@@ -84,6 +84,7 @@ class TrainConfig:
     resume: bool = False  # continue output_dir's last.safetensors
     overwrite: bool = False  # allow starting a fresh run in a folder that holds one
     augment: bool = True
+    augmentation: str = "standard"  # standard (DESIGN.md §1.4) | robust (+ what differs between devices)
     preload: bool = True  # keep resized pairs in memory (bounded by preload_limit_mb)
     preload_limit_mb: int = 4096
     num_workers: int = 0  # DataLoader workers when pairs are not preloaded
@@ -530,6 +531,8 @@ def train(
         raise ValueError(f"image_size must be a multiple of 8, got {config.image_size}")
     if config.batch_size < 1 or config.epochs < 1:
         raise ValueError("batch_size and epochs must be at least 1")
+    if config.augmentation not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {config.augmentation!r}; use one of {', '.join(AUGMENTATIONS)}")
     get_recipe(config.recipe)
     should_stop = (stop.is_set if isinstance(stop, threading.Event) else stop) or (lambda: False)
     dist = _Dist()
@@ -707,7 +710,7 @@ def _train_step(run: _Run, x: torch.Tensor, m: torch.Tensor) -> tuple[float, dic
     config, device = run.config, run.device
     x, m = x.to(device, non_blocking=True), m.to(device, non_blocking=True)
     if config.augment:
-        x, m = augment_batch(x, m, run.aug_gen)
+        x, m = augment_batch(x, m, run.aug_gen, AUGMENTATIONS[config.augmentation])
     x, m = _shrink(x, m, stage_size(config.image_size, run.schedule.progress(run.step), run.recipe))
     if run.channels_last:
         x, m = x.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=torch.channels_last)
