@@ -129,6 +129,38 @@ def test_busi_config_splits():
     assert kv.sizes() == {"train": 792, "val": 88, "test": 120} and kv.problems == []
 
 
+def test_the_ultrasound_model_data_holds_lesion_free_scans_everywhere_but_the_test(tmp_path):
+    """training/make_ultrasound_data.py: BUSI (lesion and lesion-free) + BUS-BRA joined by links;
+    validation holds lesion-free scans and whole BUS-BRA patients; BUSI's test lists are never trained
+    on; each lesion-free training scan is listed 3 times and trained on 3 times per epoch."""
+    import importlib.util
+
+    from conftest import REPO, SHARED
+
+    spec = importlib.util.spec_from_file_location("mud", REPO / "training" / "make_ultrasound_data.py")
+    mud = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mud)
+    lists = mud.build(SHARED / "data", tmp_path / "us")
+    normal_train = read_split(BUSI / "splits" / "normal_train.txt")
+    never = set(read_split(BUSI / "splits" / "gms_test.txt")) | set(read_split(BUSI / "splits" / "normal_test.txt"))
+    assert not never & set(lists["train"] + lists["val"])
+    assert 10 <= len(set(lists["val"]) & set(normal_train)) < 20
+    bra_val = {n.split("-")[0] for n in lists["val"] if n.startswith("bus_")}
+    assert bra_val and not any(n.split("-")[0] in bra_val for n in lists["train"])  # patient-wise
+    cfg = TrainConfig(data_dir=str(tmp_path / "us"), train_split="splits/train.txt", val_split="splits/val.txt",
+                      test_split="splits/test.txt")
+    s = make_splits(cfg)
+    assert s.problems == [] and any("repeated training names" in n for n in s.notes)
+    counts = {}
+    for pair in s.train:
+        counts[pair.name] = counts.get(pair.name, 0) + 1
+    assert {counts[n] for n in normal_train if n in counts} == {mud.NORMAL_REPEAT}
+    assert len(s.train) == len(lists["train"]) and len(s.val) == len(lists["val"]) and len(s.test) == 130
+    # a carved validation never splits a repeated name between training and validation
+    carved = make_splits(TrainConfig(data_dir=str(tmp_path / "us"), train_split="splits/train.txt", val_fraction=0.2))
+    assert not {p.name for p in carved.train} & {p.name for p in carved.val}
+
+
 def test_dataset_uses_the_inference_preprocessing(busi_names):
     scan = scan_pairs(BUSI / "images", BUSI / "masks", names=busi_names[:4])
     ds = PairDataset(scan.pairs, 64)

@@ -196,6 +196,16 @@ class Splits:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
+def _carve_pairs(train: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """(kept, carved) by :func:`carve` over the distinct names, so a name repeated for oversampling
+    lands wholly on one side (never in training and validation at once)."""
+    names = list(dict.fromkeys(p.name for p in train))
+    _, carved = carve(names, fraction, seed)
+    held = set(carved)
+    first = {p.name: p for p in train}
+    return [p for p in train if p.name not in held], [first[n] for n in carved]
+
+
 def make_splits(config: TrainConfig) -> Splits:
     """Pair the data folder and split it as ``config`` says; raises :class:`DataError` for zero
     training pairs. Other problems are collected, not raised."""
@@ -208,6 +218,7 @@ def make_splits(config: TrainConfig) -> Splits:
     problems = list(scan.problems)
     by_name = {p.name: p for p in scan.pairs}
     how: dict[str, str] = {}
+    notes: list[str] = []
 
     def listed(split: str, what: str) -> list[Pair]:
         path = resolve_split(split, data_dir)
@@ -219,6 +230,11 @@ def make_splits(config: TrainConfig) -> Splits:
                 f"(e.g. {', '.join(missing[:5])})"
             )
         how[what] = str(path)
+        if what == "train":  # a name listed k times is trained on k times per epoch (oversampling)
+            repeated = len(names) - len(set(names))
+            if repeated:
+                notes.append(f"{path}: {repeated} repeated training names, each seen as often as listed")
+            return [by_name[n] for n in names if n in by_name]
         return [by_name[n] for n in dict.fromkeys(names) if n in by_name]
 
     test = listed(config.test_split, "test") if config.test_split else []
@@ -238,11 +254,8 @@ def make_splits(config: TrainConfig) -> Splits:
         )
         train = [p for p in train if p.name not in held_out]
     if not test and config.test_fraction > 0:
-        kept, carved = carve([p.name for p in train], config.test_fraction, config.seed + 1)
-        test = [by_name[n] for n in carved]
-        train = [by_name[n] for n in kept]
+        train, test = _carve_pairs(train, config.test_fraction, config.seed + 1)
         how["test"] = f"{config.test_fraction:g} of the training pairs (seed {config.seed + 1})"
-    notes: list[str] = []
     if config.val_dir:
         vdir = Path(config.val_dir)
         vscan = scan_pairs(vdir / config.images, vdir / config.masks)
@@ -250,13 +263,11 @@ def make_splits(config: TrainConfig) -> Splits:
         val = vscan.pairs
         how["val"] = str(vdir)
     elif not config.val_split:
-        kept, carved = carve([p.name for p in train], config.val_fraction, config.seed)
-        if not carved:
+        train, val = _carve_pairs(train, config.val_fraction, config.seed)
+        if not val:
             notes.append(
                 f"{len(train)} training pair(s): no validation split; the best model is the last one"
             )
-        val = [by_name[n] for n in carved]
-        train = [by_name[n] for n in kept]
         how["val"] = f"{config.val_fraction:g} of the training pairs (seed {config.seed})"
     if not train:
         detail = "; ".join(problems[:5]) or "no pairs left for training after the validation/test splits"
