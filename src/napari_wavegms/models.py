@@ -2,8 +2,10 @@
 
 A built-in model is ``builtin/<name>.safetensors`` with its model card ``builtin/<name>.json``
 (kind of image, modality, data, licence, recipe, test scores). Names contain their dataset (``busi``,
-``kvasir-seg``). :func:`choose_model` picks the one made for an image's kind (ultrasound, endoscopy,
-dermoscopy) and says why; a model the user chose is never replaced by it (callers keep theirs).
+``kvasir-seg``, ``isic``). A card's ``"aliases"`` keep the names of the models it replaced working
+(``busi-wavegms-cpu64`` → today's ultrasound model), so scripts and saved settings do not break.
+:func:`choose_model` picks the one made for an image's kind (ultrasound, endoscopy, dermoscopy)
+and says why; a model the user chose is never replaced by it (callers keep theirs).
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ def builtin_models() -> dict[str, ModelInfo]:
             found.append(ModelInfo(card_path.stem, weights, card))
     found.sort(key=lambda m: (m.card.get("rank", 99), m.name))
     return {m.name: m for m in found}
+
+
+def builtin_aliases() -> dict[str, str]:
+    """Old built-in names → the model that replaced them (each card's ``"aliases"``)."""
+    return {alias: name for name, info in builtin_models().items() for alias in info.card.get("aliases", ())}
+
+
+def canonical_name(name: str) -> str | None:
+    """The built-in model a name or an old alias stands for; ``None`` when it is neither."""
+    return name if name in builtin_models() else builtin_aliases().get(name)
 
 
 def default_model() -> str | None:
@@ -148,8 +160,9 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
             raise FileNotFoundError("no built-in model is installed; pass a checkpoint with --model")
     key = str(name_or_path)
     models = builtin_models()
-    if key in models:
-        return models[key].path
+    builtin = canonical_name(key)
+    if builtin is not None:
+        return models[builtin].path
     path = Path(key).expanduser()
     if path.is_dir():
         for candidate in ("best.safetensors", "last.safetensors", "model.safetensors"):

@@ -192,11 +192,11 @@ def card_postprocess(model: str | os.PathLike | None) -> PostProcess:
     """The post-processing a built-in model's card chose on validation (``"postprocess"``), found by
     name or by the path of its weights (the widgets pass the resolved path); :data:`NONE` for any other
     checkpoint. Reads only the JSON cards (no torch), so a widget can show the default before a run."""
-    from .models import builtin_models, default_model
+    from .models import builtin_models, canonical_name, default_model
 
     models = builtin_models()
     key = default_model() if model is None else str(model)
-    info = models.get(key) if key is not None else None
+    info = models.get(canonical_name(key) or "") if key is not None else None
     if info is None and key is not None:
         try:
             path = Path(key).expanduser().resolve()
