@@ -1,11 +1,15 @@
 """Turn a training run into a built-in model: a half-precision checkpoint and its model card.
 
-    python training/make_builtin.py runs/busi-cpu64 --name busi-wavegms-cpu64 --dataset busi \
-        --split splits/gms_test.txt --summary "..." --hardware "..."
+    python training/make_builtin.py runs/v2/ultrasound-128 --name busi-busbra-wavegms-128 --dataset busi \
+        --trained-on busi bus-bra-256 --split splits/gms_test.txt --reference-also splits/normal_test.txt \
+        --alias busi-wavegms-cpu64 --summary "..." --hardware "..."
 
 The card's scores are those of the *shipped* file: it is written first, loaded back and evaluated with
 the same ``evaluate`` that ``wavegms-eval`` runs, on the whole test split (never seen in training) and
-on the first 10 test images (the reference the test suite re-checks within 0.02).
+on the first 10 test images (the reference the test suite re-checks within 0.02). With
+``--reference-also LIST`` the ten are the first 7 test images and the first 3 of LIST (the ultrasound
+model's lesion-free scans: an empty mask scores 1 there, any mask 0). Run
+``training/choose_postprocess.py --write-card`` afterwards: it adds the validated post-processing.
 """
 
 from __future__ import annotations
@@ -42,7 +46,24 @@ DATASETS = {
         "licence": "research and education use (Simula lists CC BY 4.0); commercial use needs permission",
         "citation": "D. Jha et al., Kvasir-SEG: A Segmented Polyp Dataset, MMM 2020",
     },
+    "bus-bra-256": {
+        "name": "BUS-BRA (Brazil; GE Logiq 5 / 7, Toshiba Aplio 300, U-Systems), longer side 256 px",
+        "modality": "breast ultrasound (B-mode), lesion masks",
+        "images": "gray",
+        "licence": "MIT-style (free use with citation; see LICENSE.txt of the data set)",
+        "citation": "W. Gómez-Flores et al., BUS-BRA: A breast ultrasound dataset for assessing "
+        "computer-aided diagnosis systems, Medical Physics 51 (2024) 3110-3123",
+    },
+    "isic2017-256": {
+        "name": "ISIC 2017 Task 1 (lesion segmentation), 256×256",
+        "modality": "dermoscopy (RGB), skin-lesion masks",
+        "images": "rgb",
+        "licence": "ISIC Archive: each image CC-0 or CC BY-NC; research and non-commercial use with attribution",
+        "citation": "N. Codella et al., Skin Lesion Analysis Toward Melanoma Detection: A Challenge at ISBI "
+        "2017, hosted by the ISIC, ISBI 2018 (arXiv:1710.05006)",
+    },
 }
+KINDS = {"busi": "ultrasound", "bus-bra-256": "ultrasound", "kvasir-seg": "endoscopy", "isic2017-256": "dermoscopy"}
 
 
 def portable(value: Any, places: dict[str, str]) -> Any:
@@ -68,9 +89,13 @@ def main() -> None:
     p.add_argument("--summary", required=True, help="one line shown in the model picker")
     p.add_argument("--hardware", required=True, help="what it was trained on")
     p.add_argument("--rank", type=int, default=1, help="order in the model picker (1 = default model)")
+    p.add_argument("--trained-on", nargs="+", choices=sorted(DATASETS),
+                   help="the data sets it was trained on (default: --dataset)")
+    p.add_argument("--reference-also", help="split list whose first 3 images join the first 7 test images")
+    p.add_argument("--alias", action="append", default=[], help="an old built-in name this model replaces")
     args = p.parse_args()
-    if args.dataset not in args.name:
-        p.error(f"the name must contain the dataset name {args.dataset!r}")
+    if args.dataset.split("-")[0] not in args.name:
+        p.error(f"the name must contain the dataset name {args.dataset.split('-')[0]!r}")
     data = args.data or Path(os.environ["WAVEGMS_DATA_DIR"]) / args.dataset
 
     model, config = load_checkpoint(args.run / "best.safetensors")
@@ -81,6 +106,8 @@ def main() -> None:
     full = run_to_end(evaluate(shipped, data, split=args.split, device="cpu",
                                csv=args.run / f"{args.name}-test.csv"))
     names = read_split(resolve_split(args.split, data))[:10]
+    if args.reference_also:
+        names = names[:7] + read_split(resolve_split(args.reference_also, data))[:3]
     ten_pairs = scan_pairs(data / "images", data / "masks", names=names).pairs
     ten = run_to_end(evaluate(shipped, data, pairs=ten_pairs, device="cpu"))
 
@@ -89,10 +116,13 @@ def main() -> None:
     card = {
         "name": args.name,
         "rank": args.rank,
+        "aliases": args.alias,
+        "kind": KINDS[args.dataset],
         "summary": args.summary,
         "modality": DATASETS[args.dataset]["modality"],
         "images": DATASETS[args.dataset]["images"],
         "data": {**DATASETS[args.dataset], "folder": args.dataset, "test_split": args.split},
+        "trained_on": [{**DATASETS[d], "folder": d} for d in (args.trained_on or [args.dataset])],
         "split": shipped_config["data"],
         "recipe": shipped_config["training"],
         "training": {
