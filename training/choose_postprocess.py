@@ -1,9 +1,9 @@
 """Choose each built-in model's default post-processing on its validation split, then report the test
 split once.
 
-For a model and its training config, the validation pairs are the ones training carved
-(``make_splits(TrainConfig.from_yaml(config)).val``: 10 % of the training list, seed 2333), so the
-choice never sees the test split. Each validation image is segmented once as a user's image is
+For a model and its training config, the validation pairs are the ones training used
+(``make_splits(TrainConfig.from_yaml(config)).val``: the config's validation list, or 10 % carved from
+the training list, seed 2333), so the choice never sees the test split. Each validation image is segmented once as a user's image is
 (:class:`Segmenter`, soft mask resized back to the image's size); every combination of
 
 - speck removal: none, or objects below 0.05 %, 0.1 %, 0.25 %, 0.5 %, 1 % or 2 % of the image's area
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     splits = make_splits(config)
     print(f"{args.model}: {len(splits.val)} validation pairs ({splits.how.get('val', 'carved')}), "
           f"{len(splits.test)} test pairs", file=sys.stderr)
+    val_source = (f"the list {config.val_split}" if config.val_split else
+                  f"carved from the training list (val_fraction {config.val_fraction}, seed {config.seed})")
     seg = Segmenter(args.model, device="cpu", postprocess=NONE)
     posts = candidates()
 
@@ -152,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     test = score_all(test_items, [NONE, chosen] if chosen != NONE else [NONE])
 
     extra_cols = "".join(f" | empty masks on {Path(e).stem}" for e in empty)
-    print(f"\n**{args.model}**: validation = {len(splits.val)} pairs carved from the training list "
-          f"(`{args.config}`, val_fraction {config.val_fraction}, seed {config.seed})\n")
+    print(f"\n**{args.model}**: validation = {len(splits.val)} pairs, {val_source} (`{args.config}`)\n")
     print("| post-processing | val Dice | val IoU | val HD95 (px) | HD95 undefined" + extra_cols + " |")
     print("| --- | --- | --- | --- | ---" + " | ---" * len(empty) + " |")
     for post in sorted(posts, key=lambda q: -val[q]["dice"]):
@@ -171,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "fill_holes": chosen.fill_holes,
         "keep_largest": chosen.keep_largest,
         "chosen_on": {
-            "split": f"validation: {len(splits.val)} pairs carved from the training list "
-                     f"(val_fraction {config.val_fraction}, seed {config.seed})",
+            "split": f"validation: {len(splits.val)} pairs, {val_source}",
             "rule": "highest mean Dice (3 decimals), then lowest mean HD95, then fewest steps",
             "command": f"python training/choose_postprocess.py --model {args.model} --config {args.config}"
                        + "".join(f" --also {e}" for e in args.also) + " --write-card",
