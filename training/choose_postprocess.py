@@ -3,8 +3,9 @@ split once.
 
 For a model and its training config, the validation pairs are the ones training used
 (``make_splits(TrainConfig.from_yaml(config)).val``: the config's validation list, or 10 % carved from
-the training list, seed 2333), so the choice never sees the test split. Each validation image is segmented once as a user's image is
-(:class:`Segmenter`, soft mask resized back to the image's size); every combination of
+the training list, seed 2333), so the choice never sees the test split. Each validation image is
+segmented once as a user's image is (:class:`Segmenter`, soft mask resized back to the image's size);
+every combination of
 
 - speck removal: none, or objects below 0.05 %, 0.1 %, 0.25 %, 0.5 %, 1 % or 2 % of the image's area
   (a fraction, since a data set's images come at many sizes; stored as ``min_fraction``),

@@ -1,7 +1,7 @@
 """How well the confidence score ranks bad masks first, and what test-time flips (``tta``) gain and cost.
 
-For every image of the test splits (BUSI ``gms_test`` with ``busi-wavegms-cpu64``, Kvasir-SEG
-``medico2020_val`` with ``kvasir-seg-wavegms-cpu64``) it segments the image as a user does
+For every image of the test splits (BUSI ``gms_test`` with the ultrasound model, Kvasir-SEG
+``medico2020_val`` with the polyp model, ISIC 2017 ``val`` with the skin model) it segments the image as a user does
 (:meth:`Segmenter.segment_many`, native resolution), scores the mask against the ground truth (Dice,
 :mod:`napari_wavegms.metrics`) and computes candidate confidence scores from the model's soft masks of
 the image and its flips. A mask is *bad* when its Dice is below 0.5.
@@ -27,10 +27,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("WAVEGMS_SHARED", REPO.parent / "shared"))
-SETS = {  # data set: (folder, split, built-in model)
-    "busi": ("busi", "gms_test.txt", "busi-wavegms-cpu64"),
-    "kvasir": ("kvasir-seg", "medico2020_val.txt", "kvasir-seg-wavegms-cpu64"),
-    "busi-normal": ("busi", "normal_test.txt", "busi-wavegms-cpu64"),
+SETS = {  # data set: (folder, split, kind of the built-in model)
+    "busi": ("busi", "gms_test.txt", "ultrasound"),
+    "kvasir": ("kvasir-seg", "medico2020_val.txt", "endoscopy"),
+    "isic": ("isic2017-256", "val.txt", "dermoscopy"),
+    "busi-normal": ("busi", "normal_test.txt", "ultrasound"),
 }
 BAD_DICE = 0.5
 
@@ -122,8 +123,10 @@ def measure_set(key: str, limit: int | None) -> list[dict]:
     from napari_wavegms.inference import TTA_FLIPS, Segmenter
     from napari_wavegms.io import read_image, read_mask
     from napari_wavegms.metrics import dice_iou
+    from napari_wavegms.models import suggest_model
 
-    folder, split, model = SETS[key]
+    folder, split, kind = SETS[key]
+    model = suggest_model(kind)
     root = SHARED / "data" / folder
     names = sorted((root / "splits" / split).read_text().split())[:limit]
     plain = Segmenter(model, device="cpu", batch_size=1)
@@ -169,7 +172,9 @@ def blank_check() -> dict[str, float]:
     out = {}
     images = {"black": np.zeros((300, 400), np.uint8), "grey": np.full((300, 400), 128, np.uint8),
               "grey RGB": np.full((300, 400, 3), 90, np.uint8)}
-    for model in ("busi-wavegms-cpu64", "kvasir-seg-wavegms-cpu64"):
+    from napari_wavegms.models import builtin_models
+
+    for model in builtin_models():
         seg = Segmenter(model, device="cpu")
         for what, image in images.items():
             r = seg.segment_many([image], with_confidence=True)[0]
@@ -186,7 +191,7 @@ def groups(rows: list[dict]) -> list[tuple[str, list[dict]]]:
     lesion = [r for r in rows if r["set"] != "busi-normal"]
     return [("half A (fit)", [r for r in lesion if r["half"] == "A"]),
             ("half B (report)", [r for r in lesion if r["half"] == "B"]), ("all", lesion),
-            *[(k, [r for r in lesion if r["set"] == k]) for k in ("busi", "kvasir")]]
+            *[(k, [r for r in lesion if r["set"] == k]) for k in ("busi", "kvasir", "isic")]]
 
 
 def report(rows: list[dict]) -> dict:
