@@ -15,6 +15,7 @@ from conftest import BUSI, KVASIR, drain
 from napari_wavegms.batch import CSV_COLUMNS, BatchUsageError, segment_folder
 from napari_wavegms.inference import Segmenter
 from napari_wavegms.io import read_image
+from napari_wavegms.models import suggest_model
 from napari_wavegms.progress import run_to_end
 
 KVASIR_IMAGE = "cju0qkwl35piu0993l0dewei2"
@@ -262,7 +263,7 @@ def test_wavegms_predict_gives_blank_images_empty_masks_and_every_mask_a_confide
 def test_wavegms_predict_tta_changes_the_mask(tmp_path, blank_folder):
     from napari_wavegms import cli
 
-    argv = [str(blank_folder), "--quiet", "--device", "cpu", "--model", "busi-wavegms-cpu64"]
+    argv = [str(blank_folder), "--quiet", "--device", "cpu", "--model", suggest_model("ultrasound")]
     assert cli.predict_main([argv[0], str(tmp_path / "plain"), *argv[1:]]) == 0
     assert cli.predict_main([argv[0], str(tmp_path / "tta"), *argv[1:], "--tta"]) == 0
     plain, tta = read_image(tmp_path / "plain" / "scan.png"), read_image(tmp_path / "tta" / "scan.png")

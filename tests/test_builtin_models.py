@@ -1,7 +1,8 @@
 """Built-in models: each still scores what its model card recorded when it was made.
 
 A broken checkpoint, a changed preprocessing step or a metric that drifted moves the mean Dice on
-the card's ten fixed test images by more than 0.02, and this fails.
+the card's ten fixed test images by more than 0.02, and this fails. The ultrasound model's ten include
+three lesion-free scans (BUSI ``normal_test``), where only an empty mask scores.
 """
 
 from __future__ import annotations
@@ -14,16 +15,46 @@ from napari_wavegms.cli import predict_main
 from napari_wavegms.data import scan_pairs
 from napari_wavegms.evaluation import evaluate
 from napari_wavegms.io import read_image
-from napari_wavegms.models import builtin_models, default_model, has_color, suggest_model
+from napari_wavegms.models import (
+    KIND_IMAGES,
+    builtin_models,
+    default_model,
+    has_color,
+    model_kind,
+    resolve_model,
+    suggest_model,
+)
 from napari_wavegms.progress import run_to_end
 
 MODELS = builtin_models()
+#: what each kind's model must be named after (its data)
+NAMED_AFTER = {"ultrasound": "busi", "endoscopy": "kvasir-seg", "dermoscopy": "isic"}
+#: the names of the 64² previews they replaced
+OLD_NAMES = {"busi-wavegms-cpu64": "ultrasound", "kvasir-seg-wavegms-cpu64": "endoscopy"}
 
 
-def test_a_breast_ultrasound_model_ships_and_is_the_default():
-    assert any("busi" in name for name in MODELS)
-    assert any("kvasir-seg" in name for name in MODELS)
-    assert "busi" in default_model()
+def test_one_model_per_kind_ships_named_after_its_data_and_ultrasound_is_the_default():
+    kinds = {name: model_kind(info) for name, info in MODELS.items()}
+    assert sorted(kinds.values()) == sorted(NAMED_AFTER)
+    for name, kind in kinds.items():
+        assert NAMED_AFTER[kind] in name
+    assert kinds[default_model()] == "ultrasound"
+
+
+def test_the_old_preview_names_still_work(tmp_path):
+    """``busi-wavegms-cpu64`` / ``kvasir-seg-wavegms-cpu64`` in scripts and saved settings reach the
+    models that replaced them, with those models' post-processing."""
+    from napari_wavegms.postprocess import card_postprocess
+
+    for old, kind in OLD_NAMES.items():
+        new = suggest_model(kind)
+        assert old not in MODELS and old in MODELS[new].card["aliases"]
+        assert resolve_model(old) == resolve_model(new) == MODELS[new].path
+        assert card_postprocess(old) == card_postprocess(new)
+    out = tmp_path / "out"
+    assert predict_main([str(BUSI / "images" / "benign_3.png"), str(out), "--model", "busi-wavegms-cpu64",
+                         "--device", "cpu", "--quiet"]) == 0
+    assert (out / "benign_3.png").is_file()
 
 
 def test_colour_images_get_the_polyp_model_and_grey_ones_the_ultrasound_model(tmp_path):
@@ -42,21 +73,25 @@ def test_colour_images_get_the_polyp_model_and_grey_ones_the_ultrasound_model(tm
     assert not has_color(np.repeat(grey[..., None], 3, axis=-1), rgb=True)
     assert not has_color(grey_jpeg, rgb=True)
     assert not has_color(np.zeros((32, 32, 3), np.uint8), rgb=True)
-    assert "kvasir-seg" in suggest_model(True)
+    assert suggest_model(True) in (suggest_model("endoscopy"), suggest_model("dermoscopy"))
     assert "busi" in suggest_model(False)
-    for name, info in MODELS.items():
-        assert info.card["images"] == ("rgb" if "kvasir-seg" in name else "gray")
+    for info in MODELS.values():
+        assert info.card["images"] == KIND_IMAGES[model_kind(info)]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_builtin_model_matches_its_card(name: str):
+    from napari_wavegms.data import read_split
+
     card = MODELS[name].card
-    assert card["data"]["folder"] in name
-    for key in ("summary", "modality", "data", "split", "recipe", "training", "tiny_vae", "test"):
+    for key in ("summary", "modality", "data", "trained_on", "split", "recipe", "training", "tiny_vae", "test",
+                "postprocess"):
         assert card[key], key
     data = SHARED / "data" / card["data"]["folder"]
     names = card["reference_check"]["images"]
     assert len(names) == 10
+    if model_kind(MODELS[name]) == "ultrasound":  # lesion-free scans among them: empty masks are checked
+        assert len(set(names) & set(read_split(data / "splits" / "normal_test.txt"))) == 3
     pairs = scan_pairs(data / "images", data / "masks", names=names).pairs
     assert [p.name for p in pairs] == names
     result = run_to_end(evaluate(name, data, pairs=pairs, device="cpu"))
@@ -67,7 +102,7 @@ def test_list_models_prints_one_name_per_line(capsys):
     assert predict_main(["--list-models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == list(MODELS)
-    assert all(("busi" in n) or ("kvasir-seg" in n) for n in lines)
+    assert all(any(word in n for word in NAMED_AFTER.values()) for n in lines)
 
 
 def test_the_shipped_decoder_is_taef2s_own_with_its_licence():

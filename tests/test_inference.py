@@ -23,6 +23,7 @@ from napari_wavegms.inference import (
     mask_confidence,
 )
 from napari_wavegms.io import read_image
+from napari_wavegms.models import suggest_model
 from napari_wavegms.preprocess import normalize_intensity, resize_mask
 from napari_wavegms.progress import Progress, run_to_end
 
@@ -241,7 +242,7 @@ def test_stack_scale_equals_the_training_normalisation_for_one_image(gray, name)
 @pytest.fixture(scope="module")
 def busi_model() -> Segmenter:
     """The built-in BUSI model: blank-image and confidence behaviour only mean something on a trained model."""
-    return Segmenter("busi-wavegms-cpu64", device="cpu", precision="fp32")
+    return Segmenter(suggest_model("ultrasound"), device="cpu", precision="fp32")
 
 
 BLANKS = {
@@ -292,8 +293,8 @@ def test_mask_confidence_of_drawn_soft_masks():
 
 
 def test_tta_averages_the_flips_and_is_flip_equivariant(gray):
-    plain = Segmenter("busi-wavegms-cpu64", device="cpu", precision="fp32")
-    tta = Segmenter("busi-wavegms-cpu64", device="cpu", precision="fp32", tta=True)
+    plain = Segmenter(suggest_model("ultrasound"), device="cpu", precision="fp32")
+    tta = Segmenter(suggest_model("ultrasound"), device="cpu", precision="fp32", tta=True)
     x = plain.model_input(gray)
     with torch.inference_mode():
         by_hand = torch.stack([plain.predict(x.flip(d) if d else x).flip(d) if d else plain.predict(x)

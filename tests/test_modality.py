@@ -144,27 +144,37 @@ def test_blank_and_tiny_images_do_not_break_it():
 
 
 # ---------------------------------------------------------------- the model choice
-def test_each_kind_gets_its_built_in_model_or_a_said_fallback():
+def test_each_kind_gets_its_built_in_model():
     models = builtin_models()
-    kinds = {model_kind(info) for info in models.values()}
-    assert {"ultrasound", "endoscopy"} <= kinds
+    assert {model_kind(info) for info in models.values()} == set(KINDS)
     for path, kind in (
         (BUSI / "images" / "benign_3.png", "ultrasound"),
         (KVASIR / "images" / "cju16jgnyzp970878melv7r25.jpg", "endoscopy"),
         (held_out(ISIC, "val.txt", ".jpg")[1], "dermoscopy"),
     ):
         choice = choose_model(read_image(path))
-        assert choice.kind == kind and choice.model in models
-        assert kind in choice.message and choice.reason in choice.message
-        if kind in kinds:
-            assert choice.exact and model_kind(models[choice.model]) == kind
-            assert choice.message.startswith(choice.model)
-        else:  # no skin model yet: the nearest colour model, and the message says so
-            assert not choice.exact and models[choice.model].card["images"] == "rgb"
-            assert f"no built-in model for {kind}" in choice.message
-    assert suggest_model("ultrasound") and "busi" in suggest_model("ultrasound")
+        assert choice.kind == kind and choice.exact
+        assert model_kind(models[choice.model]) == kind
+        assert choice.message.startswith(choice.model) and kind in choice.message and choice.reason in choice.message
+    assert "busi" in suggest_model("ultrasound")
     assert "kvasir-seg" in suggest_model("endoscopy")
-    assert "kvasir-seg" in suggest_model(True) and "busi" in suggest_model(False)  # the older bool form
+    assert "isic" in suggest_model("dermoscopy")
+    assert suggest_model(True) in (suggest_model("endoscopy"), suggest_model("dermoscopy"))  # the older bool form
+    assert "busi" in suggest_model(False)
+
+
+def test_a_kind_without_its_model_gets_the_nearest_one_and_says_so(monkeypatch):
+    """An install without the skin model (or a kind added later) falls back to a colour model, with a
+    message that names what is missing."""
+    from napari_wavegms import models as models_module
+
+    everything = builtin_models()
+    without_skin = {n: i for n, i in everything.items() if model_kind(i) != "dermoscopy"}
+    monkeypatch.setattr(models_module, "builtin_models", lambda: without_skin)
+    choice = choose_model(read_image(held_out(ISIC, "val.txt", ".jpg")[1]))
+    assert choice.kind == "dermoscopy" and not choice.exact
+    assert without_skin[choice.model].card["images"] == "rgb"
+    assert "no built-in model for dermoscopy" in choice.message and "choose a dermoscopy model" in choice.message
 
 
 def test_cards_say_their_kind():

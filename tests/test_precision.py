@@ -10,8 +10,9 @@ from conftest import BUSI
 from napari_wavegms.device import native_bf16
 from napari_wavegms.inference import Segmenter
 from napari_wavegms.io import read_image
+from napari_wavegms.models import suggest_model
 
-MODEL = "busi-wavegms-cpu64"
+MODEL = suggest_model("ultrasound")
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import BUSI
 from napari_wavegms.io import read_image
+from napari_wavegms.models import suggest_model
 
 pytestmark = pytest.mark.gui
 
@@ -274,14 +275,15 @@ def test_model_follows_the_kind_of_the_active_image_and_says_why(make_napari_vie
                                                                   busi_image):
     """Selecting a BUSI scan or a Kvasir frame in the layer list moves the model picker between the
     ultrasound and polyp models, with the kind and the evidence in the status line and the picker's
-    tooltip; an ultrasound saved as RGB is still ultrasound; a dermoscopy image gets the nearest model
-    with the message that no skin model is installed; a checkpoint file the user chose is never swapped."""
+    tooltip; an ultrasound saved as RGB is still ultrasound; a dermoscopy image gets the skin model; a
+    checkpoint file the user chose is never swapped."""
     from conftest import KVASIR, SHARED
     from napari_wavegms.models import builtin_models
     from napari_wavegms.widgets.segment import model_for_layer
 
     busi_model = next(n for n in builtin_models() if "busi" in n)
     polyp_model = next(n for n in builtin_models() if "kvasir-seg" in n)
+    skin_model = next(n for n in builtin_models() if "isic" in n)
     viewer = make_napari_viewer()
     widget = open_widget(viewer, "Segment")
     polyp = viewer.add_image(read_image(KVASIR / "images" / "cju16jgnyzp970878melv7r25.jpg"), name="polyp")
@@ -302,10 +304,9 @@ def test_model_follows_the_kind_of_the_active_image_and_says_why(make_napari_vie
     viewer.layers.selection.active = ultrasound_rgb
     assert widget.model.model == busi_model and "for ultrasound" in widget.status.value
 
-    viewer.layers.selection.active = skin  # no skin model yet: the nearest, and the message says so
-    assert widget.model.model == polyp_model
-    assert "no built-in model for dermoscopy" in widget.status.value
-    assert "choose a dermoscopy model" in widget.status.value
+    viewer.layers.selection.active = skin
+    assert widget.model.model == skin_model
+    assert widget.status.value.startswith(f"model: {skin_model} for dermoscopy (")
 
     widget.model.add_file(random_checkpoint)
     viewer.layers.selection.active = polyp
@@ -514,7 +515,7 @@ def test_every_result_shows_its_confidence_and_a_blank_image_says_so(
 
     viewer = make_napari_viewer()
     widget = open_widget(viewer, "Segment")
-    widget.model.set_model("busi-wavegms-cpu64")
+    widget.model.set_model(suggest_model("ultrasound"))
     viewer.add_image(busi_image, name="scan")
     assert widget.image.value.name == "scan"
     wait_done(qtbot, widget.run())
