@@ -125,7 +125,10 @@ def test_without_model_a_polyp_folder_is_segmented_with_the_polyp_model(tmp_path
     shutil.copy(KVASIR / "images" / "cju0qkwl35piu0993l0dewei2.jpg", src / "polyp.jpg")
     assert cli.predict_main([str(src), str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
     err = capsys.readouterr().err
-    assert "model: kvasir-seg" in err and "the built-in model for its kind (endoscopy: colour" in err
+    from napari_wavegms.models import suggest_model
+
+    assert f"model: {suggest_model('endoscopy')} for 1 file" in err
+    assert "kvasir-seg" in suggest_model("endoscopy") and "the built-in model for its kind (endoscopy: colour" in err
     assert read_image(tmp_path / "out" / "polyp.png").shape == read_image(src / "polyp.jpg").shape[:2]
 
 
