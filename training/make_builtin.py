@@ -1,6 +1,6 @@
 """Turn a training run into a built-in model: a half-precision checkpoint and its model card.
 
-    python training/make_builtin.py runs/v2/ultrasound-128 --name busi-busbra-wavegms-128 --dataset busi \
+    python training/make_builtin.py runs/v2/ultrasound-128 --name breast-ultrasound-busi-busbra --dataset busi \
         --trained-on busi bus-bra-256 --split splits/gms_test.txt --reference-also splits/normal_test.txt \
         --alias busi-wavegms-cpu64 --summary "..." --hardware "..."
 

@@ -168,12 +168,11 @@ def measure_set(key: str, limit: int | None) -> list[dict]:
 def blank_check() -> dict[str, float]:
     """Foreground fraction of the masks of blank images with each built-in model."""
     from napari_wavegms.inference import Segmenter
+    from napari_wavegms.models import builtin_models
 
     out = {}
     images = {"black": np.zeros((300, 400), np.uint8), "grey": np.full((300, 400), 128, np.uint8),
               "grey RGB": np.full((300, 400, 3), 90, np.uint8)}
-    from napari_wavegms.models import builtin_models
-
     for model in builtin_models():
         seg = Segmenter(model, device="cpu")
         for what, image in images.items():

@@ -44,14 +44,13 @@ def builtin_models() -> dict[str, ModelInfo]:
     return {m.name: m for m in found}
 
 
-def builtin_aliases() -> dict[str, str]:
-    """Old built-in names → the model that replaced them (each card's ``"aliases"``)."""
-    return {alias: name for name, info in builtin_models().items() for alias in info.card.get("aliases", ())}
-
-
 def canonical_name(name: str) -> str | None:
-    """The built-in model a name or an old alias stands for; ``None`` when it is neither."""
-    return name if name in builtin_models() else builtin_aliases().get(name)
+    """The built-in model a name or an old alias (a card's ``"aliases"``) stands for; ``None`` when it
+    is neither."""
+    models = builtin_models()
+    if name in models:
+        return name
+    return next((n for n, info in models.items() if name in info.card.get("aliases", ())), None)
 
 
 def default_model() -> str | None:
