@@ -41,6 +41,14 @@ def test_config_yaml_round_trip(tmp_path):
     assert (cfg.epochs, cfg.batch_size, cfg.lr) == (3, 2, 2e-3)
     back = TrainConfig.from_yaml(cfg.to_yaml(tmp_path / "saved.yaml"))
     assert back == cfg
+    cfg_file.write_text("data_dir: x\nlr: 2e-3\nbatch_size: '16'\nwarmup_epochs: 5\ntime_budget_s: null\n")
+    cfg = TrainConfig.from_yaml(cfg_file)        # YAML 1.1 reads 2e-3 (no dot) as a string
+    assert (cfg.lr, cfg.batch_size, cfg.warmup_epochs, cfg.time_budget_s) == (0.002, 16, 5.0, None)
+    assert isinstance(cfg.lr, float) and isinstance(cfg.batch_size, int)
+    for bad, says in (("lr: fast", "lr: 'fast' is not a number"), ("epochs: 2.5", "epochs: 2.5 is not an integer")):
+        cfg_file.write_text(f"data_dir: x\n{bad}\n")
+        with pytest.raises(ValueError, match=f"training option {says}"):
+            TrainConfig.from_yaml(cfg_file)
     cfg_file.write_text("data_dir: x\nepoch: 3\n")
     with pytest.raises(ValueError, match="unknown training option"):
         TrainConfig.from_yaml(cfg_file)

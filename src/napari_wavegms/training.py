@@ -112,7 +112,8 @@ class TrainConfig:
             raise ValueError(
                 f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
-        return cls(**values)
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        return cls(**{k: _number(k, kinds[k], v) for k, v in values.items()})
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> TrainConfig:
@@ -145,6 +146,26 @@ class TrainConfig:
         with atomic_path(path) as tmp:
             Path(tmp).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
         return Path(path)
+
+
+_NUMBERS = {"float": float, "float | None": float, "int": int, "int | None": int}
+
+
+def _number(option: str, kind: str, value: Any) -> Any:
+    """``value`` as the number option ``option`` needs, or a clear error naming it.
+
+    Why: YAML 1.1 (PyYAML) reads ``lr: 2e-3``, without a dot, as the *string* "2e-3"; AdamW then failed
+    deep inside PyTorch with a TypeError about comparing a float with a str."""
+    convert = _NUMBERS.get(kind)
+    if convert is None or value is None:
+        return value
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if math.isnan(number) or (convert is int and not number.is_integer()):
+        raise ValueError(f"training option {option}: {value!r} is not {'an integer' if convert is int else 'a number'}")
+    return convert(number)
 
 
 def _resolve_from(value: str, base: Path) -> Path:
