@@ -132,7 +132,7 @@ def test_busi_config_splits():
 def test_the_ultrasound_model_data_holds_lesion_free_scans_everywhere_but_the_test(tmp_path):
     """training/make_ultrasound_data.py: BUSI (lesion and lesion-free) + BUS-BRA joined by links;
     validation holds lesion-free scans and whole BUS-BRA patients; BUSI's test lists are never trained
-    on; each lesion-free training scan is listed 3 times and trained on 3 times per epoch."""
+    on; each lesion-free training scan is listed NORMAL_REPEAT times and trained on that often per epoch."""
     import importlib.util
 
     from conftest import REPO, SHARED
