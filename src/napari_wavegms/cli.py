@@ -40,6 +40,9 @@ def predict_main(argv: list[str] | None = None) -> int:
                         help="fill holes inside objects (default: the model card's choice, made on validation)")
     parser.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
                         help="keep only the largest object of each mask (default: the model card's choice)")
+    parser.add_argument("--no-presence-check", action="store_true",
+                        help="keep every mask: without this, a model whose card has a presence gate (the ultrasound "
+                        "model) leaves the mask of an image it finds without a lesion empty")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                         help="auto: fp16 on CUDA, bf16 on CPUs that have it natively, else fp32 (default auto)")
@@ -79,6 +82,8 @@ def predict_main(argv: list[str] | None = None) -> int:
     cannot_start = (BatchUsageError, FileNotFoundError, CheckpointError, ValueError, WeightsUnavailableError)
     # for every Segmenter of the run (one per model without --model)
     options = {"batch_size": args.batch_size, "precision": args.precision, "tta": args.tta}
+    if args.no_presence_check:
+        options["presence"] = False
     try:
         check_paths(args.input, args.output, args.fmt, args.convention)
         segmenter = Segmenter(args.model, device=args.device, **options) if args.model else None

@@ -38,6 +38,11 @@ image, hole filling, keeping the largest object) runs on each thresholded slice.
 card holds the defaults chosen on its validation split (``training/choose_postprocess.py``); whatever
 the caller gives wins. The confidence is always the model's own: it is measured on the soft mask the
 model drew, before any clean-up, so removing a doubtful speck cannot make a mask look surer.
+
+Before that, a model whose card holds a **presence gate** (the ultrasound model: :mod:`presence`)
+empties the whole mask of an image it finds without a lesion, judged from its own latents. The
+confidence is still that of the mask the model drew, so an emptied doubtful mask is still flagged for
+review. ``presence=False`` turns the gate off (``wavegms-predict --no-presence-check``).
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ from torch.nn import functional as F
 
 from .postprocess import NONE, PostProcess, card_postprocess
 from .preprocess import ImageLayout, UnsupportedImageError, image_layout, resize_image
+from .presence import PresenceGate, card_presence
+from .presence import features as presence_features
 from .progress import Progress, run_to_end
 
 __all__ = [
@@ -241,12 +248,16 @@ class Segmenter:
     slice in one batch; its gain and cost are in ``training/RESULTS.md``).
     ``postprocess``: the default clean-up of masks (:class:`~napari_wavegms.postprocess.PostProcess`, or
     its dict); ``None`` = the built-in model card's choice (none for other checkpoints).
+    ``presence``: the image-level check that empties the mask of an image without a lesion
+    (:mod:`napari_wavegms.presence`): ``None`` = the built-in model card's gate where it has one (the
+    ultrasound model), ``False`` = never, or a :class:`~napari_wavegms.presence.PresenceGate`.
     """
 
     def __init__(self, model: str | os.PathLike | torch.nn.Module | None = None, device: str = "auto",
                  batch_size: int = 8, half: bool | None = None, *, channels_last: bool | None = None,
                  precision: str = "auto", tta: bool = False,
-                 postprocess: PostProcess | dict[str, Any] | None = None) -> None:
+                 postprocess: PostProcess | dict[str, Any] | None = None,
+                 presence: PresenceGate | bool | None = None) -> None:
         from .device import autocast_dtype, describe, precision_name, resolve_device
 
         if batch_size < 1:
@@ -265,6 +276,14 @@ class Segmenter:
             self.postprocess = PostProcess.from_dict(postprocess)
         else:
             self.postprocess = NONE if isinstance(model, torch.nn.Module) else card_postprocess(model)
+        if isinstance(presence, PresenceGate):
+            self.presence: PresenceGate | None = presence
+        elif presence is False or isinstance(model, torch.nn.Module):
+            self.presence = None
+        else:
+            self.presence = card_presence(model)
+        if self.presence is not None and not hasattr(self.model, "predict_with_latents"):
+            raise ValueError("a presence gate needs a Wave-GMS model (its latents); this model has none")
         self.image_size = int(self.model.image_size)
         self.batch_size = int(batch_size)
         self.tta = bool(tta)
@@ -467,23 +486,36 @@ class Segmenter:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Soft masks (B×1×S×S, float32) of model inputs B×3×S×S; with ``tta`` the mean over the flips.
+        """Soft masks (B×1×S×S, float32) of model inputs B×3×S×S; with ``tta`` the mean over the flips;
+        all zero for an image the presence gate finds without a lesion.
 
         The flipped copies go through the model in the same call (one batch of 4·B), each result
         flipped back before averaging.
         """
+        prob, absent = self._predict(x)
+        return prob if absent is None else prob.masked_fill(absent.view(-1, 1, 1, 1), 0.0)
+
+    def _predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The model's soft masks as it drew them, and which images the presence gate finds without a
+        lesion (``None`` without a gate)."""
         flips = self.flips
         if flips:
             x = torch.cat([x, *(x.flip(dims) for dims in flips)])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            prob = self.model.predict(x)
+            if self.presence is None:
+                prob = self.model.predict(x)
+            else:
+                prob, mean, latent = self.model.predict_with_latents(x)
         prob = prob.float()
-        if not flips:
-            return prob
-        parts = prob.chunk(len(flips) + 1)
-        return torch.stack([parts[0], *(p.flip(dims) for p, dims in zip(parts[1:], flips, strict=True))]).mean(0)
+        if flips:
+            parts = prob.chunk(len(flips) + 1)
+            prob = torch.stack([parts[0], *(p.flip(dims) for p, dims in zip(parts[1:], flips, strict=True))]).mean(0)
+        if self.presence is None:
+            return prob, None
+        n = prob.shape[0]  # judged on the image as it is (the first of the flipped copies)
+        return prob, self.presence.absent(presence_features(mean[:n], latent[:n]))
 
     def _masks(self, items: Iterable[tuple[int, np.ndarray, ImageLayout, IntensityScale]],
                threshold: float | None) -> Iterator[tuple[int, np.ndarray, float, bool]]:
@@ -508,8 +540,10 @@ class Segmenter:
                         break
                 if not batch:
                     return
-                prob = self.predict(torch.cat(tensors)) if tensors else None
+                prob, absent = self._predict(torch.cat(tensors)) if tensors else (None, None)
                 confidence = mask_confidence(prob).tolist() if prob is not None else []
+                if absent is not None:  # after the confidence: an emptied doubtful mask stays flagged
+                    prob = prob.masked_fill(absent.view(-1, 1, 1, 1), 0.0)
                 results = []
                 for key, layout, j in batch:
                     size = (layout.height, layout.width)

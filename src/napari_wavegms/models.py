@@ -53,6 +53,25 @@ def canonical_name(name: str) -> str | None:
     return next((n for n, info in models.items() if name in info.card.get("aliases", ())), None)
 
 
+def builtin_card(model: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The card of a built-in model found by name, old alias or the path of its weights (the widgets
+    pass the resolved path); ``None`` (the default model) gives the default's card; ``None`` for any
+    other checkpoint. Reads only the JSON cards (no torch), so a widget can show a card's defaults
+    before a run."""
+    models = builtin_models()
+    key = default_model() if model is None else str(model)
+    if key is None:
+        return None
+    info = models.get(canonical_name(key) or "")
+    if info is None:
+        try:
+            path = Path(key).expanduser().resolve()
+        except (OSError, RuntimeError):
+            return None
+        info = next((m for m in models.values() if m.path.resolve() == path), None)
+    return info.card if info is not None else None
+
+
 def default_model() -> str | None:
     """Name of the default built-in model, or ``None`` when the package ships none."""
     return next(iter(builtin_models()), None)

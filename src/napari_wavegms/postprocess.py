@@ -27,7 +27,6 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -192,15 +191,7 @@ def card_postprocess(model: str | os.PathLike | None) -> PostProcess:
     """The post-processing a built-in model's card chose on validation (``"postprocess"``), found by
     name or by the path of its weights (the widgets pass the resolved path); :data:`NONE` for any other
     checkpoint. Reads only the JSON cards (no torch), so a widget can show the default before a run."""
-    from .models import builtin_models, canonical_name, default_model
+    from .models import builtin_card
 
-    models = builtin_models()
-    key = default_model() if model is None else str(model)
-    info = models.get(canonical_name(key) or "") if key is not None else None
-    if info is None and key is not None:
-        try:
-            path = Path(key).expanduser().resolve()
-        except (OSError, RuntimeError):
-            return NONE
-        info = next((m for m in models.values() if m.path.resolve() == path), None)
-    return PostProcess.from_dict(info.card.get("postprocess")) if info is not None else NONE
+    card = builtin_card(model)
+    return PostProcess.from_dict(card.get("postprocess")) if card is not None else NONE

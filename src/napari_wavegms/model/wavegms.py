@@ -60,15 +60,22 @@ class WaveGMS(nn.Module):
     @torch.inference_mode()
     def predict(self, image: torch.Tensor) -> torch.Tensor:
         """Deterministic soft mask in [0, 1], B×1×H×W at the input's size (mean latent, ``out`` head)."""
+        return self.predict_with_latents(image)[0]
+
+    @torch.inference_mode()
+    def predict_with_latents(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`predict`'s soft mask with the two latents it came from: E_wave's μ and the LMM's
+        ``out`` latent (B×C×S/8×S/8), which an image-level check (:mod:`napari_wavegms.presence`) reads."""
         size = image.shape[-2:]
         x = image
         if tuple(size) != (self.image_size, self.image_size):
             x = resize_image(image, self.image_size)
         mean, _ = self.encoder(x)
-        mask = self.vae.decode_mask(self.lmm(mean, heads=("out",))["out"])
+        latent = self.lmm(mean, heads=("out",))["out"]
+        mask = self.vae.decode_mask(latent)
         if mask.shape[-2:] != size:
             mask = F.interpolate(mask, size=tuple(size), mode="bilinear", align_corners=False).clamp(0, 1)
-        return mask
+        return mask, mean, latent
 
 
 def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = DICE_SMOOTH) -> torch.Tensor:

@@ -1,0 +1,127 @@
+"""The presence gate: the image-level check that empties the mask of an image without a lesion, from the
+model's own latents, through the engine and ``wavegms-predict``; the confidence stays the model's own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import BUSI
+from napari_wavegms import cli
+from napari_wavegms.inference import Segmenter
+from napari_wavegms.io import read_image
+from napari_wavegms.models import builtin_models, suggest_model
+from napari_wavegms.presence import PresenceGate, card_presence, features
+
+ULTRASOUND = suggest_model("ultrasound")
+#: Lesion-free BUSI test scans (never trained on) that the ultrasound model draws a mask on and whose
+#: mask its gate empties (from training/fit_presence.py's test run), and a lesion scan it keeps.
+GATED = ("normal_1", "normal_14")
+LESION = "benign_3"
+
+
+@pytest.fixture(scope="module")
+def gated() -> Segmenter:
+    return Segmenter(ULTRASOUND, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ungated() -> Segmenter:
+    return Segmenter(ULTRASOUND, device="cpu", presence=False)
+
+
+def scan(name: str) -> np.ndarray:
+    return read_image(BUSI / "images" / f"{name}.png")
+
+
+class Plain(torch.nn.Module):
+    """A segmentation model without Wave-GMS's latents."""
+
+    image_size = 64
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1]
+
+
+def some_gate(n: int, threshold: float) -> PresenceGate:
+    return PresenceGate((0.0,) * n, (1.0,) * n, (0.0,) * n, 0.0, threshold)
+
+
+def test_a_gate_round_trips_through_its_card_record_and_refuses_bad_ones():
+    gate = PresenceGate((0.5, 1.0), (2.0, 1.0), (1.0, -1.0), 0.25, -1.5, {"split": "validation"})
+    assert PresenceGate.from_dict(gate.to_dict()) == gate
+    logit = gate.logit(torch.tensor([[2.5, 3.0], [0.5, 1.0]]))
+    torch.testing.assert_close(logit, torch.tensor([1.0 - 2.0 + 0.25, 0.25]))
+    assert gate.absent(torch.tensor([[0.5, 5.0]])).tolist() == [True]  # logit -3.75 < -1.5
+    with pytest.raises(ValueError, match="one value per feature"):
+        PresenceGate((0.0,), (1.0, 1.0), (1.0, 1.0), 0.0, 0.0)
+    with pytest.raises(ValueError, match="positive"):
+        PresenceGate((0.0,), (0.0,), (1.0,), 0.0, 0.0)
+    with pytest.raises(ValueError, match="malformed"):
+        PresenceGate.from_dict({"centre": [0.0]})
+    with pytest.raises(ValueError, match="expects 2 features, got 3"):
+        gate.logit(torch.zeros(1, 3))
+
+
+def test_the_features_are_the_models_latents_at_its_own_size(gated):
+    model = gated.model
+    small, large = (gated.model_input(scan(LESION)), torch.nn.functional.interpolate(
+        gated.model_input(scan(LESION)), scale_factor=2, mode="bilinear"))
+    prob, mean, latent = model.predict_with_latents(small)
+    torch.testing.assert_close(prob, model.predict(small))
+    feats = features(mean, latent)
+    assert feats.shape == (1, 5 * model.latent_channels) and torch.isfinite(feats).all()
+    _, mean2, latent2 = model.predict_with_latents(large)  # resized to the model's size first
+    assert features(mean2, latent2).shape == feats.shape
+
+
+def test_only_the_ultrasound_card_has_a_gate_and_it_was_chosen_on_validation():
+    for name in builtin_models():
+        gate = card_presence(name)
+        if name != ULTRASOUND:
+            assert gate is None, f"{name} was trained without lesion-free images: no gate"
+            continue
+        assert gate is not None, f"{name}: run training/fit_presence.py --write-card"
+        chosen = gate.chosen_on
+        assert "validation" in chosen["split"] and "fit_presence.py" in chosen["command"]
+        assert chosen["val_with"]["dice"] > chosen["val_without"]["dice"]
+        assert len(gate.weights) == 5 * 32  # TAEF2's 32 latent channels
+    assert card_presence("busi-wavegms-cpu64") == card_presence(ULTRASOUND)  # old names lead to it too
+    assert card_presence(None) == card_presence(ULTRASOUND)  # the default model
+
+
+def test_the_gate_empties_lesion_free_scans_and_keeps_lesions(gated, ungated):
+    assert gated.presence is not None and ungated.presence is None
+    for name in GATED:
+        drawn = ungated.segment_many([scan(name)], with_confidence=True)[0]
+        kept = gated.segment_many([scan(name)], with_confidence=True)[0]
+        assert drawn.mask.any(), f"{name}: the model draws a mask here without the gate"
+        assert not kept.mask.any(), f"{name}: the gate leaves this lesion-free scan empty"
+        assert float(kept.confidence) == pytest.approx(float(drawn.confidence))  # still the model's own
+    np.testing.assert_array_equal(gated(scan(LESION)), ungated(scan(LESION)))
+    assert gated(scan(LESION)).any()
+
+
+def test_a_gate_that_finds_nothing_anywhere_empties_every_mask_but_keeps_the_confidence(ungated):
+    n = 5 * ungated.model.latent_channels
+    always = Segmenter(ULTRASOUND, device="cpu", presence=some_gate(n, 1.0))  # logit 0 < 1: always absent
+    never = Segmenter(ULTRASOUND, device="cpu", presence=some_gate(n, -1.0))
+    image = scan(LESION)
+    a, b = (s.segment_many([image], with_confidence=True)[0] for s in (always, never))
+    assert not a.mask.any() and b.mask.any()
+    assert float(a.confidence) == pytest.approx(float(b.confidence))
+    assert not always.predict(always.model_input(image)).any()  # the public soft mask is emptied too
+    with pytest.raises(ValueError, match="needs a Wave-GMS model"):
+        Segmenter(Plain(), device="cpu", presence=some_gate(n, 0.0))
+
+
+def test_wavegms_predict_applies_the_gate_and_no_presence_check_turns_it_off(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "normal.png").symlink_to(BUSI / "images" / f"{GATED[0]}.png")
+    common = ["--model", ULTRASOUND, "--device", "cpu", "--quiet"]
+    assert cli.predict_main([str(src), str(tmp_path / "gated"), *common]) == 0
+    assert cli.predict_main([str(src), str(tmp_path / "all"), *common, "--no-presence-check"]) == 0
+    assert not read_image(tmp_path / "gated" / "normal.png").any()
+    assert read_image(tmp_path / "all" / "normal.png").any()
