@@ -580,3 +580,24 @@ def test_clean_up_under_advanced_reaches_the_mask_in_the_layers_units(
     widget.cleanup_default.value = True  # back to the model's choice: the user's settings no longer count
     wait_done(qtbot, widget.run())
     np.testing.assert_array_equal(layer.data, raw)
+
+
+def test_a_lesion_free_scan_gets_an_empty_mask_unless_the_check_is_unticked(make_napari_viewer, qtbot):
+    """The ultrasound model's presence gate empties the mask of a lesion-free BUSI test scan; unticking
+    "empty mask if no lesion" keeps what the model drew; the box is greyed out for a model without a gate."""
+    from napari_wavegms.models import builtin_models
+
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, "Segment")
+    viewer.add_image(read_image(BUSI / "images" / "normal_1.png"), name="normal")
+    ultrasound = suggest_model("ultrasound")
+    assert widget.model.model == ultrasound and widget.presence.enabled and widget.presence.value
+    wait_done(qtbot, widget.run())
+    result = viewer.layers["normal_wavegms"]
+    assert not np.asarray(result.data).any() and result.metadata["wavegms"]["presence_check"]
+    widget.presence.value = False
+    wait_done(qtbot, widget.run())
+    result = viewer.layers["normal_wavegms"]
+    assert np.asarray(result.data).any() and not result.metadata["wavegms"]["presence_check"]
+    pick_model_by_hand(widget.model, next(n for n in builtin_models() if "kvasir-seg" in n))
+    assert not widget.presence.enabled

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the widgets read cards without loading it
+    import torch
 
 __all__ = ["PresenceGate", "card_presence", "features"]
 
@@ -33,6 +34,8 @@ def features(mean: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
     the ``out`` latent (the one the decoder turns into the mask): 5·C numbers, in float32. Both
     latents are at the model's own size, so the features do not depend on the image's size.
     """
+    import torch
+
     mean, latent = mean.float(), latent.float()
     return torch.cat([mean.mean((2, 3)), mean.std((2, 3)), mean.amax((2, 3)),
                       latent.mean((2, 3)), latent.amax((2, 3))], dim=1)
@@ -78,6 +81,8 @@ class PresenceGate:
         if feats.shape[-1] != len(self.weights):
             raise ValueError(f"presence gate expects {len(self.weights)} features, got {feats.shape[-1]} "
                              "(a gate fitted for another model)")
+        import torch
+
         f = feats.float()
         centre, scale, weights = (torch.tensor(v, dtype=f.dtype, device=f.device)
                                   for v in (self.centre, self.scale, self.weights))

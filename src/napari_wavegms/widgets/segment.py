@@ -79,6 +79,7 @@ class SegmentRequest:
     threshold: float = 0.5
     tta: bool = False  # best quality: average over test-time flips
     postprocess: dict[str, Any] = field(default_factory=dict)  # Segmenter.segment options; {} = the card's
+    presence: bool = True  # the model card's presence gate, where it has one (False: keep every mask)
     warning: str | None = None  # the input looks misread (see ImageLayout.warning)
 
 
@@ -132,6 +133,7 @@ def capture(
     threshold: float,
     tta: bool = False,
     postprocess: dict[str, Any] | None = None,
+    presence: bool = True,
 ) -> SegmentRequest:
     """Freeze what to segment and where the result goes; raises UnsupportedImageError for a layer that
     cannot be segmented, before any job starts. ``postprocess``: options of ``Segmenter.segment``
@@ -164,6 +166,7 @@ def capture(
         threshold=threshold,
         tta=tta,
         postprocess=post,
+        presence=presence,
         warning=layout.warning,
     )
 
@@ -223,7 +226,7 @@ def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any,
     first run (or the first with another model, device or quality) says that it is loading the model:
     importing torch and reading the weights take seconds before the first slice.
     """
-    key = f"{request.model}|{request.device}|{request.tta}"
+    key = f"{request.model}|{request.device}|{request.tta}|{request.presence}"
     if key not in _CACHE:
         yield Progress(0, 0, LOADING)
     with _CACHE_LOCK:
@@ -233,7 +236,8 @@ def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any,
             from ..models import resolve_model
 
             _CACHE.clear()
-            segmenter = Segmenter(str(resolve_model(request.model)), device=request.device, tta=request.tta)
+            segmenter = Segmenter(str(resolve_model(request.model)), device=request.device, tta=request.tta,
+                                  presence=None if request.presence else False)
             _CACHE[key] = segmenter
         image = np.asarray(request.data)
         options = {k: v for k, v in request.postprocess.items() if k != "scale"}
@@ -241,6 +245,16 @@ def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any,
         result = yield from segmenter.segment(image, rgb=request.rgb, threshold=request.threshold,
                                               with_confidence=True, **request.postprocess)
     return result, segmenter.device_name, applied
+
+
+def segmenter_has_gate(model: str | None) -> bool:
+    """Whether this model's card has a presence gate (read from the JSON card: no torch, no model load)."""
+    from ..presence import card_presence
+
+    try:
+        return card_presence(model) is not None
+    except (OSError, ValueError):  # a checkpoint path that cannot be read is reported when it runs
+        return False
 
 
 def confidence_info(result: Any) -> dict[str, Any]:
@@ -300,6 +314,7 @@ def segment_layer(
     whole_stack: bool = True,
     tta: bool = False,
     postprocess: dict[str, Any] | None = None,
+    presence: bool = True,
     model_choice: str = "",
     on_done: Callable[[str, dict[str, Any]], None] | None = None,
     on_event: Callable[[Any], None] | None = None,
@@ -308,7 +323,8 @@ def segment_layer(
     result's metadata (device, confidence, review, note; empty when there was no result).
     ``model_choice`` is why the model was chosen automatically (``ModelChoice.message``), kept in the
     result's metadata so a mask says which model made it and why. ``postprocess``: options of
-    ``Segmenter.segment`` (see :func:`capture`); ``None`` = the model card's choice.
+    ``Segmenter.segment`` (see :func:`capture`); ``None`` = the model card's choice. ``presence``: apply
+    the model card's presence gate (an image it finds lesion-free gets an empty mask), where it has one.
 
     A layer that cannot be segmented is refused at once with the reason (``None`` is returned); one
     that looks misread (slices a few pixels wide) is segmented after a warning.
@@ -317,7 +333,7 @@ def segment_layer(
 
     try:
         request = capture(layer, viewer, whole_stack=whole_stack, model=model, device=device, threshold=threshold,
-                          tta=tta, postprocess=postprocess)
+                          tta=tta, postprocess=postprocess, presence=presence)
     except UnsupportedImageError as err:
         show_error(f"Wave-GMS cannot segment {layer.name}: {err}")
         return None
@@ -333,6 +349,7 @@ def segment_layer(
             "threshold": threshold,
             "tta": tta,
             "postprocess": applied,
+            "presence_check": presence and segmenter_has_gate(model),
             "image": request.image_name,
             **({"model_choice": model_choice} if model_choice else {}),
             **confidence_info(result),
@@ -423,6 +440,11 @@ class SegmentWidget(DockContainer):
                                    tooltip="Background enclosed by a lesion becomes lesion")
         self.keep_largest = CheckBox(value=False, text="largest object only", name="keep_largest",
                                      tooltip="Keep only the largest object of each mask (one lesion per image)")
+        self.presence = CheckBox(
+            value=True, text="empty mask if no lesion", name="presence",
+            tooltip="The model's own check (its card's presence gate, chosen on validation): an image it finds "
+            "lesion-free gets an empty mask. Only models trained with lesion-free images have one",
+        )
         self.min_area = FloatSpinBox(
             value=0.0, min=0.0, max=1e6, step=1.0, label="smallest object", name="min_area",
             tooltip="Remove objects smaller than this area, in the image layer's units² (its scale: mm² "
@@ -454,8 +476,8 @@ class SegmentWidget(DockContainer):
         self.min_area.native.setMaximumWidth(110)
         self.min_area_label = Label(value="smallest object", tooltip=self.min_area.tooltip)
         area = Container(widgets=[self.min_area_label, self.min_area], layout="horizontal", labels=False)
-        cleanup = Container(widgets=[self.cleanup_default, self.cleanup_note, self.fill_holes, self.keep_largest,
-                                     area], name="cleanup", label="clean-up", labels=False)
+        cleanup = Container(widgets=[self.presence, self.cleanup_default, self.cleanup_note, self.fill_holes,
+                                     self.keep_largest, area], name="cleanup", label="clean-up", labels=False)
         for box in (area, cleanup):
             box.margins = (0, 0, 0, 0)
         self.advanced = collapsible("Advanced", [cleanup, self.cache], "Settings most users never change")
@@ -564,7 +586,7 @@ class SegmentWidget(DockContainer):
 
     # --- clean-up -------------------------------------------------------------------------------
     def _cleanup_controls(self) -> list[Any]:
-        return [self.cleanup_default, self.fill_holes, self.keep_largest, self.min_area]
+        return [self.presence, self.cleanup_default, self.fill_holes, self.keep_largest, self.min_area]
 
     def _show_cleanup(self, *_: Any) -> None:
         """The model's clean-up in words; the user's controls only count (and are enabled) when it is off.
@@ -579,6 +601,7 @@ class SegmentWidget(DockContainer):
         except Exception:  # a checkpoint path that cannot be read is reported when it runs
             chosen = "none"
         self.cleanup_note.value = f"model's clean-up: {chosen}"
+        self.presence.enabled = segmenter_has_gate(self.model.model)
         self.min_area_label.value = f"smallest object ({self._area_unit()})"
 
     def _area_unit(self) -> str:
@@ -636,6 +659,7 @@ class SegmentWidget(DockContainer):
             whole_stack=self.scope.value == "whole stack",
             tta=bool(self.tta.value),
             postprocess=self.cleanup_options(),
+            presence=bool(self.presence.value),
             model_choice=choice.message if choice is not None else "",
             on_done=self._done,
             on_event=self._event,
