@@ -9,7 +9,9 @@ the same ``evaluate`` that ``wavegms-eval`` runs, on the whole test split (never
 on the first 10 test images (the reference the test suite re-checks within 0.02). With
 ``--reference-also LIST`` the ten are the first 7 test images and the first 3 of LIST (the ultrasound
 model's lesion-free scans: an empty mask scores 1 there, any mask 0). Run
-``training/choose_postprocess.py --write-card`` afterwards: it adds the validated post-processing.
+``training/choose_postprocess.py --write-card`` afterwards: it adds the validated post-processing; for a
+model trained with lesion-free images, then ``training/fit_presence.py --write-card`` (its presence gate
+belongs to these weights: a rebuilt card has none until it is fitted again).
 """
 
 from __future__ import annotations
