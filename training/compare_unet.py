@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from napari_wavegms.augment import augment_batch
+from napari_wavegms.augment import AUGMENTATIONS, augment_batch
 from napari_wavegms.data import PairDataset
 from napari_wavegms.device import describe, resolve_device
 from napari_wavegms.evaluation import evaluate
@@ -91,7 +91,8 @@ def train_unet(cfg: TrainConfig, out: Path, budget_s: float | None = None, clock
         order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
         for i in range(0, len(order), cfg.batch_size):
             x, m = train_data.batch(order[i:i + cfg.batch_size])
-            x, m = augment_batch(x, m, gen)
+            if cfg.augment:  # the same set as the Wave-GMS run of this config (standard or robust)
+                x, m = augment_batch(x, m, gen, AUGMENTATIONS[cfg.augmentation])
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * schedule.lr_factor(step)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
