@@ -582,10 +582,13 @@ def test_clean_up_under_advanced_reaches_the_mask_in_the_layers_units(
     np.testing.assert_array_equal(layer.data, raw)
 
 
-def test_a_lesion_free_scan_gets_an_empty_mask_unless_the_check_is_unticked(make_napari_viewer, qtbot):
+def test_a_lesion_free_scan_gets_an_empty_mask_unless_the_check_is_unticked(make_napari_viewer, qtbot,
+                                                                             monkeypatch):
     """The ultrasound model's presence gate empties the mask of a lesion-free BUSI test scan; unticking
-    "empty mask if no lesion" keeps what the model drew; the box is greyed out for a model without a gate."""
+    "empty mask if no lesion" keeps what the model drew, in the widget and in the menu command; the box
+    is greyed out for a model without a gate."""
     from napari_wavegms.models import builtin_models
+    from napari_wavegms.widgets import _commands
 
     viewer = make_napari_viewer()
     widget = open_widget(viewer, "Segment")
@@ -599,5 +602,10 @@ def test_a_lesion_free_scan_gets_an_empty_mask_unless_the_check_is_unticked(make
     wait_done(qtbot, widget.run())
     result = viewer.layers["normal_wavegms"]
     assert np.asarray(result.data).any() and not result.metadata["wavegms"]["presence_check"]
+    viewer.layers.remove(result)
+    viewer.layers.selection.active = viewer.layers["normal"]
+    monkeypatch.setattr(_commands, "show_info", lambda message: None)
+    wait_done(qtbot, _commands.segment_selected(viewer))  # the menu command follows the unticked box
+    assert np.asarray(viewer.layers["normal_wavegms"].data).any()
     pick_model_by_hand(widget.model, next(n for n in builtin_models() if "kvasir-seg" in n))
     assert not widget.presence.enabled

@@ -2,11 +2,12 @@
 
 Why: a segmentation model trained mostly on images that all hold a lesion learns to draw one on every
 image. The built-in ultrasound model draws a mask on 30 of BUSI's 33 lesion-free test scans, even after
-training on lesion-free scans five times over; the soft mask's own statistics separate them poorly
-(validation AUROC 0.90 in a design probe: foreground share, maximum, confidence). The model's latents know more: a logistic regression on pooled statistics of
-E_wave's latent μ and of the LMM's ``out`` latent (:func:`features`) tells lesion-free validation scans
-from lesion scans with AUROC 0.98 (``training/fit_presence.py``). The regression costs nothing at
-inference: the latents are computed anyway.
+training on lesion-free scans five times over; the soft mask's own statistics (foreground share,
+maximum, confidence) separate them poorly (validation AUROC 0.90 in a design probe). The model's
+latents know more: a logistic regression on pooled statistics of E_wave's latent μ and of the LMM's
+``out`` latent (:func:`features`) tells lesion-free validation scans from lesion scans with AUROC 0.98
+(``training/fit_presence.py``). The regression costs nothing at inference: the latents are computed
+anyway.
 
 A :class:`PresenceGate` holds the regression (the features' centre and scale, weights, bias) and the
 logit below which a mask is emptied, chosen on the validation split for the highest mean Dice (a
