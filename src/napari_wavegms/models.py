@@ -47,7 +47,10 @@ def builtin_models() -> dict[str, ModelInfo]:
 def canonical_name(name: str) -> str | None:
     """The built-in model a name or an old alias (a card's ``"aliases"``) stands for; ``None`` when it
     is neither."""
-    models = builtin_models()
+    return _canonical(name, builtin_models())
+
+
+def _canonical(name: str, models: dict[str, ModelInfo]) -> str | None:
     if name in models:
         return name
     return next((n for n, info in models.items() if name in info.card.get("aliases", ())), None)
@@ -59,10 +62,10 @@ def builtin_card(model: str | os.PathLike | None) -> dict[str, Any] | None:
     other checkpoint. Reads only the JSON cards (no torch), so a widget can show a card's defaults
     before a run."""
     models = builtin_models()
-    key = default_model() if model is None else str(model)
+    key = next(iter(models), None) if model is None else str(model)  # None: the default (first) model
     if key is None:
         return None
-    info = models.get(canonical_name(key) or "")
+    info = models.get(_canonical(key, models) or "")  # the cards already read, not read again
     if info is None:
         try:
             path = Path(key).expanduser().resolve()

@@ -218,11 +218,11 @@ def model_for_layer(layer: napari.layers.Image, chosen: str | None, by_hand: boo
     return pick_model(layer, chosen, by_hand)[0]
 
 
-def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any, str, str]]:
+def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any, str, str, bool]]:
     """Engine work for one request (runs in the worker thread): load the model once, segment.
 
-    Returns the engine's ``Segmentation`` (mask, confidence, blank slices), the device's name and the
-    post-processing applied, in words (``PostProcess.describe``). The
+    Returns the engine's ``Segmentation`` (mask, confidence, blank slices), the device's name, the
+    post-processing applied, in words (``PostProcess.describe``), and whether a presence gate ran. The
     first run (or the first with another model, device or quality) says that it is loading the model:
     importing torch and reading the weights take seconds before the first slice.
     """
@@ -244,10 +244,10 @@ def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any,
         applied = segmenter.options(**options).describe()
         result = yield from segmenter.segment(image, rgb=request.rgb, threshold=request.threshold,
                                               with_confidence=True, **request.postprocess)
-    return result, segmenter.device_name, applied
+    return result, segmenter.device_name, applied, segmenter.presence is not None
 
 
-def segmenter_has_gate(model: str | None) -> bool:
+def card_has_gate(model: str | None) -> bool:
     """Whether this model's card has a presence gate (read from the JSON card: no torch, no model load)."""
     from ..presence import card_presence
 
@@ -341,15 +341,15 @@ def segment_layer(
         show_warning(f"Wave-GMS: {layer.name} looks misread: {request.warning}")
     state: dict[str, Any] = {}
 
-    def _result(value: tuple[Any, str, str]) -> None:
-        result, device_name, applied = value
+    def _result(value: tuple[Any, str, str, bool]) -> None:
+        result, device_name, applied, gated = value
         info = {
             "model": str(model),
             "device": device_name,
             "threshold": threshold,
             "tta": tta,
             "postprocess": applied,
-            "presence_check": presence and segmenter_has_gate(model),
+            "presence_check": gated,
             "image": request.image_name,
             **({"model_choice": model_choice} if model_choice else {}),
             **confidence_info(result),
@@ -601,7 +601,7 @@ class SegmentWidget(DockContainer):
         except Exception:  # a checkpoint path that cannot be read is reported when it runs
             chosen = "none"
         self.cleanup_note.value = f"model's clean-up: {chosen}"
-        self.presence.enabled = segmenter_has_gate(self.model.model)
+        self.presence.enabled = card_has_gate(self.model.model)
         self.min_area_label.value = f"smallest object ({self._area_unit()})"
 
     def _area_unit(self) -> str:
