@@ -260,15 +260,19 @@ def test_wavegms_predict_gives_blank_images_empty_masks_and_every_mask_a_confide
     assert scan["note"] == "" and 0.0 <= float(scan["confidence"]) <= 1.0 and scan["review"] in ("yes", "no")
 
 
-def test_wavegms_predict_tta_changes_the_mask(tmp_path, blank_folder):
+def test_wavegms_predict_tta_changes_the_mask_and_defaults_to_the_model_card(tmp_path, blank_folder):
     from napari_wavegms import cli
+    from napari_wavegms.models import card_tta
 
-    argv = [str(blank_folder), "--quiet", "--device", "cpu", "--model", suggest_model("ultrasound")]
-    assert cli.predict_main([argv[0], str(tmp_path / "plain"), *argv[1:]]) == 0
-    assert cli.predict_main([argv[0], str(tmp_path / "tta"), *argv[1:], "--tta"]) == 0
+    model = suggest_model("ultrasound")
+    argv = [str(blank_folder), "--quiet", "--device", "cpu", "--model", model]
+    for run, flags in (("plain", ["--no-tta"]), ("tta", ["--tta"]), ("default", [])):
+        assert cli.predict_main([argv[0], str(tmp_path / run), *argv[1:], *flags]) == 0
     plain, tta = read_image(tmp_path / "plain" / "scan.png"), read_image(tmp_path / "tta" / "scan.png")
     assert (plain != tta).any() and (plain == tta).mean() > 0.9  # a refinement, not another mask
     assert not read_image(tmp_path / "tta" / "grey.png").any()
+    default = read_image(tmp_path / "default" / "scan.png")
+    np.testing.assert_array_equal(default, tta if card_tta(model) else plain)
 
 
 def test_review_follows_the_confidence(tmp_path, blank_folder, seg):

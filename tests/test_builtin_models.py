@@ -148,3 +148,46 @@ def test_a_modified_shipped_decoder_is_not_trusted(tmp_path, monkeypatch, caplog
         model, _ = load_checkpoint(folder / MODELS[name].path.name)  # WAVEGMS_WEIGHTS_DIR has the original
     assert "pinned sha256" in caplog.text
     assert model is not None
+
+
+def test_each_card_says_whether_test_time_flips_helped_on_validation_and_the_segmenter_follows_it():
+    """``"tta"`` in a card is a validated choice (``training/choose_tta.py``): on exactly when flips raised
+    the validation Dice at 3 decimals; ``Segmenter`` and ``card_tta`` follow it, and an explicit setting wins."""
+    from napari_wavegms.inference import Segmenter
+    from napari_wavegms.models import card_tta
+
+    for name, info in MODELS.items():
+        record = info.card["tta"]
+        val = record["chosen_on"]["validation"]
+        assert record["flips"] == (round(val["dice_flips"], 3) > round(val["dice_plain"], 3)), name
+        assert val["n"] > 50 and "validation" in record["chosen_on"]["split"]
+        assert card_tta(name) is record["flips"] and card_tta(info.path) is record["flips"]
+        assert Segmenter(name, device="cpu").tta is record["flips"]
+        assert Segmenter(name, device="cpu", tta=not record["flips"]).tta is (not record["flips"])
+    for old, kind in OLD_NAMES.items():
+        assert card_tta(old) is card_tta(suggest_model(kind))
+    assert card_tta(None) is card_tta(default_model())
+
+
+def test_card_entries_are_written_atomically_and_only_for_builtin_models(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from napari_wavegms import models
+
+    name = default_model()
+    shutil.copy(MODELS[name].path.with_suffix(".json"), tmp_path / f"{name}.json")
+    (tmp_path / f"{name}.safetensors").write_bytes(b"")  # a card is listed beside its weights
+    monkeypatch.setattr(models, "BUILTIN_DIR", tmp_path)
+    before = json.loads((tmp_path / f"{name}.json").read_text())
+
+    path = models.set_card_entry(MODELS[name].card["aliases"][0], "tta", {"flips": False})  # an old name too
+    after = json.loads(path.read_text())
+    assert path == tmp_path / f"{name}.json" and after["tta"] == {"flips": False}
+    assert {k: v for k, v in after.items() if k != "tta"} == {k: v for k, v in before.items() if k != "tta"}
+    assert not models.card_tta(name)
+    models.set_card_entry(name, "tta", None)
+    assert "tta" not in json.loads(path.read_text())
+    with pytest.raises(ValueError, match="no built-in model named 'nonsense'"):
+        models.set_card_entry("nonsense", "tta", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{name}.json", f"{name}.safetensors"])

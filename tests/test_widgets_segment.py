@@ -11,7 +11,7 @@ import pytest
 
 from conftest import BUSI
 from napari_wavegms.io import read_image
-from napari_wavegms.models import suggest_model
+from napari_wavegms.models import card_tta, suggest_model
 
 pytestmark = pytest.mark.gui
 
@@ -515,7 +515,11 @@ def test_every_result_shows_its_confidence_and_a_blank_image_says_so(
 
     viewer = make_napari_viewer()
     widget = open_widget(viewer, "Segment")
-    widget.model.set_model(suggest_model("ultrasound"))
+    for kind in ("endoscopy", "ultrasound"):  # a newly chosen model brings its card's test-time flips
+        widget.tta.value = not card_tta(suggest_model(kind))
+        widget.model.set_model(suggest_model(kind))
+        assert widget.tta.value is card_tta(suggest_model(kind))
+    widget.tta.value = False
     viewer.add_image(busi_image, name="scan")
     assert widget.image.value.name == "scan"
     wait_done(qtbot, widget.run())

@@ -4,7 +4,8 @@ split once.
 For a model and its training config, the validation pairs are the ones training used
 (``make_splits(TrainConfig.from_yaml(config)).val``: the config's validation list, or 10 % carved from
 the training list, seed 2333), so the choice never sees the test split. Each validation image is
-segmented once as a user's image is (:class:`Segmenter`, soft mask resized back to the image's size);
+segmented once as a user's image is (:class:`Segmenter`, soft mask resized back to the image's size,
+the card's test-time flips; no presence gate, which ``fit_presence.py`` fits afterwards on these masks);
 every combination of
 
 - speck removal: none, or objects below 0.05 %, 0.1 %, 0.25 %, 0.5 %, 1 % or 2 % of the image's area
@@ -43,7 +44,7 @@ from napari_wavegms.data import load_pair, read_split, resolve_split
 from napari_wavegms.inference import Segmenter
 from napari_wavegms.io import read_image
 from napari_wavegms.metrics import score, summarize
-from napari_wavegms.models import BUILTIN_DIR
+from napari_wavegms.models import set_card_entry
 from napari_wavegms.postprocess import NONE, PostProcess
 from napari_wavegms.training import TrainConfig, make_splits
 
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(splits.test)} test pairs", file=sys.stderr)
     val_source = (f"the list {config.val_split}" if config.val_split else
                   f"carved from the training list (val_fraction {config.val_fraction}, seed {config.seed})")
-    seg = Segmenter(args.model, device="cpu", postprocess=NONE)
+    seg = Segmenter(args.model, device="cpu", postprocess=NONE, presence=False)  # the gate is fitted after
     posts = candidates()
 
     val_items = soft_masks(seg, splits.val, "validation")
@@ -201,10 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             "test": {label(q): s for q, s in test.items()},
         }, indent=2, default=float))
     if args.write_card:
-        card_path = BUILTIN_DIR / f"{args.model}.json"
-        card = json.loads(card_path.read_text())
-        card["postprocess"] = record
-        card_path.write_text(json.dumps(card, indent=2, default=float) + "\n")
+        card_path = set_card_entry(args.model, "postprocess", record)
         print(f"wrote the choice into {card_path}", file=sys.stderr)
     return 0
 

@@ -29,12 +29,11 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from napari_wavegms.atomic import atomic_path
 from napari_wavegms.data import load_pair, read_split, resolve_split, scan_pairs
 from napari_wavegms.inference import Segmenter
 from napari_wavegms.io import read_image
 from napari_wavegms.metrics import dice_iou
-from napari_wavegms.models import BUILTIN_DIR, canonical_name
+from napari_wavegms.models import canonical_name, set_card_entry
 from napari_wavegms.presence import PresenceGate, features
 from napari_wavegms.training import TrainConfig, make_splits
 
@@ -173,13 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"validation": {str(t): r for t, r in table.items()},
                                                "without": none, "gate": record, "test": results}, indent=1))
     if args.write_card:
-        card_path = BUILTIN_DIR / f"{name}.json"
-        card = json.loads(card_path.read_text())
-        card.pop("presence", None)
-        if record is not None:
-            card["presence"] = record
-        with atomic_path(card_path) as tmp:
-            Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
+        card_path = set_card_entry(name, "presence", record)
         print(f"{'wrote' if record else 'removed'} the presence gate in {card_path}")
     return 0
 

@@ -46,9 +46,10 @@ def predict_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                         help="auto: fp16 on CUDA, bf16 on CPUs that have it natively, else fp32 (default auto)")
-    parser.add_argument("--tta", action="store_true",
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="test-time flips: average the masks of each image and its 3 flips (about 3x the time; "
-                        "a surer confidence, the same Dice on average: training/RESULTS.md)")
+                        "a surer confidence, and better masks with the built-in models). Default: the model card's "
+                        "choice, made on validation; --no-tta for speed")
     parser.add_argument("--overwrite", action="store_true", help="replace existing masks (default: skip)")
     parser.add_argument("--overlays", action="store_true", help="also write previews to OUTPUT/overlays")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -158,8 +159,9 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the output folder's run")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a used output folder")
     p.add_argument("--workers", type=int, help="DataLoader workers (only when pairs are not preloaded)")
-    p.add_argument("--recipe", choices=["fast", "paper"],
-                   help="fast (default: the most validation Dice per CPU-second) or paper (DESIGN.md exactly)")
+    p.add_argument("--recipe", choices=["fast", "paper", "finetune"],
+                   help="fast (default: the most validation Dice per CPU-second), paper (DESIGN.md exactly) or "
+                        "finetune (fast at full size throughout: for --init-from a model of this size)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="train for this long (the learning rate anneals to 0 by then), at most --epochs")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],

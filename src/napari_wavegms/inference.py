@@ -23,8 +23,9 @@ Inputs may be any array-like with ``shape``, ``dtype`` and numpy indexing (numpy
 Every slice also gets a **confidence** in [0, 1] from the model's own soft mask (:func:`mask_confidence`,
 measured in ``training/measure_confidence.py`` to rank bad masks first); one below
 :data:`REVIEW_BELOW` is worth a look (``Segmentation.review``). ``tta=True`` averages the soft masks of
-the image and its flips: about 3× the time, the same Dice on average, a confidence that ranks bad masks
-better (``training/RESULTS.md``). A slice with no intensity variation (:data:`BLANK_STD`: an
+the image and its flips: about 3× the time and a confidence that ranks bad masks better; with the
+built-in models (trained with flips and quarter turns) also better masks, so their cards turn it on
+where validation Dice says so (``training/RESULTS.md``). A slice with no intensity variation (:data:`BLANK_STD`: an
 all-black or all-grey image) holds nothing to segment: it gets an empty mask without running the model,
 whose output on a flat input is meaningless (a large blob), and is marked ``blank``.
 
@@ -245,7 +246,8 @@ class Segmenter:
     frozen Tiny-VAE alone on a CPU (where E_wave's narrow convolutions are slower that way), ``True`` =
     the whole model, ``False`` = none. ``training/bench_inference.py`` holds the measurements behind these.
     ``tta=True`` averages the soft masks of each slice and its :data:`TTA_FLIPS` (four model passes per
-    slice in one batch; its gain and cost are in ``training/RESULTS.md``).
+    slice in one batch; its gain and cost are in ``training/RESULTS.md``); ``None`` = the built-in model
+    card's choice, made on validation (:func:`~napari_wavegms.models.card_tta`; off for other checkpoints).
     ``postprocess``: the default clean-up of masks (:class:`~napari_wavegms.postprocess.PostProcess`, or
     its dict); ``None`` = the built-in model card's choice (none for other checkpoints).
     ``presence``: the image-level check that empties the mask of an image without a lesion
@@ -255,7 +257,7 @@ class Segmenter:
 
     def __init__(self, model: str | os.PathLike | torch.nn.Module | None = None, device: str = "auto",
                  batch_size: int = 8, half: bool | None = None, *, channels_last: bool | None = None,
-                 precision: str = "auto", tta: bool = False,
+                 precision: str = "auto", tta: bool | None = None,
                  postprocess: PostProcess | dict[str, Any] | None = None,
                  presence: PresenceGate | bool | None = None) -> None:
         from .device import autocast_dtype, describe, precision_name, resolve_device
@@ -284,6 +286,10 @@ class Segmenter:
             self.presence = card_presence(model)
         if self.presence is not None and not hasattr(self.model, "predict_with_latents"):
             raise ValueError("a presence gate needs a Wave-GMS model (its latents); this model has none")
+        if tta is None:
+            from .models import card_tta
+
+            tta = False if isinstance(model, torch.nn.Module) else card_tta(model)
         self.image_size = int(self.model.image_size)
         self.batch_size = int(batch_size)
         self.tta = bool(tta)

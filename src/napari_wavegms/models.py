@@ -75,6 +75,32 @@ def builtin_card(model: str | os.PathLike | None) -> dict[str, Any] | None:
     return info.card if info is not None else None
 
 
+def card_tta(model: str | os.PathLike | None) -> bool:
+    """Whether a built-in model's card turns test-time flips on (``"tta": {"flips": true, ...}``, chosen
+    on validation by ``training/choose_tta.py``); ``False`` for other checkpoints. No torch: the widgets
+    read it to set their box before a run."""
+    card = builtin_card(model) or {}
+    return bool(card.get("tta", {}).get("flips", False))
+
+
+def set_card_entry(name: str, key: str, value: Any) -> Path:
+    """Store ``value`` as ``key`` in built-in model ``name``'s card (``None`` removes it), atomically: the
+    training scripts that choose a card's defaults on validation write them here."""
+    from .atomic import atomic_path
+
+    canonical = canonical_name(name)
+    if canonical is None:
+        raise ValueError(f"no built-in model named {name!r}; built-in: {', '.join(builtin_models())}")
+    path = BUILTIN_DIR / f"{canonical}.json"
+    card = json.loads(path.read_text())
+    card.pop(key, None)
+    if value is not None:
+        card[key] = value
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(card, indent=2, default=float) + "\n")
+    return path
+
+
 def default_model() -> str | None:
     """Name of the default built-in model, or ``None`` when the package ships none."""
     return next(iter(builtin_models()), None)

@@ -8,7 +8,8 @@ the same thing, and it stops cleanly when the consumer calls ``close()`` (or set
 Recipes (:data:`RECIPES`): ``paper`` is DESIGN.md §1.3–1.4, the Wave-GMS loss, AdamW (lr 2e-3, weight
 decay 0.01), a linear warm-up per *step* over ``warmup_epochs`` (never an epoch at lr 0, the reference's
 defect) then cosine to 0, seeded; ``fast`` (the default) spends a CPU's time where it buys Dice (see
-:class:`Recipe`). A ``time_budget_s`` lays the warm-up and cosine over training time instead of steps.
+:class:`Recipe`); ``finetune`` is ``fast`` at full size throughout. A ``time_budget_s`` lays the warm-up
+and cosine over training time instead of steps.
 The model is selected on the validation split only (highest mean Dice, paper protocol) and the test
 split, if any, is scored once at the end with the selected model.
 
@@ -95,7 +96,7 @@ class TrainConfig:
     threshold: float = 0.5
     max_steps: int | None = None  # stop after this many optimisation steps in total (smoke tests)
     name: str = ""  # a free description of the run
-    recipe: str = "fast"  # fast (best Dice per CPU-second) | paper (DESIGN.md §1.3–1.4 exactly); see RECIPES
+    recipe: str = "fast"  # fast (best Dice per CPU-second) | paper (DESIGN.md §1.3–1.4) | finetune; see RECIPES
     time_budget_s: float | None = None  # stop (and anneal the learning rate to 0) after this much training time
     time_budget_clock: str = "wall"  # wall | process (this process's CPU seconds)
 
@@ -371,6 +372,9 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "paper": Recipe("paper", ("level2", "level1", "out"), False, False, 0.0, 1.0, False),
     "fast": Recipe("fast", ("out",), True, True, 0.5, 0.05, True),
+    # fast, all at full size: a model already trained at this size (``init_from``) has nothing to gain
+    # from the cheap half-size phase, which would first un-learn its full-size detail
+    "finetune": Recipe("finetune", ("out",), True, True, 0.0, 0.05, True),
 }
 
 

@@ -46,7 +46,7 @@ def segment_selected(viewer: Viewer) -> Job | None:
         device=saved.get("device", "auto"),
         threshold=float(saved.get("threshold", 0.5)),
         whole_stack=saved.get("scope", "whole stack") == "whole stack",
-        tta=bool(saved.get("tta", False)),
+        tta=saved.get("tta"),  # None (the widget never used): the model card's choice
         presence=bool(saved.get("presence", True)),
         model_choice=choice.message if choice is not None else "",
         on_done=_done,

@@ -32,6 +32,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from ..models import card_tta
 from ..preprocess import ImageLayout, UnsupportedImageError, image_layout
 from ..progress import Progress
 from . import _settings
@@ -77,7 +78,7 @@ class SegmentRequest:
     model: str | None = None
     device: str = "auto"
     threshold: float = 0.5
-    tta: bool = False  # best quality: average over test-time flips
+    tta: bool | None = None  # average over test-time flips; None = the model card's choice
     postprocess: dict[str, Any] = field(default_factory=dict)  # Segmenter.segment options; {} = the card's
     presence: bool = True  # the model card's presence gate, where it has one (False: keep every mask)
     warning: str | None = None  # the input looks misread (see ImageLayout.warning)
@@ -131,7 +132,7 @@ def capture(
     model: str | None,
     device: str,
     threshold: float,
-    tta: bool = False,
+    tta: bool | None = None,
     postprocess: dict[str, Any] | None = None,
     presence: bool = True,
 ) -> SegmentRequest:
@@ -218,11 +219,12 @@ def model_for_layer(layer: napari.layers.Image, chosen: str | None, by_hand: boo
     return pick_model(layer, chosen, by_hand)[0]
 
 
-def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any, str, str, bool]]:
+def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any, str, str, bool, bool]]:
     """Engine work for one request (runs in the worker thread): load the model once, segment.
 
     Returns the engine's ``Segmentation`` (mask, confidence, blank slices), the device's name, the
-    post-processing applied, in words (``PostProcess.describe``), and whether a presence gate ran. The
+    post-processing applied, in words (``PostProcess.describe``), whether a presence gate ran and whether
+    test-time flips were averaged. The
     first run (or the first with another model, device or quality) says that it is loading the model:
     importing torch and reading the weights take seconds before the first slice.
     """
@@ -244,7 +246,7 @@ def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any,
         applied = segmenter.options(**options).describe()
         result = yield from segmenter.segment(image, rgb=request.rgb, threshold=request.threshold,
                                               with_confidence=True, **request.postprocess)
-    return result, segmenter.device_name, applied, segmenter.presence is not None
+    return result, segmenter.device_name, applied, segmenter.presence is not None, segmenter.tta
 
 
 def card_has_gate(model: str | None) -> bool:
@@ -312,7 +314,7 @@ def segment_layer(
     device: str = "auto",
     threshold: float = 0.5,
     whole_stack: bool = True,
-    tta: bool = False,
+    tta: bool | None = None,
     postprocess: dict[str, Any] | None = None,
     presence: bool = True,
     model_choice: str = "",
@@ -323,7 +325,8 @@ def segment_layer(
     result's metadata (device, confidence, review, note; empty when there was no result).
     ``model_choice`` is why the model was chosen automatically (``ModelChoice.message``), kept in the
     result's metadata so a mask says which model made it and why. ``postprocess``: options of
-    ``Segmenter.segment`` (see :func:`capture`); ``None`` = the model card's choice. ``presence``: apply
+    ``Segmenter.segment`` (see :func:`capture`); ``None`` = the model card's choice, as for ``tta`` (test-time
+    flips). ``presence``: apply
     the model card's presence gate (an image it finds lesion-free gets an empty mask), where it has one.
 
     A layer that cannot be segmented is refused at once with the reason (``None`` is returned); one
@@ -341,13 +344,13 @@ def segment_layer(
         show_warning(f"Wave-GMS: {layer.name} looks misread: {request.warning}")
     state: dict[str, Any] = {}
 
-    def _result(value: tuple[Any, str, str, bool]) -> None:
-        result, device_name, applied, gated = value
+    def _result(value: tuple[Any, str, str, bool, bool]) -> None:
+        result, device_name, applied, gated, flipped = value
         info = {
             "model": str(model),
             "device": device_name,
             "threshold": threshold,
-            "tta": tta,
+            "tta": flipped,
             "postprocess": applied,
             "presence_check": gated,
             "image": request.image_name,
@@ -408,11 +411,12 @@ class SegmentWidget(DockContainer):
             tooltip="Foreground where the soft mask is above this",
         )
         self.tta = CheckBox(
-            value=False,
+            value=card_tta(None),
             text="test-time flips (3× slower)",
             name="tta",
-            tooltip="Average the masks of the image and its three flips (four model passes): a confidence "
-            "that finds bad masks more often; the masks are as good as without, on average",
+            tooltip="Average the masks of the image and its three flips (four model passes): better masks with "
+            "the built-in models and a confidence that finds bad masks more often. Set to the model card's "
+            "choice (made on validation) whenever the model changes",
         )
         self.scope = ComboBox(
             choices=["whole stack", "current slice"],
@@ -505,6 +509,7 @@ class SegmentWidget(DockContainer):
             widget.changed.connect(self._save)
         self.cleanup_default.changed.connect(self._show_cleanup)
         self.model.combo.changed.connect(self._show_cleanup)
+        self.model.combo.changed.connect(self._card_flips)
         self.image.changed.connect(self._show_cleanup)
         self._show_cleanup()
         self.model.mode_changed.connect(self._model_mode_changed)
@@ -603,6 +608,10 @@ class SegmentWidget(DockContainer):
         self.cleanup_note.value = f"model's clean-up: {chosen}"
         self.presence.enabled = card_has_gate(self.model.model)
         self.min_area_label.value = f"smallest object ({self._area_unit()})"
+
+    def _card_flips(self, *_: Any) -> None:
+        """A newly chosen model brings its card's test-time flips (on where they helped on validation)."""
+        self.tta.value = card_tta(self.model.model)
 
     def _area_unit(self) -> str:
         layer = self.image.value

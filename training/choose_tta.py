@@ -1,0 +1,88 @@
+"""Choose whether a built-in model averages test-time flips by default, on its validation split; then
+report the test split once.
+
+    WAVEGMS_WEIGHTS_DIR=../shared/weights python training/choose_tta.py --model polyp-kvasir-seg \
+        --config training/kvasir-seg.yaml --write-card
+
+Why a per-model choice: flips only help a model that learnt to see its images flipped. The 64² previews
+lost Dice with them on BUSI (an ultrasound scan upside down, skin line at the bottom, was new to them);
+the built-in models are trained with flips and quarter turns, and averaging the image with its three
+flips (:data:`napari_wavegms.inference.TTA_FLIPS`) may then give smoother, surer masks. Whether it does
+is measured, not assumed.
+
+The validation pairs are the ones training used (``make_splits(TrainConfig.from_yaml(config)).val``), so
+the choice never sees the test split. Each is segmented as a user's image is (native resolution,
+threshold 0.5, the card's post-processing, no presence gate: the gate is fitted after this choice, on
+the masks it makes) with and without flips, and scored with Dice (1 when mask and truth are both
+empty). Flips are turned on when they raise the validation mean Dice at 3 decimals: they cost 4 model
+passes per image, about 3x the time on a CPU, so a tie goes to the faster setting. Only then is the
+test split scored, both ways, once. ``--write-card`` stores the choice and the numbers behind it as the
+card's ``"tta"``, which :class:`~napari_wavegms.inference.Segmenter` (``tta=None``), ``wavegms-predict``
+and the Segment widget follow. Run it before ``choose_postprocess.py`` and ``fit_presence.py``, whose
+choices are made on the masks a user gets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fit_presence import dice_scores  # training/ is this script's folder
+from napari_wavegms.inference import Segmenter
+from napari_wavegms.models import canonical_name, set_card_entry
+from napari_wavegms.training import TrainConfig, make_splits
+
+
+def summary(dice: np.ndarray, flipped: np.ndarray) -> dict:
+    """Mean Dice both ways and how many images each way is better on (by more than 0.01)."""
+    return {"n": len(dice), "dice_plain": float(dice.mean()), "dice_flips": float(flipped.mean()),
+            "better_with_flips": int((flipped > dice + 0.01).sum()),
+            "worse_with_flips": int((flipped < dice - 0.01).sum())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="built-in model name")
+    p.add_argument("--config", required=True, help="the model's training config (its validation split)")
+    p.add_argument("--write-card", action="store_true", help="store the choice in the model card")
+    p.add_argument("--json", help="write every number to this JSON file")
+    args = p.parse_args(argv)
+    name = canonical_name(args.model) or args.model
+    splits = make_splits(TrainConfig.from_yaml(args.config))
+    plain = Segmenter(name, device="cpu", tta=False, presence=False)
+    flips = Segmenter(name, device="cpu", tta=True, presence=False)
+
+    def both(pairs: list, what: str) -> dict:
+        dice, _ = dice_scores(plain, pairs, f"{what} without flips")
+        flipped, _ = dice_scores(flips, pairs, f"{what} with flips")
+        return summary(dice, flipped)
+
+    val = both(splits.val, "validation")
+    use = round(val["dice_flips"], 3) > round(val["dice_plain"], 3)
+    print(f"{name}: validation ({val['n']} pairs): Dice {val['dice_plain']:.4f} without flips, "
+          f"{val['dice_flips']:.4f} with; better on {val['better_with_flips']}, worse on {val['worse_with_flips']} "
+          f"images -> flips {'on' if use else 'off'}")
+    test = both(splits.test, "test") if splits.test else None
+    if test:
+        print(f"test ({test['n']} pairs, once, after the choice): Dice {test['dice_plain']:.4f} without flips, "
+              f"{test['dice_flips']:.4f} with")
+    record = {"flips": use, "chosen_on": {
+        "split": f"validation: {len(splits.val)} pairs ({splits.how.get('val', '')})",
+        "rule": "flips on when they raise the validation mean Dice at 3 decimals (a tie: off, 4x fewer passes)",
+        "command": f"python training/choose_tta.py --model {name} --config {args.config} --write-card",
+        "validation": val, "test": test,
+        "note": "native resolution, threshold 0.5, the card's post-processing, no presence gate; the test "
+                "split scored once, after the choice"}}
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=1))
+    if args.write_card:
+        print(f"wrote the choice into {set_card_entry(name, 'tta', record)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
