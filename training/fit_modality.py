@@ -290,6 +290,45 @@ def predict(params: dict, x: np.ndarray) -> np.ndarray:
     return np.argmax(scores, axis=1)
 
 
+def staged_errors(params: dict, x: np.ndarray, y: np.ndarray, stages: list[int]) -> dict[int, np.ndarray]:
+    """Mistakes (a boolean per sample) after each number of rounds in ``stages``: one fit of the most
+    rounds scores every smaller setting, since boosting only adds trees."""
+    scores, out = np.zeros((len(x), len(KINDS))), {}
+    for r, round_trees in enumerate(params["trees"], 1):
+        for c, tree in enumerate(round_trees):
+            scores[:, c] += params["rate"] * _tree_values(tree, x)
+        if r in stages:
+            out[r] = np.argmax(scores, axis=1) != y
+    return out
+
+
+def cross_validate(train: dict, copies: int, folds: int, seed: int, stages: list[int], depths: list[int],
+                   rates: list[float]) -> dict[tuple[int, int, float], dict[str, int]]:
+    """Mistakes per data set of every setting (rounds, depth, rate) on held-out folds of the *training*
+    images, each image with its augmented copies in one fold, so settings are chosen without the
+    held-out (test) images."""
+    rng = np.random.default_rng(seed)
+    parts = []  # (data set, features, labels, fold of each sample)
+    for name, (plain, aug, lab) in train.items():
+        fold = rng.permutation(len(lab)) % folds
+        parts.append((name, np.concatenate([plain, aug]), np.concatenate([lab] * (1 + copies)),
+                      np.concatenate([fold, np.repeat(fold, copies)])))
+    x, y, f = (np.concatenate([part[i] for part in parts]) for i in (1, 2, 3))
+    which = np.concatenate([[name] * len(part[2]) for name, *part in parts])
+    errors: dict[tuple[int, int, float], dict[str, int]] = {}
+    for depth in depths:
+        for rate in rates:
+            for k in range(folds):
+                held = f == k
+                params = fit(x[~held], y[~held], max(stages), depth, rate)
+                for rounds, wrong in staged_errors(params, x[held], y[held], stages).items():
+                    row = errors.setdefault((rounds, depth, rate), dict.fromkeys(train, 0))
+                    for name in train:
+                        row[name] += int(wrong[which[held] == name].sum())
+            print(f"cross-validated depth {depth}, rate {rate}", file=sys.stderr)
+    return errors
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DATA)
@@ -300,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--write", action="store_true", help=f"store the fitted parameters in {PARAMS_PATH.name}")
     p.add_argument("--cache", type=Path, help="keep the extracted features in this folder (refits skip extraction)")
+    p.add_argument("--cv", type=int, metavar="K",
+                   help="choose rounds (30/60/90), depth (2/3) and rate (0.2/0.3) by K-fold cross-validation on "
+                   "the training images (fewest mistakes; ties to the smaller model), instead of the options")
     args = p.parse_args(argv)
 
     start = time.perf_counter()
@@ -308,13 +350,22 @@ def main(argv: list[str] | None = None) -> int:
         args.cache.mkdir(parents=True, exist_ok=True)
     train = extract_cached(caches[0], args.data, 0, args.copies, args.seed)
     test = extract_cached(caches[1], args.data, 1, 1, args.seed + 1)
+    if args.cv:
+        errors = cross_validate(train, args.copies, args.cv, args.seed, [30, 60, 90], [2, 3], [0.2, 0.3])
+        print(f"| rounds | depth | rate | {' | '.join(train)} | all |  (mistakes on held-out training folds, "
+              f"{args.cv}-fold, each image with its {args.copies} augmented copies)")
+        print("| --- " * (4 + len(train)) + "|")
+        for (rounds, depth, rate), row in sorted(errors.items()):
+            print(f"| {rounds} | {depth} | {rate} | {' | '.join(str(v) for v in row.values())} | {sum(row.values())} |")
+        args.rounds, args.depth, args.rate = min(errors, key=lambda s: (sum(errors[s].values()), s[0] * 2 ** s[1]))
+        print(f"chosen by cross-validation: {args.rounds} rounds, depth {args.depth}, rate {args.rate}\n")
     x = np.concatenate([np.concatenate([plain, aug]) for plain, aug, _ in train.values()])
     y = np.concatenate([np.concatenate([lab] + [lab] * args.copies) for _, _, lab in train.values()])
     params = fit(x, y, args.rounds, args.depth, args.rate)
     params["fitted_on"] = {name: len(lab) for name, (_, _, lab) in train.items()}
     params["copies"] = args.copies
-    params["command"] = (f"python training/fit_modality.py --copies {args.copies} --seed {args.seed} "
-                         f"--rounds {args.rounds} --depth {args.depth} --rate {args.rate} --write")
+    chosen = f"--cv {args.cv}" if args.cv else f"--rounds {args.rounds} --depth {args.depth} --rate {args.rate}"
+    params["command"] = f"python training/fit_modality.py --copies {args.copies} --seed {args.seed} {chosen} --write"
 
     print("| data set (held-out split) | kind | images | correct as stored | correct, augmented copy | "
           "mistaken for (both columns) |")
