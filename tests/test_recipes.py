@@ -81,6 +81,9 @@ def test_fast_recipe_trains_small_first_then_at_full_size():
     assert [stage_size(224, p, fast) for p in (0.0, 0.49, 0.5, 1.0)] == [112, 112, 224, 224]
     assert stage_size(64, 0.0, fast) == 32 and stage_size(40, 0.0, fast) == 32  # never below 32
     assert stage_size(224, 0.0, paper) == 224
+    finetune = RECIPES["finetune"]  # fast, but a model already trained at this size stays at it
+    assert [stage_size(128, p, finetune) for p in (0.0, 0.49, 1.0)] == [128, 128, 128]
+    assert (finetune.dice_heads, finetune.warmup_cap) == (fast.dice_heads, fast.warmup_cap)
     x = torch.rand(2, 3, 64, 64)
     m = torch.zeros(2, 1, 64, 64)
     m[:, :, 10:40, 20:50] = 1

@@ -8,10 +8,11 @@ The card's scores are those of the *shipped* file: it is written first, loaded b
 the same ``evaluate`` that ``wavegms-eval`` runs, on the whole test split (never seen in training) and
 on the first 10 test images (the reference the test suite re-checks within 0.02). With
 ``--reference-also LIST`` the ten are the first 7 test images and the first 3 of LIST (the ultrasound
-model's lesion-free scans: an empty mask scores 1 there, any mask 0). Run
-``training/choose_postprocess.py --write-card`` afterwards: it adds the validated post-processing; for a
-model trained with lesion-free images, then ``training/fit_presence.py --write-card`` (its presence gate
-belongs to these weights: a rebuilt card has none until it is fitted again).
+model's lesion-free scans: an empty mask scores 1 there, any mask 0). Then, in this order, each choice
+made on validation on the masks the previous ones give: ``training/choose_tta.py --write-card`` (test-time
+flips), ``training/choose_postprocess.py --write-card`` (post-processing) and, for a model trained with
+lesion-free images, ``training/fit_presence.py --write-card`` (its presence gate). They belong to these
+weights: a rebuilt card has none of them until they are chosen again.
 """
 
 from __future__ import annotations
