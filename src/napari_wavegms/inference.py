@@ -25,9 +25,10 @@ measured in ``training/measure_confidence.py`` to rank bad masks first); one bel
 :data:`REVIEW_BELOW` is worth a look (``Segmentation.review``). ``tta=True`` averages the soft masks of
 the image and its flips: about 3× the time and a confidence that ranks bad masks better; with the
 built-in models (trained with flips and quarter turns) also better masks, so their cards turn it on
-where validation Dice says so (``training/RESULTS.md``). A slice with no intensity variation (:data:`BLANK_STD`: an
-all-black or all-grey image) holds nothing to segment: it gets an empty mask without running the model,
-whose output on a flat input is meaningless (a large blob), and is marked ``blank``.
+where validation Dice says so (``training/RESULTS.md``). A slice with no intensity variation
+(:data:`BLANK_STD`: an all-black or all-grey image) holds nothing to segment: it gets an empty mask
+without running the model, whose output on a flat input is meaningless (a large blob), and is marked
+``blank``.
 
 Speed: ``torch.inference_mode``; on CUDA channels-last memory and float16 autocast; on a CPU the frozen
 Tiny-VAE in channels-last memory, and bfloat16 autocast where the CPU computes it natively (float32 on

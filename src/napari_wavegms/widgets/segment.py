@@ -224,9 +224,9 @@ def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any,
 
     Returns the engine's ``Segmentation`` (mask, confidence, blank slices), the device's name, the
     post-processing applied, in words (``PostProcess.describe``), whether a presence gate ran and whether
-    test-time flips were averaged. The
-    first run (or the first with another model, device or quality) says that it is loading the model:
-    importing torch and reading the weights take seconds before the first slice.
+    test-time flips were averaged. The first run (or the first with another model, device or quality)
+    says that it is loading the model: importing torch and reading the weights take seconds before the
+    first slice.
     """
     key = f"{request.model}|{request.device}|{request.tta}|{request.presence}"
     if key not in _CACHE:
@@ -326,8 +326,8 @@ def segment_layer(
     ``model_choice`` is why the model was chosen automatically (``ModelChoice.message``), kept in the
     result's metadata so a mask says which model made it and why. ``postprocess``: options of
     ``Segmenter.segment`` (see :func:`capture`); ``None`` = the model card's choice, as for ``tta`` (test-time
-    flips). ``presence``: apply
-    the model card's presence gate (an image it finds lesion-free gets an empty mask), where it has one.
+    flips). ``presence``: apply the model card's presence gate (an image it finds lesion-free gets an empty
+    mask), where it has one.
 
     A layer that cannot be segmented is refused at once with the reason (``None`` is returned); one
     that looks misread (slices a few pixels wide) is segmented after a warning.
