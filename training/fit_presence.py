@@ -8,9 +8,9 @@
    standardised features, the two classes weighted equally) learns "holds a lesion" (a non-empty
    mask). The segmentation model saw these images, but it does not fit the lesion-free ones: it draws
    a mask on 89 of BUSI's 100 lesion-free training scans, so their latents are not memorised.
-2. Validation images are segmented as a user gets them (native resolution, the card's post-processing,
-   no gate) and scored with Dice (1 when mask and truth are both empty). A gated image scores 1 if it
-   is lesion-free, else 0. The threshold is the logit in -4, -3.5, …, 4 with the highest mean Dice
+2. Validation images are segmented as a user gets them (native resolution, the card's test-time flips
+   and post-processing, no gate) and scored with Dice (1 when mask and truth are both empty). A gated
+   image scores 1 if it is lesion-free, else 0. The threshold is the logit in -4, -3.5, …, 4 with the highest mean Dice
    (3 decimals; ties go to the lower threshold, which empties fewer masks); no gate wins unless one
    beats it.
 3. The test split of the config and every ``--also DIR LIST`` (lesion-free scans, say) are scored once,
@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": f"python training/fit_presence.py --model {name} --config {args.config} --write-card",
             "val_auroc": round(auroc(val_logit[val_lesion], val_logit[~val_lesion]), 4),
             "val_without": none, "val_with": table[best], "test": results,
-            "note": "native resolution, threshold 0.5, the card's post-processing; test lists scored once, after "
-                    "the choice"}}
+            "note": "native resolution, threshold 0.5, the card's flips and post-processing; test lists scored "
+                    "once, after the choice"}}
     if args.json:
         Path(args.json).write_text(json.dumps({"validation": {str(t): r for t, r in table.items()},
                                                "without": none, "gate": record, "test": results}, indent=1))
