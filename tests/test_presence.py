@@ -116,6 +116,31 @@ def test_a_gate_that_finds_nothing_anywhere_empties_every_mask_but_keeps_the_con
         Segmenter(Plain(), device="cpu", presence=some_gate(n, 0.0))
 
 
+def test_a_gate_fitted_on_flipped_copies_judges_their_mean_features(ungated):
+    """A gate with ``flips`` (the ultrasound card's, fitted with the card's test-time flips) sees the mean of
+    the features of the image and its flipped copies, which the segmenter computes anyway; without flips
+    the image's own features stand in. A gate whose one weight reads one feature shows which it saw."""
+    from napari_wavegms.inference import TTA_FLIPS
+
+    assert PresenceGate.from_dict({**some_gate(2, 0.0).to_dict(), "flips": True}).flips
+    assert not PresenceGate.from_dict({k: v for k, v in some_gate(2, 0.0).to_dict().items() if k != "flips"}).flips
+    x = ungated.model_input(scan(LESION))
+    with torch.inference_mode():
+        copies = torch.cat([x, *(x.flip(d) for d in TTA_FLIPS)])
+        all_feats = features(*ungated.model.predict_with_latents(copies)[1:])
+    n = all_feats.shape[1]
+    j = int((all_feats[0] - all_feats.mean(0)).abs().argmax())  # the feature the flips move most
+    own, mean = float(all_feats[0, j]), float(all_feats[:, j].mean())
+    between = (own + mean) / 2
+    for flips, tta, seen in ((True, True, mean), (False, True, own), (True, False, own)):
+        weights = tuple(1.0 if i == j else 0.0 for i in range(n))
+        gate = PresenceGate((0.0,) * n, (1.0,) * n, weights, -between, 0.0, flips=flips)  # logit = f_j − between
+        seg = Segmenter(ULTRASOUND, device="cpu", tta=tta, presence=gate)
+        with torch.inference_mode():
+            absent = bool(seg._predict(x)[1])
+        assert absent == (seen < between), (flips, tta)
+
+
 def test_wavegms_predict_applies_the_gate_and_no_presence_check_turns_it_off(tmp_path):
     src = tmp_path / "in"
     src.mkdir()

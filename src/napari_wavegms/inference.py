@@ -521,8 +521,13 @@ class Segmenter:
             prob = torch.stack([parts[0], *(p.flip(dims) for p, dims in zip(parts[1:], flips, strict=True))]).mean(0)
         if self.presence is None:
             return prob, None
-        n = prob.shape[0]  # judged on the image as it is (the first of the flipped copies)
-        return prob, self.presence.absent(presence_features(mean[:n], latent[:n]))
+        n = prob.shape[0]
+        feats = presence_features(mean, latent)
+        if self.presence.flips:  # a gate fitted on the copies' mean features (with flips: all copies)
+            feats = feats.view(-1, n, feats.shape[-1]).mean(0)
+        else:  # judged on the image as it is (the first of the flipped copies)
+            feats = feats[:n]
+        return prob, self.presence.absent(feats)
 
     def _masks(self, items: Iterable[tuple[int, np.ndarray, ImageLayout, IntensityScale]],
                threshold: float | None) -> Iterator[tuple[int, np.ndarray, float, bool]]:

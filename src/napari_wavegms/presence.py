@@ -53,6 +53,9 @@ class PresenceGate:
     bias: float
     threshold: float
     chosen_on: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: fitted on features averaged over the image and its test-time flips (free where the segmenter flips
+    #: anyway; without flips the image's own features stand in for the average)
+    flips: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.weights)
@@ -70,7 +73,7 @@ class PresenceGate:
         try:
             return cls(tuple(map(float, values["centre"])), tuple(map(float, values["scale"])),
                        tuple(map(float, values["weights"])), float(values["bias"]), float(values["threshold"]),
-                       dict(values.get("chosen_on") or {}))
+                       dict(values.get("chosen_on") or {}), bool(values.get("flips", False)))
         except (KeyError, TypeError) as err:
             raise ValueError(f"presence gate: malformed record ({err!r})") from err
 
