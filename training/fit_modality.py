@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -282,24 +283,27 @@ def fit(x: np.ndarray, y: np.ndarray, rounds: int, depth: int, rate: float, lam:
             "median": np.median(x, axis=0).tolist(), "rounds": rounds, "depth": depth}
 
 
-def predict(params: dict, x: np.ndarray) -> np.ndarray:
+def staged_scores(params: dict, x: np.ndarray) -> Iterator[np.ndarray]:
+    """The kinds' scores after each boosting round (one array, updated in place)."""
     scores = np.zeros((len(x), len(KINDS)))
     for round_trees in params["trees"]:
         for c, tree in enumerate(round_trees):
             scores[:, c] += params["rate"] * _tree_values(tree, x)
+        yield scores
+
+
+def predict(params: dict, x: np.ndarray) -> np.ndarray:
+    scores = np.zeros((len(x), len(KINDS)))
+    for scores in staged_scores(params, x):  # noqa: B007 (the last round's scores are the model's)
+        pass
     return np.argmax(scores, axis=1)
 
 
 def staged_errors(params: dict, x: np.ndarray, y: np.ndarray, stages: list[int]) -> dict[int, np.ndarray]:
     """Mistakes (a boolean per sample) after each number of rounds in ``stages``: one fit of the most
     rounds scores every smaller setting, since boosting only adds trees."""
-    scores, out = np.zeros((len(x), len(KINDS))), {}
-    for r, round_trees in enumerate(params["trees"], 1):
-        for c, tree in enumerate(round_trees):
-            scores[:, c] += params["rate"] * _tree_values(tree, x)
-        if r in stages:
-            out[r] = np.argmax(scores, axis=1) != y
-    return out
+    return {r: np.argmax(scores, axis=1) != y
+            for r, scores in enumerate(staged_scores(params, x), 1) if r in stages}
 
 
 def cross_validate(train: dict, copies: int, folds: int, seed: int, stages: list[int], depths: list[int],

@@ -522,11 +522,11 @@ class Segmenter:
         if self.presence is None:
             return prob, None
         n = prob.shape[0]
-        feats = presence_features(mean, latent)
         if self.presence.flips:  # a gate fitted on the copies' mean features (with flips: all copies)
+            feats = presence_features(mean, latent)
             feats = feats.view(-1, n, feats.shape[-1]).mean(0)
         else:  # judged on the image as it is (the first of the flipped copies)
-            feats = feats[:n]
+            feats = presence_features(mean[:n], latent[:n])
         return prob, self.presence.absent(feats)
 
     def _masks(self, items: Iterable[tuple[int, np.ndarray, ImageLayout, IntensityScale]],
