@@ -545,11 +545,14 @@ def test_every_result_shows_its_confidence_and_a_blank_image_says_so(
 
 
 def test_clean_up_under_advanced_reaches_the_mask_in_the_layers_units(
-    make_napari_viewer, qtbot, random_checkpoint, busi_image
+    make_napari_viewer, qtbot, random_checkpoint, busi_image, monkeypatch
 ):
+    """The Advanced clean-up reaches the mask, in the layer's units, from the widget and from the menu
+    command (which reads the widget's saved settings); ticking "the model's clean-up" undoes it."""
     from skimage.measure import label
 
     from napari_wavegms.postprocess import keep_largest, remove_small
+    from napari_wavegms.widgets import _commands
 
     viewer = make_napari_viewer()
     image = viewer.add_image(busi_image, name="scan", scale=(0.2, 0.2), units=("mm", "mm"))
@@ -579,6 +582,14 @@ def test_clean_up_under_advanced_reaches_the_mask_in_the_layers_units(
     wait_done(qtbot, widget.run())
     np.testing.assert_array_equal(layer.data, remove_small(raw, 50))
     assert 0 < label(layer.data, connectivity=2).max() < label(raw, connectivity=2).max()
+    assert "2 units²" in layer.metadata["wavegms"]["postprocess"]
+    by_widget = layer.data.copy()
+    viewer.layers.remove(layer)
+    viewer.layers.selection.active = image
+    monkeypatch.setattr(_commands, "show_info", lambda message: None)
+    wait_done(qtbot, _commands.segment_selected(viewer))  # the menu command cleans up as the widget did
+    layer = viewer.layers["scan_wavegms"]
+    np.testing.assert_array_equal(layer.data, by_widget)
     assert "2 units²" in layer.metadata["wavegms"]["postprocess"]
 
     widget.cleanup_default.value = True  # back to the model's choice: the user's settings no longer count

@@ -129,7 +129,7 @@ def measure_set(key: str, limit: int | None) -> list[dict]:
     model = suggest_model(kind)
     root = SHARED / "data" / folder
     names = sorted((root / "splits" / split).read_text().split())[:limit]
-    plain = Segmenter(model, device="cpu", batch_size=1)
+    plain = Segmenter(model, device="cpu", batch_size=1, tta=False)
     variants = {}  # test-time flips: left-right only, or all three flips (TTA_FLIPS)
     for label, flips in (("h", ((-1,),)), ("all", TTA_FLIPS)):
         variants[label] = Segmenter(model, device="cpu", batch_size=1, tta=True)

@@ -15,9 +15,10 @@ def segment_selected(viewer: Viewer) -> Job | None:
 
     The model is the one picked by hand in the Segment widget (or a checkpoint file chosen there);
     otherwise the built-in model made for this kind of image, and the message says which and why, as the
-    widget does: the command has no picker where a user could see it.
+    widget does: the command has no picker where a user could see it. Flips, clean-up and the presence
+    check are the widget's too (the model card's until they are changed there).
     """
-    from .segment import describe_confidence, pick_model, segment_layer
+    from .segment import cleanup_from, describe_confidence, pick_model, segment_layer
 
     layer = viewer.layers.selection.active
     if not isinstance(layer, Image):
@@ -47,6 +48,7 @@ def segment_selected(viewer: Viewer) -> Job | None:
         threshold=float(saved.get("threshold", 0.5)),
         whole_stack=saved.get("scope", "whole stack") == "whole stack",
         tta=saved.get("tta"),  # None (the widget never used): the model card's choice
+        postprocess=cleanup_from(saved),  # the widget's clean-up: the card's unless set by hand there
         presence=bool(saved.get("presence", True)),
         model_choice=choice.message if choice is not None else "",
         on_done=_done,

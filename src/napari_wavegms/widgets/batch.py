@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     import napari
 
 
+#: The test-time flips choice → ``Segmenter(tta=...)``.
+FLIPS: dict[str, bool | None] = {"model's choice": None, "on": True, "off": False}
+
+
 def batch_job(options: dict[str, Any]) -> Generator[Any, None, Any]:
     from ..batch import segment_folder
 
@@ -100,6 +104,21 @@ class BatchWidget(DockContainer):
             name="threshold",
             tooltip="Foreground where the soft mask is above this",
         )
+        self.tta = ComboBox(
+            choices=list(FLIPS),
+            value="model's choice",
+            label="test-time flips",
+            name="tta",
+            tooltip="Average each image's masks over its three flips (four model passes, about 3× the time): "
+            "\"model's choice\" follows each model card (on where it raised validation Dice); off for speed",
+        )
+        self.presence = CheckBox(
+            value=True,
+            text="empty mask if no lesion",
+            name="presence",
+            tooltip="The model's own check (its card's presence gate, chosen on validation): an image it finds "
+            "lesion-free gets an empty mask. Only models trained with lesion-free images have one",
+        )
         self.run_button = PushButton(text="Run", tooltip="Segment the folder in the background")
         self.cancel_button = PushButton(
             text="Cancel", enabled=False, tooltip="Stop after the current images; finished masks are kept"
@@ -131,6 +150,8 @@ class BatchWidget(DockContainer):
                 self.model,
                 self.device,
                 self.threshold,
+                self.tta,
+                self.presence,
                 Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
                 self.progress,
                 self.status,
@@ -149,6 +170,8 @@ class BatchWidget(DockContainer):
             self.overlays,
             self.device,
             self.threshold,
+            self.tta,
+            self.presence,
             self.open_count,
         ]
         restore(self._remembered, saved)
@@ -207,6 +230,14 @@ class BatchWidget(DockContainer):
         values["model_by_hand"] = self.model.by_hand
         _settings.save(self.SETTINGS, values)
 
+    def segmenter_options(self) -> dict[str, Any]:
+        """``Segmenter`` options for every model of the run: the flips (``None`` = each card's choice) and,
+        when unticked, no presence gate (every mask kept), as ``wavegms-predict --no-presence-check``."""
+        options: dict[str, Any] = {"tta": FLIPS[self.tta.value]}
+        if not self.presence.value:
+            options["presence"] = False
+        return options
+
     def run(self, *_: Any) -> Job | None:
         from napari.utils.notifications import show_error
 
@@ -236,6 +267,7 @@ class BatchWidget(DockContainer):
             overlays=self.overlays.value,
             threshold=float(self.threshold.value),
             device=self.device.value,
+            segmenter_options=self.segmenter_options(),
         )
         self.summary = None
         self.summary_label.value = ""

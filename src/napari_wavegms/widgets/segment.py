@@ -249,6 +249,16 @@ def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any,
     return result, segmenter.device_name, applied, segmenter.presence is not None, segmenter.tta
 
 
+def cleanup_from(values: dict[str, Any]) -> dict[str, Any] | None:
+    """``Segmenter.segment`` clean-up options from the Segment widget's values (live or saved); ``None``
+    = the model card's choice. One reading for the widget and the menu command, so both clean up alike."""
+    if values.get("cleanup_default", True):
+        return None
+    return {"fill_holes": bool(values.get("fill_holes", False)),
+            "keep_largest": bool(values.get("keep_largest", False)),
+            "min_area": float(values.get("min_area", 0.0))}
+
+
 def card_has_gate(model: str | None) -> bool:
     """Whether this model's card has a presence gate (read from the JSON card: no torch, no model load)."""
     from ..presence import card_presence
@@ -626,10 +636,7 @@ class SegmentWidget(DockContainer):
 
     def cleanup_options(self) -> dict[str, Any] | None:
         """``Segmenter.segment`` options from the Advanced section; ``None`` = the model card's choice."""
-        if self.cleanup_default.value:
-            return None
-        return {"fill_holes": bool(self.fill_holes.value), "keep_largest": bool(self.keep_largest.value),
-                "min_area": float(self.min_area.value)}
+        return cleanup_from(snapshot(self._cleanup_controls()))
 
     def settings(self) -> dict[str, Any]:
         values = snapshot([self.device, self.threshold, self.tta, self.scope, *self._cleanup_controls()])
