@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import WEIGHTS, link_busi_pairs
+from conftest import BUSI, WEIGHTS, link_busi_pairs
 from napari_wavegms.cli import eval_main, train_main
 from napari_wavegms.model.checkpoint import read_checkpoint
 
@@ -73,6 +73,43 @@ def test_train_then_eval_cli(tmp_path, busi10, capsys):
     assert eval_main([str(out / "last.safetensors"), str(busi10), "--device", "cpu", "--quiet"]) == 0
     table = capsys.readouterr().out
     assert "10 images" in table and "native" in table and "HD95" in table
+
+
+def test_eval_as_predicted_scores_the_masks_a_user_gets(tmp_path, busi_names, capsys):
+    """The ultrasound model on a lesion scan and a lesion-free one. ``--as-predicted`` scores exactly the
+    masks ``Segmenter`` makes with the card's defaults: the presence check empties the lesion-free scan's
+    mask (Dice 1), where the bare model draws on it (Dice 0)."""
+    import numpy as np
+
+    from napari_wavegms.data import Pair, load_pair
+    from napari_wavegms.inference import Segmenter
+    from napari_wavegms.io import read_image
+    from napari_wavegms.metrics import dice_iou
+    from napari_wavegms.models import suggest_model
+
+    model = suggest_model("ultrasound")
+    names = [busi_names[0], "normal_1"]
+    split = tmp_path / "two.txt"
+    split.write_text("\n".join(names) + "\n")
+
+    def scores(*flags: str) -> tuple[dict, dict[str, float]]:
+        table = tmp_path / f"scores{len(flags)}.csv"
+        assert eval_main([model, str(BUSI), "--split", str(split), "--device", "cpu", "--precision", "fp32",
+                          "--csv", str(table), "--json", "--quiet", *flags]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        with open(table, newline="") as f:
+            return summary, {row["name"]: float(row["native_dice"]) for row in csv.DictReader(f)}
+
+    bare, bare_dice = scores()
+    user, user_dice = scores("--as-predicted")
+    assert "as predicted: flips on" in user["model"] and "presence check on" in user["model"]
+    assert bare_dice["normal_1"] == 0.0 and user_dice["normal_1"] == 1.0
+    segmenter = Segmenter(model, device="cpu", precision="fp32")
+    for name in names:
+        _, truth, _ = load_pair(Pair(name, BUSI / "images" / f"{name}.png", BUSI / "masks" / f"{name}.png"))
+        expected = dice_iou(segmenter(read_image(BUSI / "images" / f"{name}.png")) > 0, truth)[0]
+        assert user_dice[name] == pytest.approx(expected)
+    assert user["native"]["dice"] == pytest.approx(np.mean(list(user_dice.values())))
 
 
 def test_cli_errors_are_clear(tmp_path, busi10, capsys):

@@ -216,6 +216,9 @@ def eval_main(argv: list[str] | None = None) -> int:
                    help="auto: fp16 on CUDA, bf16 on CPUs that have it natively, else fp32")
     p.add_argument("--images", default="images", help="name of the images sub-folder")
     p.add_argument("--masks", default="masks", help="name of the masks sub-folder")
+    p.add_argument("--as-predicted", action="store_true",
+                   help="score the masks wavegms-predict writes (the model card's test-time flips, clean-up "
+                   "and presence check, from the image files) instead of the bare model")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
 
@@ -227,7 +230,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     try:
         job = evaluate(args.model, args.data, split=args.split, device=args.device,
                        batch_size=args.batch_size, threshold=args.threshold, images=args.images,
-                       masks=args.masks, csv=args.csv, precision=args.precision)
+                       masks=args.masks, csv=args.csv, precision=args.precision, as_predicted=args.as_predicted)
         result = run_with_tqdm(job, desc="evaluating", unit="img", disable=args.quiet)
     except KeyboardInterrupt:
         print("wavegms-eval: interrupted", file=sys.stderr)

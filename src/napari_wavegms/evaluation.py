@@ -2,6 +2,10 @@
 
 What ``wavegms-eval`` runs, what a training run's final test uses, and what the built-in models'
 cards were made with. See :mod:`napari_wavegms.metrics` for the definitions.
+
+Two things can be scored: the bare model (the default; training's validation and the papers' numbers)
+or, with ``as_predicted``, the masks a user gets from ``wavegms-predict`` and the widgets: the model
+card's test-time flips, clean-up and presence check, on the image as read from its file.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ def evaluate(
     pairs: Sequence[Pair] | None = None,
     csv: str | os.PathLike | None = None,
     precision: str = "fp32",
+    as_predicted: bool = False,
 ) -> Generator[Progress, None, EvalResult]:
     """Score a model on a folder of pairs (or the ``split`` list within it) under both protocols.
 
@@ -79,7 +84,16 @@ def evaluate(
     name or a checkpoint path / run folder. ``precision`` as in :class:`inference.Segmenter` (float32
     unless asked, so that training's validation and test scores do not depend on the CPU). Unreadable
     pairs are reported in ``problems`` and skipped. Yields ``Progress(images done, images)``.
+
+    ``as_predicted`` scores the masks :class:`~napari_wavegms.inference.Segmenter` makes with the
+    model card's defaults (flips, clean-up, presence check; none for a plain checkpoint) from each image
+    file, as ``wavegms-predict`` writes them: ``native`` compares them with the ground truth as they are,
+    ``paper`` after resizing both (nearest) to 224².
     """
+    if as_predicted:
+        return (yield from _evaluate_as_predicted(model, data_dir, split=split, device=device,
+                                                  batch_size=batch_size, threshold=threshold, images=images,
+                                                  masks=masks, pairs=pairs, csv=csv, precision=precision))
     if isinstance(model, torch.nn.Module) and hasattr(model, "predict") and hasattr(model, "image_size"):
         net, label = model, "in-memory model"  # a WaveGMS, or any net with the same predict() (baselines)
     else:
@@ -93,16 +107,7 @@ def evaluate(
     dev = next(net.parameters()).device
     dtype = autocast_dtype(dev, precision)
     data_dir = Path(data_dir)
-    problems: list[str] = []
-    if pairs is None:
-        names = read_split(resolve_split(split, data_dir)) if split else None
-        scan = scan_pairs(data_dir / images, data_dir / masks, names=names)
-        problems += scan.problems
-        pairs = scan.pairs
-    if not pairs:
-        raise DataError(
-            f"no image/mask pairs to evaluate in {data_dir}" + (f" ({problems[0]})" if problems else "")
-        )
+    pairs, problems = _pairs(data_dir, split, images, masks, pairs)
     size = PAPER_SIZE  # net.predict resizes to its own training size and back
     rows: list[dict] = []
     total = len(pairs)
@@ -130,26 +135,86 @@ def evaluate(
             with torch.no_grad(), torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 prob = net.predict(x).float()
             for j, (pair, _, mask) in enumerate(chunk):
-                gt_s = resize_mask(torch.from_numpy(mask)[None, None].float(), size)[0, 0].numpy() > 0.5
-                paper = score(prob[j, 0].cpu().numpy() > threshold, gt_s, "paper")
                 native_prob = F.interpolate(
                     prob[j : j + 1], size=mask.shape, mode="bilinear", align_corners=False
                 )
-                native = score(native_prob[0, 0].cpu().numpy() > threshold, mask, "native")
-                rows.append(
-                    {
-                        "name": pair.name,
-                        **paper,
-                        **{f"native_{k}": v for k, v in native.items()},
-                        "height": mask.shape[0],
-                        "width": mask.shape[1],
-                        "foreground_gt": float(mask.mean()),
-                    }
-                )
+                rows.append(_row(pair.name, native_prob[0, 0].cpu().numpy() > threshold, mask,
+                                 prob[j, 0].cpu().numpy() > threshold))
         yield Progress(min(total, start + batch_size), total, chunk[-1][0].name if chunk else "")
+    return _result(rows, problems, label, csv, total, data_dir)
+
+
+def _pairs(data_dir: Path, split: str | os.PathLike | None, images: str, masks: str,
+           pairs: Sequence[Pair] | None) -> tuple[Sequence[Pair], list[str]]:
+    """The pairs to score (given, or scanned from the folder and the split list) and the scan's problems;
+    raises :class:`DataError` when there are none."""
+    problems: list[str] = []
+    if pairs is None:
+        names = read_split(resolve_split(split, data_dir)) if split else None
+        scan = scan_pairs(data_dir / images, data_dir / masks, names=names)
+        problems += scan.problems
+        pairs = scan.pairs
+    if not pairs:
+        raise DataError(
+            f"no image/mask pairs to evaluate in {data_dir}" + (f" ({problems[0]})" if problems else "")
+        )
+    return pairs, problems
+
+
+def _row(name: str, pred_native: np.ndarray, mask: np.ndarray, pred_paper: np.ndarray) -> dict:
+    """One image's scores: ``pred_paper`` (at 224²) against the resized truth, ``pred_native`` against it."""
+    gt_s = resize_mask(torch.from_numpy(mask)[None, None].float(), PAPER_SIZE)[0, 0].numpy() > 0.5
+    paper = score(pred_paper, gt_s, "paper")
+    native = score(pred_native, mask, "native")
+    return {"name": name, **paper, **{f"native_{k}": v for k, v in native.items()}, "height": mask.shape[0],
+            "width": mask.shape[1], "foreground_gt": float(mask.mean())}
+
+
+def _result(rows: list[dict], problems: list[str], label: str, csv: str | os.PathLike | None, total: int,
+            data_dir: Path) -> EvalResult:
     if not rows:
         raise DataError(f"none of the {total} pairs in {data_dir} could be read: {'; '.join(problems[:3])}")
     result = EvalResult(rows, summarize(rows), summarize(rows, "native_"), problems, model=label)
     if csv is not None:
         result.csv = write_csv(csv, rows)
     return result
+
+
+def _evaluate_as_predicted(model: Any, data_dir: str | os.PathLike, *, split: str | os.PathLike | None,
+                           device: str | torch.device, batch_size: int, threshold: float, images: str,
+                           masks: str, pairs: Sequence[Pair] | None, csv: str | os.PathLike | None,
+                           precision: str) -> Generator[Progress, None, EvalResult]:
+    """:func:`evaluate` of the masks a user gets (``as_predicted``): one :class:`Segmenter` call per
+    batch of image files, the card's defaults throughout."""
+    from .inference import Segmenter
+    from .io import read_image
+    from .models import resolve_model
+
+    data_dir = Path(data_dir)
+    pairs, problems = _pairs(data_dir, split, images, masks, pairs)
+    segmenter = Segmenter(model, device=str(device), precision=precision, batch_size=batch_size)
+    label = model if isinstance(model, torch.nn.Module) else str(resolve_model(model))
+    gate = "on" if segmenter.presence is not None else "none"
+    label = (f"{label} (as predicted: flips {'on' if segmenter.tta else 'off'}, clean-up "
+             f"{segmenter.postprocess.describe()}, presence check {gate})")
+    rows: list[dict] = []
+    total = len(pairs)
+    yield Progress(0, total, "")
+    for start in range(0, total, batch_size):
+        chunk = []
+        for pair in pairs[start : start + batch_size]:
+            try:
+                _, mask, _ = load_pair(pair)
+                chunk.append((pair, read_image(pair.image), mask))
+            except (DataError, OSError, ValueError) as err:
+                problems.append(str(err) if isinstance(err, DataError) else f"{pair.image}: {err}")
+        made = segmenter.segment_many([image for _, image, _ in chunk], threshold=threshold) if chunk else []
+        for (pair, _, mask), pred in zip(chunk, made, strict=True):
+            if isinstance(pred, Exception):
+                problems.append(f"{pair.image}: {pred}")
+                continue
+            pred = np.asarray(pred) > 0
+            small = resize_mask(torch.from_numpy(pred)[None, None].float(), PAPER_SIZE)[0, 0].numpy() > 0.5
+            rows.append(_row(pair.name, pred, mask, small))
+        yield Progress(min(total, start + batch_size), total, chunk[-1][0].name if chunk else "")
+    return _result(rows, problems, label, csv, total, data_dir)
