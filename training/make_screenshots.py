@@ -5,6 +5,8 @@ Runs the widgets exactly as a user does (real viewer, real BUSI images, real job
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python training/make_screenshots.py --model busi
 
+(``--only batch --model M`` retakes one screenshot.)
+
 The Train screenshot is a short run in the Train widget: with ``--model`` it fine-tunes that model
 (a few CPU minutes then give a healthy validation Dice); without, it trains a small model from scratch
 and segments with it, so the masks are only as good as a few CPU minutes allow. The Segment and Batch
@@ -22,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("WAVEGMS_SHARED", REPO.parent / "shared"))
 BUSI = SHARED / "data" / "busi"
+SHOTS = ("train", "segment", "batch")
 
 
 def wait(job, timeout: float = 1800) -> None:
@@ -86,11 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=48, help="BUSI training pairs for the Train screenshot")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--only", nargs="+", choices=SHOTS, default=list(SHOTS),
+                        help="retake only these screenshots (without train, --model is needed)")
     args = parser.parse_args(argv)
+    if "train" not in args.only and not args.model:
+        parser.error("--model is needed when the Train screenshot (which trains one) is not taken")
 
     import torch  # noqa: F401  (before Qt, as napari's docs advise)
-
-    from napari_wavegms.io import read_image, read_mask
 
     os.environ.setdefault("WAVEGMS_WEIGHTS_DIR", str(SHARED / "weights"))
     os.environ.setdefault("WAVEGMS_CONFIG_DIR", tempfile.mkdtemp(prefix="wavegms-config-"))
@@ -102,7 +107,20 @@ def main(argv: list[str] | None = None) -> int:
     test_names = (BUSI / "splits" / "gms_test.txt").read_text().split()
     work = Path(tempfile.mkdtemp(prefix="wavegms-shots-"))
 
-    # --- Train ------------------------------------------------------------------------------------
+    model = args.model
+    if "train" in args.only:
+        model = train_shot(args, train_names, work)
+    if "segment" in args.only:
+        segment_shot(args.out, model, test_names)
+    if "batch" in args.only:
+        batch_shot(args.out, model, test_names, work)
+    return 0
+
+
+def train_shot(args: argparse.Namespace, train_names: list[str], work: Path) -> str:
+    """A short run in the Train widget (a fine-tune with ``--model``); returns the model to segment with."""
+    from napari_wavegms.io import read_image, read_mask
+
     viewer = new_viewer()
     shown = train_names[0]
     viewer.add_image(read_image(BUSI / "images" / f"{shown}.png"), name=shown)
@@ -128,8 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     save(viewer, args.out / "train.png")
     model = args.model or str(train.output_dir)
     viewer.close()
+    return model
 
-    # --- Segment ----------------------------------------------------------------------------------
+
+def segment_shot(out: Path, model: str, test_names: list[str]) -> None:
+    from napari_wavegms.io import read_image
+
     viewer = new_viewer()
     name = test_names[3]
     viewer.add_image(read_image(BUSI / "images" / f"{name}.png"), name=name, scale=(0.1, 0.1), units="mm")
@@ -137,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     segment.model.set_model(model)
     wait(segment.run())
     viewer.layers[f"{name}_wavegms"].opacity = 0.6
-    save(viewer, args.out / "segment.png")
+    save(viewer, out / "segment.png")
     viewer.close()
 
-    # --- Batch ------------------------------------------------------------------------------------
+
+def batch_shot(out: Path, model: str, test_names: list[str], work: Path) -> None:
     viewer = new_viewer()
     folder = work / "batch-in"
     folder.mkdir()
@@ -156,9 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     for layer in viewer.layers:
         if layer.name.endswith("_wavegms"):
             layer.opacity = 0.6
-    save(viewer, args.out / "batch.png")
+    save(viewer, out / "batch.png")
     viewer.close()
-    return 0
 
 
 if __name__ == "__main__":
