@@ -48,7 +48,7 @@ def predict_main(argv: list[str] | None = None) -> int:
                         help="auto: fp16 on CUDA, bf16 on CPUs that have it natively, else fp32 (default auto)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="test-time flips: average the masks of each image and its 3 flips (about 3x the time; "
-                        "a surer confidence, and better masks with the built-in models). Default: the model card's "
+                        "better masks with the built-in models). Default: the model card's "
                         "choice, made on validation; --no-tta for speed")
     parser.add_argument("--overwrite", action="store_true", help="replace existing masks (default: skip)")
     parser.add_argument("--overlays", action="store_true", help="also write previews to OUTPUT/overlays")

@@ -23,9 +23,10 @@ Inputs may be any array-like with ``shape``, ``dtype`` and numpy indexing (numpy
 Every slice also gets a **confidence** in [0, 1] from the model's own soft mask (:func:`mask_confidence`,
 measured in ``training/measure_confidence.py`` to rank bad masks first); one below
 :data:`REVIEW_BELOW` is worth a look (``Segmentation.review``). ``tta=True`` averages the soft masks of
-the image and its flips: about 3× the time and a confidence that ranks bad masks better; with the
-built-in models (trained with flips and quarter turns) also better masks, so their cards turn it on
-where validation Dice says so (``training/RESULTS.md``). A slice with no intensity variation
+the image and its flips, at about 3× the time. With the built-in models (trained with flips and
+quarter turns) that gives better masks, so their cards turn it on where validation Dice says so
+(``training/RESULTS.md``). It no longer sharpens the confidence: with the 64² previews it ranked bad masks
+better, with the 128² models it ranks them a little worse. A slice with no intensity variation
 (:data:`BLANK_STD`: an all-black or all-grey image) holds nothing to segment: it gets an empty mask
 without running the model, whose output on a flat input is meaningless (a large blob), and is marked
 ``blank``.
