@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,15 +112,7 @@ def evaluate(
     rows: list[dict] = []
     total = len(pairs)
     yield Progress(0, total, "")
-    for start in range(0, total, batch_size):
-        chunk = []
-        for pair in pairs[start : start + batch_size]:
-            try:
-                image, mask, _ = load_pair(pair)
-            except DataError as err:
-                problems.append(str(err))
-                continue
-            chunk.append((pair, image, mask))
+    for done, chunk in _batches(pairs, batch_size, problems):
         if chunk:
             x = (
                 torch.cat(
@@ -140,8 +132,27 @@ def evaluate(
                 )
                 rows.append(_row(pair.name, native_prob[0, 0].cpu().numpy() > threshold, mask,
                                  prob[j, 0].cpu().numpy() > threshold))
-        yield Progress(min(total, start + batch_size), total, chunk[-1][0].name if chunk else "")
+        yield Progress(done, total, chunk[-1][0].name if chunk else "")
     return _result(rows, problems, label, csv, total, data_dir)
+
+
+def _batches(pairs: Sequence[Pair], batch_size: int, problems: list[str], as_stored: bool = False,
+             ) -> Iterator[tuple[int, list[tuple[Pair, np.ndarray, np.ndarray]]]]:
+    """``(pairs done, [(pair, image, mask), ...])`` batch by batch; an unreadable pair goes to
+    ``problems``. The image is the model's float RGB, or with ``as_stored`` the array in the file (what a
+    user's image is)."""
+    from .io import read_image
+
+    for start in range(0, len(pairs), batch_size):
+        chunk = []
+        for pair in pairs[start : start + batch_size]:
+            try:
+                image, mask, _ = load_pair(pair)
+            except DataError as err:
+                problems.append(str(err))
+                continue
+            chunk.append((pair, read_image(pair.image) if as_stored else image, mask))
+        yield min(len(pairs), start + batch_size), chunk
 
 
 def _pairs(data_dir: Path, split: str | os.PathLike | None, images: str, masks: str,
@@ -187,27 +198,19 @@ def _evaluate_as_predicted(model: Any, data_dir: str | os.PathLike, *, split: st
     """:func:`evaluate` of the masks a user gets (``as_predicted``): one :class:`Segmenter` call per
     batch of image files, the card's defaults throughout."""
     from .inference import Segmenter
-    from .io import read_image
     from .models import resolve_model
 
     data_dir = Path(data_dir)
     pairs, problems = _pairs(data_dir, split, images, masks, pairs)
     segmenter = Segmenter(model, device=str(device), precision=precision, batch_size=batch_size)
-    label = model if isinstance(model, torch.nn.Module) else str(resolve_model(model))
+    label = "in-memory model" if isinstance(model, torch.nn.Module) else str(resolve_model(model))
     gate = "on" if segmenter.presence is not None else "none"
     label = (f"{label} (as predicted: flips {'on' if segmenter.tta else 'off'}, clean-up "
              f"{segmenter.postprocess.describe()}, presence check {gate})")
     rows: list[dict] = []
     total = len(pairs)
     yield Progress(0, total, "")
-    for start in range(0, total, batch_size):
-        chunk = []
-        for pair in pairs[start : start + batch_size]:
-            try:
-                _, mask, _ = load_pair(pair)
-                chunk.append((pair, read_image(pair.image), mask))
-            except (DataError, OSError, ValueError) as err:
-                problems.append(str(err) if isinstance(err, DataError) else f"{pair.image}: {err}")
+    for done, chunk in _batches(pairs, batch_size, problems, as_stored=True):
         made = segmenter.segment_many([image for _, image, _ in chunk], threshold=threshold) if chunk else []
         for (pair, _, mask), pred in zip(chunk, made, strict=True):
             if isinstance(pred, Exception):
@@ -216,5 +219,5 @@ def _evaluate_as_predicted(model: Any, data_dir: str | os.PathLike, *, split: st
             pred = np.asarray(pred) > 0
             small = resize_mask(torch.from_numpy(pred)[None, None].float(), PAPER_SIZE)[0, 0].numpy() > 0.5
             rows.append(_row(pair.name, pred, mask, small))
-        yield Progress(min(total, start + batch_size), total, chunk[-1][0].name if chunk else "")
+        yield Progress(done, total, chunk[-1][0].name if chunk else "")
     return _result(rows, problems, label, csv, total, data_dir)
