@@ -102,6 +102,7 @@ def test_eval_as_predicted_scores_the_masks_a_user_gets(tmp_path, busi_names, ca
 
     bare, bare_dice = scores()
     user, user_dice = scores("--as-predicted")
+    assert "as predicted" not in bare["model"]
     assert "as predicted: flips on" in user["model"] and "presence check on" in user["model"]
     assert bare_dice["normal_1"] == 0.0 and user_dice["normal_1"] == 1.0
     segmenter = Segmenter(model, device="cpu", precision="fp32")
