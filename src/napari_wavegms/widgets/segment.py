@@ -425,8 +425,7 @@ class SegmentWidget(DockContainer):
             text="test-time flips (3× slower)",
             name="tta",
             tooltip="Average the masks of the image and its three flips (four model passes): better masks with "
-            "the built-in models. Set to the model card's "
-            "choice (made on validation) whenever the model changes",
+            "the built-in models. Set to the model card's choice (made on validation) whenever the model changes",
         )
         self.scope = ComboBox(
             choices=["whole stack", "current slice"],
