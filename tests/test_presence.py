@@ -17,7 +17,7 @@ from napari_wavegms.presence import PresenceGate, card_presence, features
 ULTRASOUND = suggest_model("ultrasound")
 #: Lesion-free BUSI test scans (never trained on) that the ultrasound model draws a mask on and whose
 #: mask its gate empties (from training/fit_presence.py's test run), and a lesion scan it keeps.
-GATED = ("normal_1", "normal_14")
+GATED = ("normal_1", "normal_19")
 LESION = "benign_3"
 
 
