@@ -41,6 +41,15 @@ def test_auto_precision_never_picks_emulated_bf16(monkeypatch):
         get_recipe("quick")
 
 
+def test_recipe_defaults_to_finetune_when_starting_from_a_model(tmp_path):
+    assert TrainConfig().recipe == "fast"
+    assert TrainConfig(init_from="breast-ultrasound-busi-busbra").recipe == "finetune"
+    assert TrainConfig(init_from="x", recipe="paper").recipe == "paper"  # a named recipe wins
+    saved = TrainConfig(init_from="x").to_yaml(tmp_path / "c.yaml")
+    assert "recipe: finetune" in saved.read_text()  # the saved config names the recipe it ran
+    assert TrainConfig.from_yaml(saved, init_from="").recipe == "finetune"  # and keeps it when re-read
+
+
 def test_fast_loss_decodes_only_the_out_head(taef2):
     from napari_wavegms.model import WaveGMS
 

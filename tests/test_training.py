@@ -120,12 +120,15 @@ def test_train_stop_resume_evaluate(tmp_path, busi16, busi_names):
     js = res.to_json()
     assert js["dice"] == res.paper["dice"] and 0 <= js["native"]["dice"] <= 1
     assert {"name", "dice", "native_dice", "native_hd95", "height", "width"} <= set(res.rows[0])
-    # 4. fine-tune from it
-    ft = TrainConfig(**{**cfg.to_dict(), "output_dir": str(tmp_path / "ft"), "init_from": str(out),
+    # 4. fine-tune from it: without a recipe named, at full size throughout (the finetune recipe)
+    values = {k: v for k, v in cfg.to_dict().items() if k != "recipe"}
+    ft = TrainConfig(**{**values, "output_dir": str(tmp_path / "ft"), "init_from": str(out),
                         "epochs": 1, "max_steps": 1, "test_split": None})
     ft_result = run_to_end(train(ft))
     assert ft_result.stopped and ft_result.last.is_file()
-    assert read_checkpoint(ft_result.last)[0]["init_from"] == str(out / "best.safetensors")
+    ft_header = read_checkpoint(ft_result.last)[0]
+    assert ft_header["init_from"] == str(out / "best.safetensors")
+    assert ft_header["run"]["recipe"] == ft_header["training"]["recipe"] == "finetune"
 
 
 def test_train_state_round_trip(tmp_path):

@@ -160,8 +160,8 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="start afresh in a used output folder")
     p.add_argument("--workers", type=int, help="DataLoader workers (only when pairs are not preloaded)")
     p.add_argument("--recipe", choices=["fast", "paper", "finetune"],
-                   help="fast (default: the most validation Dice per CPU-second), paper (DESIGN.md exactly) or "
-                        "finetune (fast at full size throughout: for --init-from a model of this size)")
+                   help="fast (the most validation Dice per CPU-second; the default from scratch), paper "
+                        "(DESIGN.md exactly) or finetune (fast at full size throughout; the default with --init-from)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="train for this long (the learning rate anneals to 0 by then), at most --epochs")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],

@@ -96,11 +96,17 @@ class TrainConfig:
     threshold: float = 0.5
     max_steps: int | None = None  # stop after this many optimisation steps in total (smoke tests)
     name: str = ""  # a free description of the run
-    recipe: str = "fast"  # fast (best Dice per CPU-second) | paper (DESIGN.md §1.3–1.4) | finetune; see RECIPES
+    # fast (best Dice per CPU-second) | paper (DESIGN.md §1.3–1.4) | finetune | auto (finetune with
+    # init_from, else fast; resolved when the config is made, so saved configs name the recipe); see RECIPES
+    recipe: str = "auto"
     time_budget_s: float | None = None  # stop (and anneal the learning rate to 0) after this much training time
     time_budget_clock: str = "wall"  # wall | process (this process's CPU seconds)
 
     _PATH_FIELDS = ("data_dir", "val_dir", "weights_dir")
+
+    def __post_init__(self) -> None:
+        if self.recipe == "auto":
+            self.recipe = default_recipe(self.init_from)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -376,6 +382,12 @@ RECIPES: dict[str, Recipe] = {
     # from the cheap half-size phase, which would first un-learn its full-size detail
     "finetune": Recipe("finetune", ("out",), True, True, 0.0, 0.05, True),
 }
+
+
+def default_recipe(init_from: str | None) -> str:
+    """The recipe a run gets unless it names one: ``finetune`` when it starts from a trained model (a
+    built-in model or a checkpoint, trained at its size already), else ``fast``."""
+    return "finetune" if init_from else "fast"
 
 
 def get_recipe(name: str) -> Recipe:

@@ -107,12 +107,14 @@ def train_job(request: TrainRequest) -> Generator[Any, None, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _estimate_job(image_size: int, epochs: int, n_train: int, device: str, n_val: int
+def _estimate_job(image_size: int, epochs: int, n_train: int, device: str, n_val: int, init_from: str | None
                   ) -> Generator[None, None, Any]:
+    from ..training import default_recipe
     from ..training_cost import estimate_training
 
     yield
-    return estimate_training(image_size, epochs, n_train, device=device, n_val=n_val)
+    return estimate_training(image_size, epochs, n_train, recipe=default_recipe(init_from), device=device,
+                             n_val=n_val)
 
 
 def _scan_job(images: Path, masks: Path) -> Generator[None, None, Any]:
@@ -219,7 +221,8 @@ class TrainWidget(DockContainer):
         self.estimate = fit_label(Label(
             value="", name="estimate",
             tooltip="Measured on this machine: one training step at the chosen image size, scaled to the pairs "
-            "and epochs (the fast recipe: the first half of the run at half the image size)",
+            "and epochs (from scratch, the first half of the run at half the image size; fine-tuning a "
+            "model, all at full size)",
         ))
         self.init = ModelPicker(label="start from", include_scratch=True, name="init")
         self.output = FileEdit(
@@ -302,7 +305,7 @@ class TrainWidget(DockContainer):
         self.check.changed.connect(self.check_pairs)
         self.source.changed.connect(self._visibility)
         self.validation.changed.connect(self._visibility)
-        for widget in (self.epochs, self.image_size, self.device, self.val_percent, self.source):
+        for widget in (self.epochs, self.image_size, self.device, self.val_percent, self.source, self.init.combo):
             widget.changed.connect(self.update_estimate)
         for widget in (self.image_layer, self.labels_layer):  # layers come and go: only when training on them
             widget.changed.connect(lambda *_: self.source.value == LAYERS and self.update_estimate())
@@ -372,7 +375,8 @@ class TrainWidget(DockContainer):
             return self._estimating
         self._estimate_again = False
         n_val = round(n * self.val_percent.value / 100) if self.validation.value == SPLIT else 0
-        args = (int(self.image_size.value), int(self.epochs.value), n - n_val, self.device.value, n_val)
+        args = (int(self.image_size.value), int(self.epochs.value), n - n_val, self.device.value, n_val,
+                self.init.model)
         self.estimate.value = "estimated time: measuring a step…"
         self._estimating = start_job(
             _estimate_job(*args), "Wave-GMS: estimating the training time", show_progress=False,
