@@ -99,6 +99,11 @@ def test_every_bad_input_has_its_own_message(tmp_path, busi_names):
     x16, _, _ = load_pair(pairs["deep"])
     assert x16.dtype == np.float32 and x16.min() == 0.0 and x16.max() == 1.0
     np.testing.assert_allclose(x16[..., 0], normalize_intensity(img16), atol=1e-6)
+    raw16, m16, _ = load_pair(pairs["deep"], as_stored=True)  # the file's own array, for as-predicted scoring
+    assert raw16.dtype == np.uint16 and np.array_equal(raw16, img16) and m16.shape == img16.shape
+    small = Pair("small", root / "images" / "small.png", root / "masks" / "small.png")
+    with pytest.raises(DataError, match=r"small\.png: mask is"):  # checked as strictly as the decoded pair
+        load_pair(small, as_stored=True)
     _, m_rgba, _ = load_pair(pairs["rgba"])
     np.testing.assert_array_equal(m_rgba, msk > 0)
 

@@ -165,11 +165,13 @@ def decode_image(array: np.ndarray, source: str = "") -> tuple[np.ndarray, list[
         raise DataError(f"{source}: {err}") from err
 
 
-def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_pair(pair: Pair, as_stored: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Decode a pair at native size: (H×W×3 float image in [0, 1], H×W bool mask, notes).
 
     Raises :class:`DataError` naming the file for an unreadable file or a mask of another size.
-    A mask with more than two values is used (foreground = nonzero) and noted.
+    A mask with more than two values is used (foreground = nonzero) and noted. ``as_stored`` returns
+    the image array as its file holds it (what a user opens) instead, checked the same way: scoring
+    the masks a user gets reads each file once.
     """
     try:
         raw = read_image(pair.image)
@@ -186,6 +188,8 @@ def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray, list[str]]:
             f"{pair.image.name} is {raw.shape[1]}×{raw.shape[0]}"
         )
     mask, binary = mask_from_array(raw_mask)
+    if as_stored:
+        image = raw
     if raw_mask.ndim == 3 and raw_mask.shape[-1] == 4:
         notes.append(f"{pair.mask}: RGBA mask, alpha ignored (foreground = nonzero colour)")
     if not binary:

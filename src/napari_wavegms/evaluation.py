@@ -141,17 +141,15 @@ def _batches(pairs: Sequence[Pair], batch_size: int, problems: list[str], as_sto
     """``(pairs done, [(pair, image, mask), ...])`` batch by batch; an unreadable pair goes to
     ``problems``. The image is the model's float RGB, or with ``as_stored`` the array in the file (what a
     user's image is)."""
-    from .io import read_image
-
     for start in range(0, len(pairs), batch_size):
         chunk = []
         for pair in pairs[start : start + batch_size]:
             try:
-                image, mask, _ = load_pair(pair)
+                image, mask, _ = load_pair(pair, as_stored=as_stored)
             except DataError as err:
                 problems.append(str(err))
                 continue
-            chunk.append((pair, read_image(pair.image) if as_stored else image, mask))
+            chunk.append((pair, image, mask))
         yield min(len(pairs), start + batch_size), chunk
 
 
