@@ -9,6 +9,7 @@ import pytest
 
 from conftest import BUSI
 from napari_wavegms.io import read_image, read_mask
+from napari_wavegms.model.checkpoint import read_checkpoint
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -131,11 +132,15 @@ def test_train_on_layers_in_the_viewer(make_napari_viewer, qtbot, tmp_path, busi
     assert not train.image_layer.native.isHidden() and train.images.native.isHidden()
     train.image_layer.value = viewer.layers["scans"]
     train.labels_layer.value = viewer.layers["truth"]
+    train.init.set_model("breast-ultrasound-busi-busbra")  # fine-tune the built-in ultrasound model
     small_run(train, tmp_path / "runs")
     job = train.run()
     qtbot.waitUntil(lambda: not job.running, timeout=300_000)
     assert job.status == "done", train.status.value
     assert (train.output_dir / "best.safetensors").is_file()
+    header, _ = read_checkpoint(train.output_dir / "best.safetensors")
+    assert header["init_from"].endswith("breast-ultrasound-busi-busbra.safetensors")
+    assert header["run"]["recipe"] == "finetune"  # from a model: full size throughout, not half first
 
 
 def test_one_pair_trains_without_validation_and_says_so(make_napari_viewer, qtbot, tmp_path, busi_names):
