@@ -171,6 +171,30 @@ def test_a_folder_mixing_kinds_is_segmented_as_if_each_kind_were_alone(tmp_path,
     assert "for 2 files, the built-in model for its kind (ultrasound: grey" in err
 
 
+def test_an_ambiguous_image_is_judged_with_its_folder(tmp_path, capsys):
+    """A dermoscopy image that the kind classifier alone takes for endoscopy gets the skin model in a
+    folder of dermoscopy images, and the CSV says why; ``--kind-per-image`` judges it alone."""
+    from conftest import SHARED
+    from napari_wavegms.models import suggest_model
+
+    isic = SHARED / "data" / "isic2017-256"
+    src = tmp_path / "skin"
+    src.mkdir()
+    for name in ("ISIC_0014979", *(isic / "splits" / "val.txt").read_text().split()[:3]):
+        shutil.copy(isic / "images" / f"{name}.jpg", src / f"{name}.jpg")
+    with_folder, alone = tmp_path / "with-folder", tmp_path / "alone"
+    assert cli.predict_main([str(src), str(with_folder), "--quiet", "--device", "cpu", "--no-tta"]) == 0
+    assert cli.predict_main([str(src), str(alone), "--quiet", "--device", "cpu", "--no-tta", "--kind-per-image"]) == 0
+    judged, own = _csv_rows(with_folder)["ISIC_0014979.jpg"], _csv_rows(alone)["ISIC_0014979.jpg"]
+    assert own["model"] == suggest_model("endoscopy") and own["model_choice"].startswith("endoscopy")
+    assert judged["model"] == suggest_model("dermoscopy")
+    assert "taken with its folder, mostly dermoscopy (alone: endoscopy" in judged["model_choice"]
+    for rows in (_csv_rows(with_folder), _csv_rows(alone)):  # the clear images get the skin model either way
+        assert [row["model"] for name, row in rows.items() if name != "ISIC_0014979.jpg"] == [
+            suggest_model("dermoscopy")] * 3
+    assert not (read_image(with_folder / "ISIC_0014979.png") == read_image(alone / "ISIC_0014979.png")).all()
+
+
 def test_a_model_the_user_chose_always_wins(tmp_path, busi_names, random_checkpoint, capsys):
     from conftest import KVASIR
 

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from conftest import BUSI, KVASIR, SHARED
 from napari_wavegms.io import read_image
-from napari_wavegms.modality import KINDS, classify
+from napari_wavegms.modality import FOLDER_FLOOR, KINDS, classify, folder_prior, with_prior
 from napari_wavegms.models import builtin_models, choose_model, model_kind, suggest_model
 
 BUSBRA = SHARED / "data" / "bus-bra-256"
@@ -141,6 +141,50 @@ def test_blank_and_tiny_images_do_not_break_it():
     for image in (np.zeros((64, 64), np.uint8), np.full((64, 64, 3), 128, np.uint8), np.zeros((1, 1, 3)),
                   np.full((8, 8), np.nan, np.float32)):
         assert classify(image).kind in KINDS
+
+
+# ---------------------------------------------------------------- a folder's images inform each other
+#: An ISIC 2017 validation image of pink, evenly lit skin that the classifier alone takes for endoscopy.
+AMBIGUOUS_SKIN = ISIC / "images" / "ISIC_0014979.jpg"
+
+
+def _probabilities(paths: list) -> np.ndarray:
+    return np.array([[classify(read_image(p)).scores[k] for k in KINDS] for p in paths])
+
+
+def test_a_dermoscopy_folder_settles_the_image_taken_alone_for_endoscopy():
+    alone = classify(read_image(AMBIGUOUS_SKIN))
+    assert alone.kind == "endoscopy", "the classifier changed: pick another ambiguous ISIC image for this test"
+    prior = folder_prior(_probabilities([*held_out(ISIC, "val.txt", ".jpg", n=8), AMBIGUOUS_SKIN]))
+    assert prior.sum() == pytest.approx(1.0)
+    assert prior[KINDS.index("dermoscopy")] > 0.9
+    assert prior.min() >= FOLDER_FLOOR * 0.9  # a kind the folder lacks keeps a floor share
+
+    judged = classify(read_image(AMBIGUOUS_SKIN), prior=prior)
+    assert judged.kind == "dermoscopy"
+    assert "taken with its folder, mostly dermoscopy (alone: endoscopy" in judged.reason
+    assert judged.scores["dermoscopy"] > alone.scores["dermoscopy"]
+    assert choose_model(read_image(AMBIGUOUS_SKIN), prior=prior).model == suggest_model("dermoscopy")
+
+    # images of other kinds that are clear keep their kind in that folder, and say nothing of it
+    for path, kind in ((KVASIR / "images" / "cju16jgnyzp970878melv7r25.jpg", "endoscopy"),
+                       (BUSI / "images" / "benign_3.png", "ultrasound")):
+        found = classify(read_image(path), prior=prior)
+        assert found.kind == kind and "folder" not in found.reason
+
+
+def test_folder_prior_and_bayes_rule():
+    uniform = np.full(3, 1 / 3)
+    rows = np.array([[0.1, 0.6, 0.3], [0.0, 0.2, 0.8]])
+    np.testing.assert_allclose(with_prior(rows, uniform), rows)  # the classifier's own prior changes nothing
+    np.testing.assert_allclose(with_prior(rows[0], [0.0, 0.5, 0.5]), [[0.0, 2 / 3, 1 / 3]])
+    np.testing.assert_allclose(folder_prior(np.empty((0, 3))), uniform)
+    balanced = folder_prior(np.eye(3).repeat(5, axis=0))  # five sure images of each kind
+    np.testing.assert_allclose(balanced, uniform, atol=1e-6)
+    one_kind = folder_prior(np.array([[0.0, 0.1, 0.9]] * 20 + [[0.0, 0.55, 0.45]]))
+    assert one_kind[2] > 0.9 and one_kind.min() == pytest.approx(FOLDER_FLOOR, rel=0.05)
+    assert with_prior([0.0, 0.55, 0.45], one_kind).argmax() == 2  # the ambiguous one follows its folder
+    assert with_prior([0.0, 0.995, 0.005], one_kind).argmax() == 1  # a sure one keeps its own kind
 
 
 # ---------------------------------------------------------------- the model choice

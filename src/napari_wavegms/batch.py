@@ -228,23 +228,49 @@ def model_for_folder(paths: BatchPaths, pattern: str = "*", recursive: bool = Fa
     return choice.model if choice is not None else default_model()
 
 
+#: Images read, evenly spread over a folder, to estimate which kinds of image it holds.
+FOLDER_SAMPLE = 100
+
+
 class ModelPicker:
     """Per-file choice of the built-in model, for runs where the user chose none: each image is
     segmented by the model made for its kind (ultrasound, endoscopy, dermoscopy), so a folder that mixes
-    kinds gives each image what it would get alone. One :class:`Segmenter` per model, loaded on first use.
+    kinds gives each of its clear images what it would get alone. With :attr:`prior` (the kinds' shares
+    in the folder, :meth:`judge_folder`) an image the classifier finds ambiguous is judged as an image of
+    its folder. One :class:`Segmenter` per model, loaded on first use.
     """
 
     def __init__(self, **segmenter_options) -> None:
         self.options = segmenter_options
         self.segmenters: dict[str | None, Segmenter] = {}
+        self.prior: np.ndarray | None = None
 
     def choose(self, image: np.ndarray) -> ModelChoice:
         from .models import ModelChoice, choose_model, default_model
 
         try:
-            return choose_model(image)
+            return choose_model(image, prior=self.prior)
         except Exception as err:  # an image the statistics cannot judge still gets segmented
             return ModelChoice(default_model(), "unknown", f"could not judge the image: {err}", False)
+
+    def judge_folder(self, files: Iterator[Path], count: int) -> Generator[Progress, None, None]:
+        """Set :attr:`prior` from up to :data:`FOLDER_SAMPLE` of ``files`` (``count`` of them, taken evenly
+        spread); yields progress. Unreadable files are left to the run, which reports them."""
+        from .modality import KINDS, classify, folder_prior
+
+        step = max(1, -(-count // FOLDER_SAMPLE))
+        probs = []
+        for n, path in enumerate(files):
+            if n % step:
+                continue
+            try:
+                found = classify(read_image(path))
+            except Exception:  # the run itself reports what is wrong with this file
+                continue
+            probs.append([found.scores[k] for k in KINDS])
+            if len(probs) % 10 == 0:
+                yield Progress(0, count, f"judging the kinds of the folder's images: {len(probs)}")
+        self.prior = folder_prior(np.array(probs)) if len(probs) > 1 else None
 
     def segmenter(self, model: str | None) -> Segmenter:
         if model not in self.segmenters:
@@ -360,6 +386,7 @@ def segment_folder(
     overwrite: bool = False, overlays: bool = False, threshold: float = 0.5, device: str = "auto",
     segmenter: Segmenter | None = None, min_size: int | None = None, batch_size: int | None = None,
     segmenter_options: dict | None = None, fill_holes: bool | None = None, keep_largest: bool | None = None,
+    kind_per_image: bool = False,
 ) -> Generator[Progress, None, BatchSummary]:
     """Segment every file of ``input_dir`` matching ``pattern`` into ``output_dir`` (module docstring).
 
@@ -367,7 +394,10 @@ def segment_folder(
     (``a/b.jpg`` → ``output/a/b.png``); overlay previews go to ``output/overlays/``. ``convention``
     ``labels`` numbers connected objects. Without ``model`` (or ``segmenter``) each image is segmented by
     the built-in model made for its kind (:class:`ModelPicker`; the CSV's ``model`` and ``model_choice``
-    say which and why); a given ``model`` or ``segmenter`` is used for every file (with a ``segmenter``,
+    say which and why). The kinds of up to :data:`FOLDER_SAMPLE` of the folder's images are judged first,
+    so that an image the classifier finds ambiguous is judged as an image of its folder
+    (:func:`napari_wavegms.modality.folder_prior`); ``kind_per_image`` judges every image alone.
+    A given ``model`` or ``segmenter`` is used for every file (with a ``segmenter``,
     ``model`` only names it in the CSV). ``segmenter_options`` go to every :class:`Segmenter` made
     here (``half=``, say). Post-processing (``min_size`` in pixels, ``fill_holes``, ``keep_largest``):
     ``None`` takes each model's card default (:meth:`Segmenter.segment`). Yields
@@ -415,6 +445,8 @@ def segment_folder(
     # first event hands it over: after a cancel it holds every file done, as the CSV does.
     summary = BatchSummary(results, csv_path, out, info)
     yield Progress(0, total, f"{total} files on {device_name}", {**info, "summary": summary})
+    if picker is not None and not kind_per_image:
+        yield from picker.judge_folder((p for p in mine() if is_image_file(p)), total)
 
     def segment(todo: list) -> list:
         """Masks (or errors) of a group's images, each by its own model when none was chosen."""

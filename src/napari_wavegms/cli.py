@@ -26,6 +26,9 @@ def predict_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None,
                         help="built-in model name, checkpoint file or training folder (default: for each image the "
                         "built-in model made for its kind: ultrasound, endoscopy or dermoscopy)")
+    parser.add_argument("--kind-per-image", action="store_true",
+                        help="without --model: judge each image's kind alone (default: an image the kind classifier "
+                        "finds ambiguous is judged with the kinds of the rest of its folder)")
     parser.add_argument("--pattern", default="*", help="glob for file names, case-insensitive (default: *)")
     parser.add_argument("--recursive", action="store_true", help="also process sub-folders (kept in OUTPUT)")
     parser.add_argument("--format", dest="fmt", choices=("png", "tif"), default="png", help="mask file type")
@@ -100,7 +103,8 @@ def predict_main(argv: list[str] | None = None) -> int:
                          fmt=args.fmt, convention=args.convention, overwrite=args.overwrite,
                          overlays=args.overlays, threshold=args.threshold, min_size=args.min_size,
                          fill_holes=args.fill_holes, keep_largest=args.keep_largest, model=args.model,
-                         segmenter=segmenter, device=args.device, segmenter_options=options)
+                         segmenter=segmenter, device=args.device, segmenter_options=options,
+                         kind_per_image=args.kind_per_image)
     try:
         summary = run_with_tqdm(job, desc="segmenting", unit="file", disable=args.quiet)
     except KeyboardInterrupt:

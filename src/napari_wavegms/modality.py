@@ -8,7 +8,9 @@ a few kB of JSON in ``modality.json``), fitted by ``training/fit_modality.py`` o
 with augmentations that mimic other devices: grey saved as RGB JPEG, colour annotations and Doppler
 overlays on ultrasound, other white balance, framing and crops for the colour kinds. Trees rather than
 one linear score because the colour kinds are told apart by combinations (dark corners *and* speckle).
-The reason comes from the trees' own paths: the features that moved the score most.
+The reason comes from the trees' own paths: the features that moved the score most. A folder's
+images can inform each other (:func:`folder_prior`, :func:`with_prior`): an ambiguous image is then
+judged as an image of its folder, which is nearly always of one kind.
 
 It imports numpy only and reads at most ~64k pixels of the first plane (a strided view), so it is
 fast on large and lazy (dask) images and never loads torch.
@@ -251,21 +253,68 @@ def _explain(kind: int, credit: np.ndarray, feats: dict[str, float], top: int = 
     return ", ".join(phrases)
 
 
-def classify_features(feats: dict[str, float]) -> Modality:
-    """Kind of image from :func:`image_features` values, with its probability and reason."""
+def classify_features(feats: dict[str, float], prior: np.ndarray | None = None) -> Modality:
+    """Kind of image from :func:`image_features` values, with its probability and reason; with a
+    ``prior`` (each kind's share of the image's folder, :func:`folder_prior`) the probabilities are
+    those of an image from that folder (:func:`with_prior`)."""
     params = _params()
     x = np.array([feats[name] for name in FEATURES], np.float64)
     scores, credit = _scores(x, params)
-    probs = np.exp(scores - scores.max())
-    probs /= probs.sum()
+    alone = np.exp(scores - scores.max())
+    alone /= alone.sum()
+    probs = alone if prior is None else with_prior(alone, prior)[0]
     best = int(np.argmax(probs))
     reason = _explain(best, credit, feats)
     if probs[best] < 0.6:
         reason += ", uncertain"
+    first = int(np.argmax(alone))
+    if first != best:
+        reason += f"; taken with its folder, mostly {KINDS[best]} (alone: {KINDS[first]}, {alone[first]:.2f})"
     return Modality(KINDS[best], reason, float(probs[best]), {k: float(v) for k, v in zip(KINDS, probs, strict=True)})
 
 
-def classify(image: Any, rgb: bool | None = None) -> Modality:
+def classify(image: Any, rgb: bool | None = None, prior: np.ndarray | None = None) -> Modality:
     """The kind of a napari-style image (grey/RGB/RGBA, any dtype and size, numpy or dask; stacks by their
-    first plane): ``ultrasound``, ``endoscopy`` or ``dermoscopy``, with a short reason."""
-    return classify_features(image_features(image, rgb))
+    first plane): ``ultrasound``, ``endoscopy`` or ``dermoscopy``, with a short reason. ``prior``: the
+    kinds' shares in the image's folder (:func:`folder_prior`), or ``None`` to judge the image alone."""
+    return classify_features(image_features(image, rgb), prior)
+
+
+# ---------------------------------------------------------------- a folder's images inform each other
+#: The least share :func:`folder_prior` gives any kind, so that a folder's rare kind keeps its clear
+#: images: chosen by simulated folders of out-of-fold training images (training/RESULTS.md).
+FOLDER_FLOOR = 0.02
+
+
+def with_prior(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """N×kinds probabilities (or one row) of the classifier, which was fitted with every kind equally
+    weighted, made those of images drawn from a folder whose kinds have the shares ``prior``: Bayes'
+    rule, p(kind | image, folder) ∝ p(kind | image) · prior(kind) / ⅓."""
+    q = np.atleast_2d(np.asarray(probs, np.float64)) * np.asarray(prior, np.float64)
+    return q / q.sum(axis=1, keepdims=True)
+
+
+def folder_prior(probs: np.ndarray, floor: float = FOLDER_FLOOR, iterations: int = 100) -> np.ndarray:
+    """Each kind's share of a folder, from its images' probabilities alone (N×kinds), by expectation–
+    maximisation (Saerens, Latinne & Decaestecker, Neural Computation 2002): the shares that the
+    images, re-weighted by those shares, agree with. Every share is at least ``floor``.
+
+    Why: a folder is nearly always one kind of image. An image the classifier finds ambiguous (pink,
+    evenly lit skin taken for endoscopy) is then judged as an image of that folder, which cut mistakes
+    in simulated one-kind folders by 3–7×; images of a rare kind in a mixed folder lose a little.
+    """
+    probs = np.atleast_2d(np.asarray(probs, np.float64))
+    if probs.size == 0:
+        return np.full(len(KINDS), 1.0 / len(KINDS))
+
+    def floored(share: np.ndarray) -> np.ndarray:
+        share = np.maximum(share, floor)
+        return share / share.sum()
+
+    share = floored(probs.mean(axis=0))
+    for _ in range(iterations):
+        new = floored(with_prior(probs, share).mean(axis=0))
+        if np.abs(new - share).max() < 1e-6:
+            return new
+        share = new
+    return share

@@ -167,12 +167,13 @@ class ModelChoice:
                 f"({self.reason}); choose a {self.kind} model for better masks")
 
 
-def choose_model(image: Any, rgb: bool | None = None) -> ModelChoice:
+def choose_model(image: Any, rgb: bool | None = None, prior: Any = None) -> ModelChoice:
     """The built-in model for a napari-style image (numpy or dask, any dtype; stacks by their first
-    plane), from :func:`napari_wavegms.modality.classify`. Cheap: at most ~64k pixels are read."""
+    plane), from :func:`napari_wavegms.modality.classify`. Cheap: at most ~64k pixels are read.
+    ``prior``: the kinds' shares in the image's folder (:func:`napari_wavegms.modality.folder_prior`)."""
     from .modality import classify
 
-    found = classify(image, rgb)
+    found = classify(image, rgb, prior)
     model, exact = _suggest(found.kind)
     return ModelChoice(model, found.kind, found.reason, exact)
 

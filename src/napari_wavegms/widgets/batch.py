@@ -189,8 +189,9 @@ class BatchWidget(DockContainer):
     @property
     def automatic(self) -> bool:
         """Whether the model is still the automatic one: then each file gets the built-in model made for
-        its kind (``model=None`` to the engine), so a folder mixing kinds is segmented as if each kind
-        were alone. A model picked by hand, or a checkpoint file, is used for every file."""
+        its kind (``model=None`` to the engine; an ambiguous image is judged with its folder, see
+        :func:`napari_wavegms.batch.segment_folder`). A model picked by hand, or a checkpoint file, is used
+        for every file."""
         from ..models import builtin_models
 
         chosen = self.model.model
