@@ -292,11 +292,17 @@ def staged_scores(params: dict, x: np.ndarray) -> Iterator[np.ndarray]:
         yield scores
 
 
-def predict(params: dict, x: np.ndarray) -> np.ndarray:
+def probabilities(params: dict, x: np.ndarray) -> np.ndarray:
+    """Each sample's probability of each kind: the softmax of the last round's scores."""
     scores = np.zeros((len(x), len(KINDS)))
     for scores in staged_scores(params, x):  # noqa: B007 (the last round's scores are the model's)
         pass
-    return np.argmax(scores, axis=1)
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict(params: dict, x: np.ndarray) -> np.ndarray:
+    return np.argmax(probabilities(params, x), axis=1)
 
 
 def staged_errors(params: dict, x: np.ndarray, y: np.ndarray, stages: list[int]) -> dict[int, np.ndarray]:

@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import fit_modality  # noqa: E402 (a sibling script)
-
-from napari_wavegms.modality import KINDS, PARAMS_PATH, folder_prior, with_prior  # noqa: E402
+import fit_modality
+from napari_wavegms.modality import KINDS, PARAMS_PATH, folder_prior, with_prior
 
 SCENARIOS = {
     "dermoscopy": {"dermoscopy": 1.0}, "endoscopy": {"endoscopy": 1.0}, "ultrasound": {"ultrasound": 1.0},
@@ -58,10 +57,7 @@ def out_of_fold(train: dict, copies: int, folds: int, seed: int, rounds: int, de
     for k in range(folds):
         held = f == k
         params = fit_modality.fit(x[~held], y[~held], rounds, depth, rate)
-        for scores in fit_modality.staged_scores(params, x[held]):
-            pass
-        e = np.exp(scores - scores.max(axis=1, keepdims=True))
-        probs[held] = e / e.sum(axis=1, keepdims=True)
+        probs[held] = fit_modality.probabilities(params, x[held])
         print(f"fold {k + 1}/{folds} fitted", file=sys.stderr)
     return probs, y
 

@@ -301,7 +301,7 @@ def folder_prior(probs: np.ndarray, floor: float = FOLDER_FLOOR, iterations: int
 
     Why: a folder is nearly always one kind of image. An image the classifier finds ambiguous (pink,
     evenly lit skin taken for endoscopy) is then judged as an image of that folder, which cut mistakes
-    in simulated one-kind folders by 3–7×; images of a rare kind in a mixed folder lose a little.
+    in simulated one-kind folders 4–11×; images of a rare kind in a mixed folder lose a little.
     """
     probs = np.atleast_2d(np.asarray(probs, np.float64))
     if probs.size == 0:
