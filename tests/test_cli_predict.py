@@ -171,7 +171,7 @@ def test_a_folder_mixing_kinds_is_segmented_as_if_each_kind_were_alone(tmp_path,
     assert "for 2 files, the built-in model for its kind (ultrasound: grey" in err
 
 
-def test_an_ambiguous_image_is_judged_with_its_folder(tmp_path, capsys):
+def test_an_ambiguous_image_is_judged_with_its_folder(tmp_path):
     """A dermoscopy image that the kind classifier alone takes for endoscopy gets the skin model in a
     folder of dermoscopy images, and the CSV says why; ``--kind-per-image`` judges it alone."""
     from conftest import SHARED
