@@ -312,11 +312,9 @@ def staged_errors(params: dict, x: np.ndarray, y: np.ndarray, stages: list[int])
             for r, scores in enumerate(staged_scores(params, x), 1) if r in stages}
 
 
-def cross_validate(train: dict, copies: int, folds: int, seed: int, stages: list[int], depths: list[int],
-                   rates: list[float]) -> dict[tuple[int, int, float], dict[str, int]]:
-    """Mistakes per data set of every setting (rounds, depth, rate) on held-out folds of the *training*
-    images, each image with its augmented copies in one fold, so settings are chosen without the
-    held-out (test) images."""
+def in_folds(train: dict, copies: int, folds: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Every training sample (images as stored, then their augmented copies) with its kind, its fold
+    (an image and its copies share one) and its data set: ``(x, y, fold, which)``."""
     rng = np.random.default_rng(seed)
     parts = []  # (data set, features, labels, fold of each sample)
     for name, (plain, aug, lab) in train.items():
@@ -325,6 +323,15 @@ def cross_validate(train: dict, copies: int, folds: int, seed: int, stages: list
                       np.concatenate([fold, np.repeat(fold, copies)])))
     x, y, f = (np.concatenate([part[i] for part in parts]) for i in (1, 2, 3))
     which = np.concatenate([[name] * len(part[2]) for name, *part in parts])
+    return x, y, f, which
+
+
+def cross_validate(train: dict, copies: int, folds: int, seed: int, stages: list[int], depths: list[int],
+                   rates: list[float]) -> dict[tuple[int, int, float], dict[str, int]]:
+    """Mistakes per data set of every setting (rounds, depth, rate) on held-out folds of the *training*
+    images, each image with its augmented copies in one fold, so settings are chosen without the
+    held-out (test) images."""
+    x, y, f, which = in_folds(train, copies, folds, seed)
     errors: dict[tuple[int, int, float], dict[str, int]] = {}
     for depth in depths:
         for rate in rates:

@@ -45,14 +45,7 @@ FLOORS = (0.2, 0.1, 0.05, 0.02, 0.01)
 def out_of_fold(train: dict, copies: int, folds: int, seed: int, rounds: int, depth: int, rate: float
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Each training sample's probabilities from the fold's classifier that never saw it, and its kind."""
-    rng = np.random.default_rng(seed)
-    xs, ys, fs = [], [], []
-    for plain, aug, lab in train.values():  # the same folds as fit_modality.cross_validate
-        fold = rng.permutation(len(lab)) % folds
-        xs.append(np.concatenate([plain, aug]))
-        ys.append(np.concatenate([lab] * (1 + copies)))
-        fs.append(np.concatenate([fold, np.repeat(fold, copies)]))
-    x, y, f = np.concatenate(xs), np.concatenate(ys), np.concatenate(fs)
+    x, y, f, _ = fit_modality.in_folds(train, copies, folds, seed)  # the folds of fit_modality.py --cv
     probs = np.zeros((len(y), len(KINDS)))
     for k in range(folds):
         held = f == k
