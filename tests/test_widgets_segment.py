@@ -136,9 +136,51 @@ def test_result_goes_to_the_layer_chosen_at_run(make_napari_viewer, qtbot, rando
     assert viewer.layers["first_wavegms"].data.shape == busi_image.shape
 
 
+def gate_segment_job(monkeypatch):
+    """Hold every Segment job in its worker thread until the returned event is set: after its first
+    event with slices done (``after_slices=True``), or before it starts (``False``). Tests then wait
+    on conditions instead of hoping the machine is slow or fast enough."""
+    import threading
+
+    from napari_wavegms.widgets import segment
+
+    release = threading.Event()
+    original = segment.segment_job
+
+    def gated(request, after_slices: bool):
+        if not after_slices:
+            assert release.wait(60), "the test never released the job"
+        job = original(request)
+        try:
+            event = next(job)
+            while True:
+                yield event
+                if after_slices and event.total and event.done:
+                    assert release.wait(60), "the test never released the job"
+                event = job.send(None)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            job.close()
+
+    def install(after_slices: bool) -> threading.Event:
+        monkeypatch.setattr(segment, "segment_job", lambda request: gated(request, after_slices))
+        return release
+
+    return install
+
+
+@pytest.fixture
+def gated_jobs(monkeypatch):
+    return gate_segment_job(monkeypatch)
+
+
 def test_cancel_stops_the_job_and_closes_the_engine_generator(
-    make_napari_viewer, qtbot, random_checkpoint, busi_image
+    make_napari_viewer, qtbot, random_checkpoint, busi_image, gated_jobs
 ):
+    """Cancel pressed after the first slices: the worker is held there until the cancel has been asked
+    for, so the job cannot finish first however fast the machine is."""
+    release = gated_jobs(after_slices=True)
     viewer = make_napari_viewer()
     viewer.add_image(np.stack([busi_image] * 40), name="long")
     widget = open_widget(viewer, "Segment")
@@ -147,8 +189,9 @@ def test_cancel_stops_the_job_and_closes_the_engine_generator(
 
     def cancel_on_first_slices(event):
         seen.append(event)
-        if event.total and event.done:
+        if event.total and event.done and not release.is_set():
             widget.cancel()
+            release.set()
 
     job = widget.run()
     job._on_event = cancel_on_first_slices
@@ -161,11 +204,14 @@ def test_cancel_stops_the_job_and_closes_the_engine_generator(
     assert widget.status.value == "cancelled"
 
 
-def test_event_loop_keeps_running_during_a_job(make_napari_viewer, qtbot, random_checkpoint, busi_image):
+def test_event_loop_keeps_running_during_a_job(make_napari_viewer, qtbot, random_checkpoint, busi_image,
+                                               gated_jobs):
+    """A timer on the GUI thread keeps ticking while the job is held in its worker thread."""
     from qtpy.QtCore import QTimer
 
+    release = gated_jobs(after_slices=False)
     viewer = make_napari_viewer()
-    viewer.add_image(np.stack([busi_image] * 12), name="stack")
+    viewer.add_image(busi_image, name="scan")
     widget = open_widget(viewer, "Segment")
     widget.model.add_file(random_checkpoint)
     ticks_during_job = []
@@ -174,10 +220,14 @@ def test_event_loop_keeps_running_during_a_job(make_napari_viewer, qtbot, random
     timer.timeout.connect(lambda: ticks_during_job.append(1) if widget.job and widget.job.running else None)
     timer.start()
     job = widget.run()
+    try:
+        qtbot.waitUntil(lambda: len(ticks_during_job) >= 3, timeout=30_000)
+        assert job.running
+    finally:
+        release.set()
+        timer.stop()
     wait_done(qtbot, job)
-    timer.stop()
     assert job.status == "done"
-    assert len(ticks_during_job) >= 3
 
 
 def test_errors_reach_the_user_with_the_reason(make_napari_viewer, qtbot, busi_image, errors, tmp_path):
