@@ -674,3 +674,70 @@ def test_a_lesion_free_scan_gets_an_empty_mask_unless_the_check_is_unticked(make
     assert np.asarray(viewer.layers["normal_wavegms"].data).any()
     pick_model_by_hand(widget.model, next(n for n in builtin_models() if "kvasir-seg" in n))
     assert not widget.presence.enabled
+
+
+def paint_a_stroke(layer) -> np.ndarray:
+    """What a user's brush does on a Labels layer: a stroke of label 1 over background (or of the eraser
+    over the mask, if the mask has no background); returns the layer's data after it."""
+    data = np.asarray(layer.data)
+    background = np.argwhere(data == 0)
+    y, x = background[len(background) // 2] if len(background) else np.argwhere(data > 0)[0]
+    layer.brush_size = 15
+    layer.paint((int(y), int(x)), 1 if len(background) else 0)
+    return np.asarray(layer.data).copy()
+
+
+def test_a_hand_corrected_mask_is_never_overwritten(make_napari_viewer, qtbot, random_checkpoint, monkeypatch):
+    """malignant_5 segmented, its mask painted on by hand, then segmented again from the widget and from
+    the menu command: the edited layer keeps the user's pixels and a new numbered layer takes the result;
+    a result layer nobody edited is updated in place, as before."""
+    from napari.layers import Labels
+
+    from napari_wavegms.widgets import _commands
+
+    messages: list[str] = []
+    monkeypatch.setattr(_commands, "show_info", messages.append)
+    scan = read_image(BUSI / "images" / "malignant_5.png")
+    viewer = make_napari_viewer()
+    image = viewer.add_image(scan, name="malignant_5")
+    widget = open_widget(viewer, "Segment")
+    widget.model.add_file(random_checkpoint)
+    wait_done(qtbot, widget.run())
+    mask = viewer.layers["malignant_5_wavegms"]
+    model_mask = mask.data.copy()
+
+    widget.threshold.value = 0.3  # not edited: the same layer is updated
+    wait_done(qtbot, widget.run())
+    assert viewer.layers["malignant_5_wavegms"] is mask and len(viewer.layers) == 2
+    assert not np.array_equal(mask.data, model_mask)
+
+    widget.threshold.value = 0.5
+    edited = paint_a_stroke(mask)
+    assert not np.array_equal(edited, model_mask)
+    wait_done(qtbot, widget.run())
+    assert [layer.name for layer in viewer.layers] == ["malignant_5", "malignant_5_wavegms",
+                                                       "malignant_5_wavegms [1]"]
+    np.testing.assert_array_equal(mask.data, edited)  # the user's pixels, untouched
+    rerun = viewer.layers["malignant_5_wavegms [1]"]
+    assert isinstance(rerun, Labels)
+    np.testing.assert_array_equal(rerun.data, model_mask)
+    assert widget.status.value.startswith("done: malignant_5_wavegms [1]")
+    assert "malignant_5_wavegms kept" in widget.status.value
+
+    widget.threshold.value = 0.3  # the new layer is the plugin's own: reruns update it
+    wait_done(qtbot, widget.run())
+    assert len(viewer.layers) == 3 and viewer.layers["malignant_5_wavegms [1]"] is rerun
+    np.testing.assert_array_equal(mask.data, edited)
+
+    # the menu command: the unedited [1] is updated, then once painted on it is kept too
+    viewer.layers.selection.active = image
+    wait_done(qtbot, _commands.segment_selected(viewer))
+    assert len(viewer.layers) == 3 and viewer.layers["malignant_5_wavegms [1]"] is rerun
+    edited_rerun = paint_a_stroke(rerun)
+    viewer.layers.selection.active = image
+    wait_done(qtbot, _commands.segment_selected(viewer))
+    assert [layer.name for layer in viewer.layers][-1] == "malignant_5_wavegms [2]"
+    np.testing.assert_array_equal(rerun.data, edited_rerun)
+    np.testing.assert_array_equal(mask.data, edited)
+    assert "into malignant_5_wavegms [2]" in messages[-1]
+    assert "malignant_5_wavegms, malignant_5_wavegms [1] kept" in messages[-1]

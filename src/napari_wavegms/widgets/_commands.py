@@ -18,7 +18,7 @@ def segment_selected(viewer: Viewer) -> Job | None:
     widget does: the command has no picker where a user could see it. Flips, clean-up and the presence
     check are the widget's too (the model card's until they are changed there).
     """
-    from .segment import cleanup_from, describe_confidence, pick_model, segment_layer
+    from .segment import SUFFIX, cleanup_from, describe_confidence, kept_note, pick_model, segment_layer
 
     layer = viewer.layers.selection.active
     if not isinstance(layer, Image):
@@ -37,8 +37,9 @@ def segment_selected(viewer: Viewer) -> Job | None:
 
     def _done(status: str, info: dict) -> None:
         if status == "done":
-            show_info(f"Wave-GMS: segmented {layer.name} into {layer.name}_wavegms on {info.get('device')}; "
-                      f"{describe_confidence(info)}; {why}")
+            target = info.get("layer", f"{layer.name}{SUFFIX}")
+            show_info(f"Wave-GMS: segmented {layer.name} into {target} on {info.get('device')}; "
+                      f"{describe_confidence(info)}; {why}{kept_note(info).replace(' · ', '; ')}")
 
     return segment_layer(
         viewer,

@@ -6,6 +6,10 @@ or moves the slider while the job runs. Every result carries the model's confide
 whether to review it, or that the image was blank) in the layer's ``metadata["wavegms"]``; the widget's
 status line and the menu command's message say it.
 
+A rerun updates the result layer only while its data is what the plugin wrote (a digest of it is kept
+in that metadata): a mask the user has corrected by hand is never overwritten, the new result goes to a
+new layer instead (:func:`result_target`).
+
 Post-processing (speck removal, hole filling, the largest object only) is the model card's choice,
 made on validation, unless the user sets it under Advanced; a speck's size is then in the layer's
 physical units² (its scale), so the same number means the same tissue whatever the pixel pitch.
@@ -280,6 +284,14 @@ def confidence_info(result: Any) -> dict[str, Any]:
     return info
 
 
+def kept_note(info: dict[str, Any]) -> str:
+    """What the status line and the menu command's message add when an edited mask was kept."""
+    kept = info.get("kept") or []
+    if not kept:
+        return ""
+    return f" · your edited {', '.join(kept)} kept as it is"
+
+
 def describe_confidence(info: dict[str, Any]) -> str:
     """One short phrase for the status line and the menu command's message."""
     if "confidence" not in info:
@@ -290,14 +302,64 @@ def describe_confidence(info: dict[str, Any]) -> str:
     return f"{text}, review this mask" if info.get("review") else text
 
 
-def write_result(viewer: napari.Viewer, request: SegmentRequest, mask: np.ndarray, info: dict[str, Any]):
-    """Put the mask into ``{image}_wavegms``: update it if it exists, else add it with the image's transforms."""
+WRITTEN = "written"  # metadata["wavegms"] key: digest of the mask data the plugin last wrote into the layer
+
+
+def data_digest(data: Any) -> str:
+    """A short digest of a mask's values, shape and dtype: what tells a mask the plugin wrote from one a
+    user has painted on since (painting changes the array in place, so only its values can tell)."""
+    import hashlib
+
+    array = np.ascontiguousarray(np.asarray(data))
+    digest = hashlib.blake2b(f"{array.dtype.str}{array.shape}".encode(), digest_size=16)
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def edited_by_user(layer: Any) -> bool:
+    """Whether ``layer``'s data differs from what the plugin last wrote into it. A layer without a
+    digest (made by hand, or by an older version of the plugin) counts as edited: it is never overwritten."""
+    written = (layer.metadata.get("wavegms") or {}).get(WRITTEN)
+    return written is None or written != data_digest(layer.data)
+
+
+def result_layers(viewer: napari.Viewer, name: str) -> list[Any]:
+    """Layers holding results for ``name``: ``name`` itself, then napari's numbered copies
+    (``name [1]``, ``name [2]``, …), newest first."""
+    import re
+
+    numbered = re.compile(re.escape(name) + r" \[(\d+)\]")
+    copies = [(int(m.group(1)), layer) for layer in viewer.layers if (m := numbered.fullmatch(layer.name))]
+    exact = [layer for layer in viewer.layers if layer.name == name]
+    return exact + [layer for _, layer in sorted(copies, key=lambda pair: -pair[0])]
+
+
+def result_target(viewer: napari.Viewer, name: str) -> tuple[Any, list[str]]:
+    """The layer a new result may replace (``None``: add a new one) and the names of the result layers
+    kept because the user edited them (or because they are not Labels layers).
+
+    A hand-corrected mask is worth more than a rerun of the model, so only a Labels layer whose data is
+    still exactly what the plugin wrote is updated in place; otherwise the result goes to a new layer
+    that napari numbers (``{image}_wavegms [1]``) and later reruns update that one.
+    """
     from napari.layers import Labels
 
+    kept: list[str] = []
+    for layer in result_layers(viewer, name):
+        if isinstance(layer, Labels) and not edited_by_user(layer):
+            return layer, kept
+        kept.append(layer.name)
+    return None, kept
+
+
+def write_result(
+    viewer: napari.Viewer, request: SegmentRequest, mask: np.ndarray, info: dict[str, Any]
+) -> tuple[Any, list[str]]:
+    """Put the mask into ``{image}_wavegms``: update it if the plugin wrote it and the user has not edited
+    it since, else add a new layer (with the image's transforms); an edited layer is never touched.
+    Returns the layer written and the names of the edited result layers kept (see :func:`result_target`)."""
     mask = mask.astype(np.uint8, copy=False)
-    layer = viewer.layers[request.output_name] if request.output_name in viewer.layers else None
-    if layer is not None and not isinstance(layer, Labels):
-        raise ValueError(f"a layer named {request.output_name!r} exists and is not a Labels layer; rename it")
+    layer, kept = result_target(viewer, request.output_name)
     if request.index is not None:
         if layer is not None and tuple(layer.data.shape) == request.full_shape:
             full = np.asarray(layer.data)
@@ -305,7 +367,7 @@ def write_result(viewer: napari.Viewer, request: SegmentRequest, mask: np.ndarra
             full = np.zeros(request.full_shape, dtype=np.uint8)
         full[request.index] = mask
         mask = full
-    metadata = {"wavegms": info}
+    metadata = {"wavegms": dict(info)}
     if layer is None:
         layer = viewer.add_labels(mask, name=request.output_name, metadata=metadata, **request.transforms)
     else:
@@ -313,7 +375,8 @@ def write_result(viewer: napari.Viewer, request: SegmentRequest, mask: np.ndarra
         for key, value in request.transforms.items():
             setattr(layer, key, value)
         layer.metadata.update(metadata)
-    return layer
+    layer.metadata["wavegms"][WRITTEN] = data_digest(layer.data)
+    return layer, kept
 
 
 def segment_layer(
@@ -368,7 +431,10 @@ def segment_layer(
             **confidence_info(result),
         }
         state.update(info)
-        write_result(viewer, request, np.asarray(result.mask), info)
+        written, kept = write_result(viewer, request, np.asarray(result.mask), info)
+        state["layer"] = written.name
+        if kept:
+            state["kept"] = kept
 
     def _finished(status: str) -> None:
         if on_done is not None:
@@ -718,7 +784,8 @@ class SegmentWidget(DockContainer):
         self.progress.visible = False
         confidence = describe_confidence(info)
         self.status.value = {
-            "done": f"done: {self._target}" + (f" · {confidence}" if confidence else ""),
+            "done": f"done: {info.get('layer', self._target)}" + (f" · {confidence}" if confidence else "")
+            + kept_note(info),
             "cancelled": "cancelled",
             "failed": "failed (see the notification)",
         }.get(status, status)
