@@ -483,6 +483,7 @@ def test_an_input_that_looks_misread_is_segmented_with_a_warning(make_napari_vie
     job = widget.run()
     assert job.status == "done"
     assert len(warnings_shown) == 1 and "60 slice(s) of 80×3 pixels" in warnings_shown[0]
+    assert "open it as an RGB image" in warnings_shown[0] and "too small" not in warnings_shown[0]
 
 
 def test_first_run_says_it_loads_the_model_and_has_its_own_progress_bar(
@@ -741,3 +742,27 @@ def test_a_hand_corrected_mask_is_never_overwritten(make_napari_viewer, qtbot, r
     np.testing.assert_array_equal(mask.data, edited)
     assert "into malignant_5_wavegms [2]" in messages[-1]
     assert "malignant_5_wavegms, malignant_5_wavegms [1] kept" in messages[-1]
+
+
+def test_a_tiny_crop_is_called_too_small_not_misread_colour(make_napari_viewer, random_checkpoint, monkeypatch):
+    """An 8×8 crop of a BUSI scan has no colour axis to blame: the warning says it is too small to segment
+    reliably and why; it is still segmented. A stack of slices three pixels wide still gets the colour hint."""
+    monkeypatch.setenv("WAVEGMS_SYNC", "1")
+    warnings_shown: list[str] = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", warnings_shown.append)
+    scan = read_image(BUSI / "images" / "malignant_5.png")
+    viewer = make_napari_viewer()
+    viewer.add_image(scan[200:208, 200:208], name="crop")
+    widget = open_widget(viewer, "Segment")
+    widget.model.add_file(random_checkpoint)
+    job = widget.run()
+    assert job.status == "done" and viewer.layers["crop_wavegms"].data.shape == (8, 8)
+    [warning] = warnings_shown
+    assert "crop is too small to segment reliably" in warning and "8×8 pixels" in warning
+    assert "at least 32×32" in warning and "enlarged" in warning
+    assert "colour" not in warning and "misread" not in warning
+
+    warnings_shown.clear()  # a big enough scan: no warning at all
+    viewer.add_image(scan[:64, :64], name="corner")
+    widget.image.value = viewer.layers["corner"]
+    assert widget.run().status == "done" and warnings_shown == []

@@ -68,6 +68,32 @@ _CACHE_LOCK = threading.Lock()
 LOADING = "loading the model (first run only)…"
 
 
+# Sides below this many pixels are too small to segment reliably: the model reads every image resized
+# to its own input size (128 × 128 for the built-in models), so a smaller one is enlarged several-fold
+# and what it is trained to find (a lesion's edge against its surroundings) is a few pixels across.
+MIN_SEGMENT_SIDE = 32
+
+
+def input_warning(name: str, layout: ImageLayout) -> str | None:
+    """What to tell the user before segmenting ``name`` (after "Wave-GMS: "), or ``None``.
+
+    Slices a few pixels wide behind leading axes are most likely a colour axis taken as spatial
+    (``ImageLayout.warning``), and that is said alone; otherwise an image, or slice, with a side below
+    :data:`MIN_SEGMENT_SIDE` is too small to segment reliably: an 8 × 8 crop has no colour axis to blame.
+    """
+    if layout.warning and layout.lead and layout.width <= 4:
+        return f"{name} looks misread: {layout.warning}"
+    if min(layout.height, layout.width) < MIN_SEGMENT_SIDE:
+        what = "slices are" if layout.lead else "image is"
+        return (
+            f"{name} is too small to segment reliably: its {what} {layout.height}×{layout.width} pixels. The "
+            f"model reads each image resized to its own input size (128×128 for the built-in models), so "
+            f"this one is enlarged many times and its mask is little more than a guess; segment an image or "
+            f"crop of at least {MIN_SEGMENT_SIDE}×{MIN_SEGMENT_SIDE} pixels"
+        )
+    return None
+
+
 @dataclass
 class SegmentRequest:
     """Everything a run needs, captured on the GUI thread when it starts."""
@@ -85,7 +111,7 @@ class SegmentRequest:
     tta: bool | None = None  # average over test-time flips; None = the model card's choice
     postprocess: dict[str, Any] = field(default_factory=dict)  # Segmenter.segment options; {} = the card's
     presence: bool = True  # the model card's presence gate, where it has one (False: keep every mask)
-    warning: str | None = None  # the input looks misread (see ImageLayout.warning)
+    warning: str | None = None  # the input looks misread or is too small (see input_warning)
 
 
 def layer_layout(layer: napari.layers.Image) -> ImageLayout:
@@ -172,7 +198,7 @@ def capture(
         tta=tta,
         postprocess=post,
         presence=presence,
-        warning=layout.warning,
+        warning=input_warning(layer.name, layout),
     )
 
 
@@ -403,7 +429,8 @@ def segment_layer(
     mask), where it has one.
 
     A layer that cannot be segmented is refused at once with the reason (``None`` is returned); one
-    that looks misread (slices a few pixels wide) is segmented after a warning.
+    that looks misread (slices a few pixels wide) or is too small to segment reliably is segmented after
+    a warning that says why (:func:`input_warning`).
     """
     from napari.utils.notifications import show_error, show_warning
 
@@ -414,7 +441,7 @@ def segment_layer(
         show_error(f"Wave-GMS cannot segment {layer.name}: {err}")
         return None
     if request.warning:
-        show_warning(f"Wave-GMS: {layer.name} looks misread: {request.warning}")
+        show_warning(f"Wave-GMS: {request.warning}")
     state: dict[str, Any] = {}
 
     def _result(value: tuple[Any, str, str, bool, bool]) -> None:
