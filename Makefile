@@ -12,6 +12,9 @@ endif
 INPUT ?= $(SHARED)/data/busi/images
 OUTPUT ?= out/busi-masks
 MODEL ?=
+# Run again with the CPU precision path this machine does not take by itself (bf16 ↔ fp32): the tests whose
+# numbers depend on it, so that both paths are tested whichever CPU runs the suite.
+PRECISION_TESTS := tests/test_device.py tests/test_inference.py tests/test_precision.py tests/test_recipes.py
 
 .PHONY: segment test lint clean
 
@@ -32,6 +35,7 @@ test: $(BIN)/.installed
 	bash scripts/system-deps.sh
 	$(BIN)/ruff check src tests training
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --other-precision $(PRECISION_TESTS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

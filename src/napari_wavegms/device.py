@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 
 
@@ -21,8 +24,6 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     ``auto`` prefers CUDA, then Apple's MPS, then the CPU. Under ``torchrun`` (``LOCAL_RANK`` set)
     ``auto`` and ``cuda`` pick this process's GPU.
     """
-    import os
-
     if isinstance(name, torch.device):
         name = str(name)
     name = (name or "auto").strip().lower()
@@ -68,27 +69,59 @@ def describe(device: torch.device) -> str:
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+#: ``1`` or ``0`` overrides what :func:`native_bf16` finds on this CPU: to test the other precision path on
+#: any machine, or to opt a CPU the detector does not know (not Linux) into bfloat16.
+CPU_BF16_ENV = "WAVEGMS_CPU_BF16"
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 instructions that compute bfloat16 (Linux /proc/cpuinfo names)
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 natively (CUDA Ampere+, CPUs with AVX-512 BF16 or AMX).
 
     On a CPU without it PyTorch emulates bfloat16 and a convolution runs about 20× *slower* than in
     float32 (measured on an AVX2 EPYC, ``training/RESULTS.md``), so ``auto`` must not pick it there.
-    PyTorch's own oneDNN check is asked first; the CPU flags are the fallback when it is missing.
+    PyTorch's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is not enough: it says yes on
+    every AVX-512 CPU, which converts bfloat16 in software. The CPU's own flags decide
+    (:func:`cpu_flags_compute_bf16`), and PyTorch's check must agree (a build without oneDNN has no fast
+    kernels either). :data:`CPU_BF16_ENV` (``1``/``0``) overrides the answer for a CPU.
     """
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     if device.type != "cpu":
         return False
+    forced = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if forced in ("1", "true", "yes", "on"):
+        return True
+    if forced in ("0", "false", "no", "off"):
+        return False
+    if forced not in ("", "auto"):
+        raise ValueError(f"{CPU_BF16_ENV}={forced!r}: use 1 (bfloat16), 0 (float32) or leave it unset")
+    return cpu_flags_compute_bf16(_cpu_flags()) and _torch_bf16_kernels()
+
+
+def cpu_flags_compute_bf16(flags: set[str] | str) -> bool:
+    """Whether a CPU with these flags (a ``/proc/cpuinfo`` flags line or its set) computes bfloat16."""
+    if isinstance(flags, str):
+        flags = set(flags.split())
+    return any(flag in flags for flag in _BF16_FLAGS)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (Linux); empty elsewhere, where ``auto`` stays with float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return frozenset()
+    return frozenset(line.partition(":")[2].split())
+
+
+def _torch_bf16_kernels() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
-        pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
         return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
