@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from conftest import BUSI, WEIGHTS, link_busi_pairs
 from napari_wavegms.cli import eval_main, train_main
@@ -53,10 +55,11 @@ def test_train_then_eval_cli(tmp_path, busi10, capsys):
     # the paper's recipe, asked for by name, and a time budget in minutes
     paper = tmp_path / "paper"
     assert train_main([str(cfg), "--output", str(paper), "--epochs", "3", "--image-size", "32", "--batch-size",
-                       "4", "--device", "cpu", "--recipe", "paper", "--time-budget", "0.001", "--quiet"]) == 0
+                       "4", "--device", "cpu", "--recipe", "paper", "--time-budget", "1e-6", "--quiet"]) == 0
     header, _ = read_checkpoint(paper / "last.safetensors")
-    assert header["run"]["recipe"] == "paper" and header["training"]["time_budget_s"] == pytest.approx(0.06)
-    assert header["epoch"] == 1  # the budget ended the run after its first epoch, not after 3
+    assert header["run"]["recipe"] == "paper" and header["training"]["time_budget_s"] == pytest.approx(6e-5)
+    # 60 µs: spent by the first step on any machine, so the run ends after it (epoch 1 of 3, step 1 of 6)
+    assert header["epoch"] == 1 and header["step"] == 1
 
     # eval: one JSON object with both protocols; the split is read relative to DATA
     rc = eval_main([str(out), str(busi10), "--split", "splits/val.txt", "--device", "cpu", "--json",
@@ -138,8 +141,8 @@ def test_ddp_two_processes_gloo(tmp_path, busi10):
     checkpoint set is written (by rank 0)."""
     cfg = write_config(tmp_path, busi10)
     out = tmp_path / "ddp"
-    script = Path(sys.executable).with_name("wavegms-train")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).with_name("ddp_worker.py")  # wavegms-train that also saves each rank's weights
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(_free_port()), str(script), str(cfg), "--output", str(out), "--epochs", "1",
            "--image-size", "32", "--batch-size", "2", "--device", "cpu"]
@@ -149,9 +152,18 @@ def test_ddp_two_processes_gloo(tmp_path, busi10):
     assert len(history) == 1
     assert history[0]["samples_seen"] == "8" and history[0]["samples_unique"] == "8"
     assert history[0]["step"] == "2"                    # 4 pairs per rank, batch 2
-    files = sorted(p.name for p in out.iterdir())
+    ranks = [load_file(out / f"rank{r}.safetensors") for r in (0, 1)]
+    files = sorted(p.name for p in out.iterdir() if not p.name.startswith("rank"))
     assert files == ["best.safetensors", "config.yaml", "data.json", "history.csv", "last.safetensors",
                      "last.state.safetensors"]
+    # The ranks trained on different halves with different noise, yet end with the same weights: DDP's
+    # all-reduce, which rank 0's checkpoint (what users get) therefore speaks for.
+    assert ranks[0].keys() == ranks[1].keys() and len(ranks[0]) > 10
+    for name, tensor in ranks[0].items():
+        torch.testing.assert_close(ranks[1][name], tensor, rtol=0, atol=0, msg=name)
+    _, saved = read_checkpoint(out / "last.safetensors")
+    trained = [name for name in ranks[0] if name in saved]
+    assert trained and all(torch.equal(saved[name].float(), ranks[0][name].float()) for name in trained)
     header, _ = read_checkpoint(out / "best.safetensors")
     assert header["run"]["world_size"] == 2
     assert proc.stderr.count("epoch 1/1 loss") == 1       # only rank 0 reports
