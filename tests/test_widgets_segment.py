@@ -766,3 +766,53 @@ def test_a_tiny_crop_is_called_too_small_not_misread_colour(make_napari_viewer, 
     viewer.add_image(scan[:64, :64], name="corner")
     widget.image.value = viewer.layers["corner"]
     assert widget.run().status == "done" and warnings_shown == []
+
+
+def test_loading_is_said_only_when_a_model_really_loads(make_napari_viewer, qtbot, random_checkpoint,
+                                                        monkeypatch):
+    """Toggling test-time flips or the presence check, or going back to a model used before, loads
+    nothing and says nothing about loading; a model not loaded yet in this session does. The flips
+    still take effect: the mask is the one a freshly loaded model with flips gives."""
+    from napari_wavegms.inference import Segmenter
+    from napari_wavegms.models import builtin_models
+    from napari_wavegms.widgets import segment
+
+    monkeypatch.setattr(segment, "_CACHE", {})
+    scan = read_image(BUSI / "images" / "malignant_5.png")[::4, ::4]
+    viewer = make_napari_viewer()
+    viewer.add_image(scan, name="scan")
+    widget = open_widget(viewer, "Segment")
+    widget.model.add_file(random_checkpoint)
+    widget.tta.value = False
+    statuses: list[str] = []
+    original = widget._event
+
+    def record(event):
+        original(event)
+        statuses.append(widget.status.value)
+
+    widget._event = record
+
+    def run_says_loading() -> bool:
+        statuses.clear()
+        wait_done(qtbot, widget.run())
+        assert widget.status.value.startswith("done: scan_wavegms"), widget.status.value
+        return segment.LOADING in statuses
+
+    assert run_says_loading()  # the first run loads the model
+    widget.tta.value = True
+    assert not run_says_loading()
+    assert viewer.layers["scan_wavegms"].metadata["wavegms"]["tta"] is True
+    flipped = Segmenter(random_checkpoint, device="cpu", tta=True)(scan, threshold=0.5)
+    np.testing.assert_array_equal(viewer.layers["scan_wavegms"].data, flipped)
+    widget.tta.value = False
+    assert not run_says_loading()
+    assert viewer.layers["scan_wavegms"].metadata["wavegms"]["tta"] is False
+
+    ultrasound = next(n for n in builtin_models() if "busi" in n)
+    pick_model_by_hand(widget.model, ultrasound)  # another model: loaded once
+    assert run_says_loading()
+    widget.presence.value = not widget.presence.value
+    assert not run_says_loading()
+    widget.model.add_file(random_checkpoint)  # back to the first model: still loaded
+    assert not run_says_loading()

@@ -61,10 +61,13 @@ if TYPE_CHECKING:
 SUFFIX = "_wavegms"
 TRANSFORMS = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")
 
-# One loaded model is kept between runs (loading costs a second or more); the lock keeps two jobs
-# (widget and menu command) from using it at the same time.
-_CACHE: dict[str, Any] = {}
+# Loaded models are kept between runs (loading costs a second or more), the most recently used last,
+# KEEP_MODELS of them (a few MB each), so switching back and forth between models, or toggling test-time
+# flips or the presence check (which only change how a loaded network is used), loads nothing. The lock
+# keeps two jobs (widget and menu command) from loading or using them at the same time.
+_CACHE: dict[tuple[str, int, str], Any] = {}
 _CACHE_LOCK = threading.Lock()
+KEEP_MODELS = 3
 LOADING = "loading the model (first run only)…"
 
 
@@ -249,28 +252,62 @@ def model_for_layer(layer: napari.layers.Image, chosen: str | None, by_hand: boo
     return pick_model(layer, chosen, by_hand)[0]
 
 
+def model_key(model: str | None, device: str) -> tuple[str, int, str]:
+    """The cache key of a model on a device: its checkpoint file and that file's modification time (a
+    model retrained into the same folder is loaded again)."""
+    from ..models import resolve_model
+
+    path = resolve_model(model)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        mtime = 0
+    return str(path), mtime, device
+
+
+def model_loaded(model: str | None, device: str) -> bool:
+    """Whether a run with this model on this device can start without loading it."""
+    try:
+        return model_key(model, device) in _CACHE
+    except (OSError, ValueError):  # a model that cannot be found is reported by the run
+        return False
+
+
+def cached_segmenter(model: str | None, device: str, tta: bool | None, presence: bool) -> Any:
+    """A ``Segmenter`` for these settings, sharing the loaded network when this model was loaded on this
+    device before (only the flips and the presence gate differ); call with :data:`_CACHE_LOCK` held."""
+    from ..inference import Segmenter
+    from ..models import card_tta
+    from ..presence import card_presence
+
+    key = model_key(model, device)
+    path = key[0]
+    loaded = _CACHE.pop(key, None)
+    if loaded is None:
+        loaded = Segmenter(path, device=device, tta=tta, presence=None if presence else False)
+    _CACHE[key] = loaded  # the most recently used is last
+    while len(_CACHE) > KEEP_MODELS:
+        _CACHE.pop(next(iter(_CACHE)))
+    flips = card_tta(path) if tta is None else bool(tta)
+    gate = card_presence(path) if presence else None
+    if loaded.tta == flips and (loaded.presence is None) == (gate is None):
+        return loaded
+    return Segmenter(loaded.model, device=str(loaded.device), batch_size=loaded.batch_size, tta=flips,
+                     postprocess=loaded.postprocess, presence=gate if gate is not None else False)
+
+
 def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any, str, str, bool, bool]]:
     """Engine work for one request (runs in the worker thread): load the model once, segment.
 
     Returns the engine's ``Segmentation`` (mask, confidence, blank slices), the device's name, the
     post-processing applied, in words (``PostProcess.describe``), whether a presence gate ran and whether
-    test-time flips were averaged. The first run (or the first with another model, device or quality)
-    says that it is loading the model: importing torch and reading the weights take seconds before the
-    first slice.
+    test-time flips were averaged. A run that has to load its model (the first with this model or device
+    in this session) says so: importing torch and reading the weights take seconds before the first slice.
     """
-    key = f"{request.model}|{request.device}|{request.tta}|{request.presence}"
-    if key not in _CACHE:
+    if not model_loaded(request.model, request.device):
         yield Progress(0, 0, LOADING)
     with _CACHE_LOCK:
-        segmenter = _CACHE.get(key)
-        if segmenter is None:
-            from ..inference import Segmenter
-            from ..models import resolve_model
-
-            _CACHE.clear()
-            segmenter = Segmenter(str(resolve_model(request.model)), device=request.device, tta=request.tta,
-                                  presence=None if request.presence else False)
-            _CACHE[key] = segmenter
+        segmenter = cached_segmenter(request.model, request.device, request.tta, request.presence)
         image = np.asarray(request.data)
         options = {k: v for k, v in request.postprocess.items() if k != "scale"}
         applied = segmenter.options(**options).describe()
