@@ -66,6 +66,26 @@ def test_sample_data_opens_image_and_ground_truth(make_napari_viewer):
     assert "Kvasir-SEG" in image.metadata["citation"] and "Jha" in truth.metadata["citation"]
 
 
+@pytest.mark.gui
+def test_sample_ground_truth_and_a_segment_result_have_different_colours(make_napari_viewer, random_checkpoint,
+                                                                          monkeypatch):
+    """The sample's ground truth is green; the mask Segment draws on the sample keeps napari's own
+    label colour, so the two can be told apart where they overlap and where they do not."""
+    monkeypatch.setenv("WAVEGMS_SYNC", "1")
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-wavegms", "kvasir_polyp")
+    image, truth = viewer.layers
+    widget = viewer.window.add_plugin_dock_widget("napari-wavegms", "Segment")[1]
+    widget.model.add_file(random_checkpoint)
+    widget.image.value = image
+    assert widget.run().status == "done"
+    prediction = viewer.layers[f"{image.name}_wavegms"]
+    truth_rgb, predicted_rgb = np.asarray(truth.get_color(1))[:3], np.asarray(prediction.get_color(1))[:3]
+    assert np.linalg.norm(truth_rgb - predicted_rgb) > 0.5, (truth_rgb, predicted_rgb)
+    assert truth_rgb[1] > 0.6 and truth_rgb[1] > 2 * max(truth_rgb[0], truth_rgb[2])  # green
+    assert truth.get_color(0) is None or truth.get_color(0)[3] == 0  # the background stays transparent
+
+
 def test_sample_licence_wording_matches_readme_and_model_card():
     """The sample, the README's data credits and the polyp model's card say the same: research and
     education are free, commercial use needs permission (not a bare "CC BY 4.0")."""
