@@ -178,22 +178,24 @@ def test_single_file_input(tmp_path, folder, seg):
 
 
 def test_cancel_keeps_finished_masks_and_a_summary(tmp_path, folder, seg):
-    """After a cancel the CSV has a row for every mask on disk: the whole group that was written (not
-    only the files reported so far) and masks of an earlier run that this run had not reached; the
-    summary handed over by the first event says the same."""
+    """After a cancel the CSV has a row for every mask on disk: the file that was written (a cancel
+    takes effect after the image being segmented) and masks of an earlier run that this run had not
+    reached, with what that run's CSV said of them; the summary handed over by the first event says
+    the same."""
     out = tmp_path / "out"
     drain(segment_folder(folder, out, pattern="deep.tif", segmenter=seg))  # an earlier run's mask
-    job = segment_folder(folder, out, recursive=True, segmenter=seg)  # groups of 2 (seg.batch_size)
+    job = segment_folder(folder, out, recursive=True, segmenter=seg)  # read ahead 2 (seg.batch_size)
     summary = next(job).info["summary"]  # the start
     first = next(job)
     job.close()
     rows = read_csv(summary.csv_path)
-    assert 1 <= len(rows) < 6 and rows[0]["file"] == first.message
+    assert len(rows) == 2 and rows[0]["file"] == first.message
     masks = {p.relative_to(out).with_suffix("").as_posix() for p in out.rglob("*.png")}
-    assert len(masks) == 3  # the first group (2 BUSI images) and deep.tif's
+    assert len(masks) == 2  # the first BUSI image and deep.tif's
     assert masks == {str(Path(row["file"]).with_suffix("").as_posix()) for row in rows if row["status"] != "failed"}
     assert {r.file: r.status for r in summary.results} == {row["file"]: row["status"] for row in rows}
-    assert len(summary.done) == 2 and [r.file for r in summary.skipped] == ["deep.tif"]
+    assert len(summary.done) == 1 and [r.file for r in summary.skipped] == ["deep.tif"]
+    assert summary.skipped[0].confidence is not None  # from the earlier run's CSV
     assert all(Path(r.output).is_file() for r in summary.done + summary.skipped)
     assert not list(out.rglob(".*"))
 

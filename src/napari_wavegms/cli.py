@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Generator
 
 
 # ---------------------------------------------------------------- wavegms-predict (inference/batch)
@@ -46,7 +47,9 @@ def predict_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-presence-check", action="store_true",
                         help="keep every mask: without this, a model whose card has a presence gate (the ultrasound "
                         "model) leaves the mask of an image it finds without a lesion empty")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="images read ahead, and slices of a TIFF stack per model call (default 8); images are "
+                        "segmented one at a time, so progress and Ctrl-C are per image")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                         help="auto: fp16 on CUDA, bf16 on CPUs that have it natively, else fp32 (default auto)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
@@ -77,7 +80,7 @@ def predict_main(argv: list[str] | None = None) -> int:
             print(name)
         return 0
 
-    from .batch import BatchUsageError, check_paths, segment_folder
+    from .batch import BatchUsageError, check_paths, printable, segment_folder
     from .inference import Segmenter
     from .model.checkpoint import CheckpointError
     from .progress import run_with_tqdm
@@ -105,11 +108,14 @@ def predict_main(argv: list[str] | None = None) -> int:
                          fill_holes=args.fill_holes, keep_largest=args.keep_largest, model=args.model,
                          segmenter=segmenter, device=args.device, segmenter_options=options,
                          kind_per_image=args.kind_per_image)
+    started: list = []  # the run's summary, handed over by its first event
     try:
-        summary = run_with_tqdm(job, desc="segmenting", unit="file", disable=args.quiet)
+        summary = run_with_tqdm(_watched(job, started), desc="segmenting", unit="file", disable=args.quiet)
     except KeyboardInterrupt:
-        print("wavegms-predict: cancelled; finished masks are kept and listed in the summary CSV",
-              file=sys.stderr)
+        csv_path = started[0].csv_path if started else None
+        said = (f"finished masks are kept and listed in {csv_path}" if csv_path is not None and csv_path.is_file()
+                else "nothing was written")
+        print(f"wavegms-predict: cancelled; {said}", file=sys.stderr)
         return 130
     except cannot_start as err:  # without --model, a built-in model loads when its first image comes
         print(f"wavegms-predict: error: {err}", file=sys.stderr)
@@ -121,9 +127,26 @@ def predict_main(argv: list[str] | None = None) -> int:
     if not summary.results:
         print(f"wavegms-predict: no file matched {args.pattern!r} in {args.input}", file=sys.stderr)
     for result in summary.failed:
-        print(f"FAILED {result.file}: {result.error}", file=sys.stderr)
+        print(f"FAILED {printable(result.file)}: {printable(result.error)}", file=sys.stderr)
     print(f"summary: {summary.csv_path}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _watched(job: Generator, started: list) -> Generator:
+    """``job``, putting the summary its first event hands over into ``started`` (so that a cancelled
+    run can name its CSV); closing this closes ``job``, whose ``finally`` writes that CSV."""
+    try:
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as stop:
+                return stop.value
+            summary = getattr(event, "info", {}).get("summary")
+            if summary is not None and not started:
+                started.append(summary)
+            yield event
+    finally:
+        job.close()
 
 
 def _print_choices(results: list) -> None:

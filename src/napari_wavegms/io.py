@@ -1,9 +1,9 @@
 """Reading images and masks from files, writing masks: with clear errors that name the file.
 
-PNG, JPEG and BMP go through imageio (via scikit-image's reader), TIFF through tifffile (which keeps
-16-bit and float data as they are). Arrays come back as stored: H×W, H×W×3 or H×W×4 in their own
-dtype (grey + alpha files come back as their grey H×W channel); :mod:`napari_wavegms.preprocess`
-decides how to normalise them.
+PNG, JPEG and BMP go through imageio, TIFF through tifffile (which keeps 16-bit and float data as they
+are). Arrays come back as stored: H×W, H×W×3 or H×W×4 in their own dtype (grey + alpha files come
+back as their grey H×W channel); :mod:`napari_wavegms.preprocess` decides how to normalise them.
+A multi-page TIFF is a stack, told from colour by the file's own metadata (:func:`read_image_or_stack`).
 """
 
 from __future__ import annotations
@@ -27,34 +27,105 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """The pixels of an image file as stored (no normalisation); raises :class:`ImageReadError`."""
-    path = Path(path)
+#: The first bytes of each image type read here (TIFF: little/big-endian, classic/BigTIFF).
+_MAGIC = {
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "JPEG": (b"\xff\xd8\xff",),
+    "BMP": (b"BM",),
+    "TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+}
+_KIND = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def _check_file(path: Path) -> None:
+    """Refuse, with the reason a person can act on, what no reader can open: a missing file, a link
+    loop, a folder, an empty file, or content that is no image at all (a text file named ``.png``);
+    readers' own messages for these point at the wrong fix (installing a plugin)."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot be opened ({err.strerror})") from None
     if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+        raise ImageReadError(f"{path}: not a file")
     if not is_image_file(path):
         expected = ", ".join(IMAGE_SUFFIXES)
         raise ImageReadError(f"{path}: unsupported file type {path.suffix!r} (expected one of {expected})")
+    if size == 0:
+        raise ImageReadError(f"{path}: the file is empty (0 bytes)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot be opened ({err.strerror})") from None
+    if not any(head.startswith(magic) for magics in _MAGIC.values() for magic in magics):
+        kind = _KIND[path.suffix.lower()]
+        raise ImageReadError(f"{path}: not a {kind} image (its content is not any image type read here)")
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
+    """A TIFF's first series as pages × H × W (× samples) and whether it holds several pages.
+
+    Colour comes from the file's own metadata, never from a count: only a samples axis (``S``, which
+    tifffile reports for RGB(A) and grey + alpha data, planar or not) is channels; every other axis
+    (``Q``, ``Z``, ``T``, ``C``, ``I``…) is pages, so a 3- or 4-page greyscale stack stays a stack.
+    """
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        array, axes = np.asarray(series.asarray()), series.axes
+    keep = [i for i, (axis, n) in enumerate(zip(axes, array.shape, strict=True)) if n > 1 or axis in "YX"]
+    array = array.reshape([array.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
+    if "S" in axes:
+        array = np.moveaxis(array, axes.index("S"), -1)
+        axes = axes.replace("S", "") + "S"
+    lead = len(axes.rstrip("S")) - 2
+    if lead > 0:
+        return array.reshape(-1, *array.shape[lead:]), True
+    return array, False
+
+
+def read_image_or_stack(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
+    """The pixels of an image file as stored, and whether it is a stack of 2D pages (a multi-page TIFF:
+    N×H×W, or N×H×W×C for colour pages) rather than one image (:func:`read_image`'s layouts).
+    Raises :class:`ImageReadError`."""
+    path = Path(path)
+    _check_file(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            array = tifffile.imread(path)
+            array, stack = _read_tiff(path)
         else:
             import imageio.v3 as iio
 
-            array = iio.imread(path)
+            array, stack = np.asarray(iio.imread(path)), False
     except Exception as err:  # readers raise many types for truncated or mislabelled files
         raise ImageReadError(f"{path}: cannot be read as an image ({type(err).__name__}: {err})") from err
-    array = np.asarray(array)
-    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
-        array = np.moveaxis(array, 0, -1)  # channel-first TIFF
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4)):
+    if stack:
+        return _checked(path, array, 1), True
+    return _checked(path, array, 0), False
+
+
+def _checked(path: Path, array: np.ndarray, lead: int) -> np.ndarray:
+    """``array`` (with ``lead`` page axes) as H×W, H×W×3 or H×W×4; grey + alpha → its grey channel."""
+    plane = array.shape[lead:]
+    if len(plane) not in (2, 3) or (len(plane) == 3 and plane[-1] not in (1, 2, 3, 4)):
         raise ImageReadError(f"{path}: shape {array.shape} is not a 2D gray, grey+alpha, RGB or RGBA image")
-    if array.ndim == 3 and array.shape[-1] in (1, 2):  # one grey channel, or grey + alpha (alpha is no intensity)
+    if len(plane) == 3 and plane[-1] in (1, 2):  # one grey channel, or grey + alpha (alpha is no intensity)
         array = array[..., 0]
     if array.size == 0:
         raise ImageReadError(f"{path}: the image is empty")
+    return array
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """The pixels of a 2D image file as stored (no normalisation); raises :class:`ImageReadError`, also
+    for a multi-page TIFF stack (:func:`read_image_or_stack` reads those)."""
+    array, stack = read_image_or_stack(path)
+    if stack:
+        raise ImageReadError(f"{path}: a stack of {len(array)} pages, not one 2D image")
     return array
 
 
