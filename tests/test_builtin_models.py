@@ -147,7 +147,20 @@ def test_a_modified_shipped_decoder_is_not_trusted(tmp_path, monkeypatch, caplog
     with caplog.at_level("WARNING"):
         model, _ = load_checkpoint(folder / MODELS[name].path.name)  # WAVEGMS_WEIGHTS_DIR has the original
     assert "pinned sha256" in caplog.text
-    assert model is not None
+    # the decoder it segments with is the published one, not the changed copy
+    import torch
+    from safetensors.torch import load_file
+
+    from conftest import WEIGHTS
+
+    published = torch.load(WEIGHTS / "taef2_decoder.pth", map_location="cpu", weights_only=True)
+    modified = load_file(str(folder / "taef2_decoder.safetensors"))
+    [changed] = [k for k in published if not torch.equal(modified[k], published[k])]
+    loaded = {f"{int(k.split('.', 1)[0]) + 1}.{k.split('.', 1)[1]}": v.to(torch.float16)  # diffusers drops the clamp
+              for k, v in model.vae.autoencoder.decoder.layers.state_dict().items()}
+    assert loaded.keys() == published.keys()
+    assert all(torch.equal(loaded[k], published[k]) for k in published)
+    assert not torch.equal(loaded[changed], modified[changed])
 
 
 def test_each_card_says_whether_test_time_flips_helped_on_validation_and_the_segmenter_follows_it():

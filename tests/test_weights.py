@@ -107,8 +107,9 @@ def assert_leads_with_the_fix(err: weights.WeightsUnavailableError, remote: weig
     """The first line is the fix (file, variable), short enough for a notification; the rest follows."""
     lines = str(err).splitlines()
     assert lines[0] == err.summary and len(lines) > 1
-    assert lines[0].startswith(f"Put {remote.name} ") and remote.env in lines[0]
-    assert len(lines[0]) <= 100, lines[0]
+    # the exact place, relative path included: a file put at the top of the folder would not be found
+    assert lines[0].startswith(f"Put {remote.name} at ${remote.env}/{remote.relative_path} (")
+    assert len(lines[0]) <= 160, lines[0]  # a napari notification shows 160 characters uncut
     assert "ConnectionPool" not in lines[0] and "Error" not in lines[0]
     return lines
 

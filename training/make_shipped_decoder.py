@@ -1,12 +1,16 @@
-"""Convert the frozen TAEF2 decoder into the copy shipped inside the package, once.
+"""Convert the frozen TAEF2 decoder *and encoder* into the copies shipped inside the package, once.
 
     python training/make_shipped_decoder.py [--weights DIR]
 
-Reads ``taef2_decoder.pth`` (sha256-checked against the weights registry) with
-``torch.load(weights_only=True)``, stores its tensors unchanged as float16 (the published file is
-float16 already: nothing is rounded) in ``src/napari_wavegms/builtin/taef2_decoder.safetensors`` with
-the original TAESD keys, copies the MIT licence notice ``LICENSE-taesd`` beside it, and prints the
-tensors' sha256 to pin in :data:`napari_wavegms.weights.TINY_VAES` (``shipped_sha256``).
+(The name is historical: it first shipped the decoder alone, which inference needs; the encoder
+followed so that training, which needs the encoder's target latents, works offline from a pip install.)
+
+For each of ``taef2_decoder.pth`` and ``taef2_encoder.pth`` it reads the file (sha256-checked against
+the weights registry) with ``torch.load(weights_only=True)``, stores its tensors unchanged as float16
+(the published files are float16 already: nothing is rounded) in
+``src/napari_wavegms/builtin/taef2_{decoder,encoder}.safetensors`` with the original TAESD keys, copies
+the MIT licence notice ``LICENSE-taesd`` beside them, and prints each file's tensors sha256 to pin in
+:data:`napari_wavegms.weights.TINY_VAES` (``shipped_sha256`` and ``shipped_encoder_sha256``).
 """
 
 from __future__ import annotations
@@ -26,27 +30,35 @@ from napari_wavegms.model.tiny_vae import tensor_sha256
 DEFAULT_WEIGHTS = Path(os.environ.get(weights.WEIGHTS_ENV, Path(__file__).resolve().parents[2] / "shared" / "weights"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
-                   help="folder with taef2_decoder.pth and LICENSE-taesd")
-    args = p.parse_args(argv)
-
-    spec = weights.TINY_VAES["taef2"]
-    source = weights.fetch(spec.decoder, args.weights, allow_download=False)
+def ship(remote: weights.RemoteFile, target: Path, folder: Path) -> str:
+    """Write ``remote`` (found in ``folder``) as float16 safetensors at ``target``; its tensors sha256."""
+    source = weights.fetch(remote, folder, allow_download=False)
     state = torch.load(source, map_location="cpu", weights_only=True)
     tensors = {k: v.to(torch.float16).contiguous() for k, v in state.items()}
     changed = [k for k, v in state.items() if not torch.equal(v.to(torch.float16).to(v.dtype), v)]
     if changed:
-        print(f"note: {len(changed)} tensors were not float16 and were rounded", file=sys.stderr)
-    target = weights.SHIPPED_DIR / spec.shipped_decoder
+        print(f"note: {remote.name}: {len(changed)} tensors were not float16 and were rounded", file=sys.stderr)
     save_file(tensors, str(target), metadata={
-        "source": f"{spec.decoder.url} (sha256 {spec.decoder.sha256})",
+        "source": f"{remote.url} (sha256 {remote.sha256})",
         "licence": "MIT, Copyright (c) 2023 Ollin Boer Bohan; see LICENSE-taesd beside this file",
     })
     target.chmod(0o644)
+    return tensor_sha256(tensors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
+                   help="folder with taef2_decoder.pth, taef2_encoder.pth and LICENSE-taesd")
+    args = p.parse_args(argv)
+
+    spec = weights.TINY_VAES["taef2"]
+    for remote, file, pin in ((spec.decoder, spec.shipped_decoder, "shipped_sha256"),
+                              (spec.encoder, spec.shipped_encoder, "shipped_encoder_sha256")):
+        target = weights.SHIPPED_DIR / file
+        sha = ship(remote, target, args.weights)
+        print(f"{target} ({target.stat().st_size / 1e6:.2f} MB), tensors sha256 {sha} (pin as {pin})")
     shutil.copyfile(args.weights / "LICENSE-taesd", weights.SHIPPED_DIR / "LICENSE-taesd")
-    print(f"{target} ({target.stat().st_size / 1e6:.2f} MB), tensors sha256 {tensor_sha256(tensors)}")
     return 0
 
 

@@ -682,7 +682,6 @@ def _build_training(run: _Run) -> None:
     from torch.utils.data import DataLoader, DistributedSampler
 
     config, dist, device = run.config, run.dist, run.device
-    run.model, origin = _build_model(config, run.out)
     if not config.resume:
         torch.manual_seed(config.seed + 7919 * dist.rank)  # latent sampling noise differs between ranks
     run.model.to(device)
@@ -721,7 +720,7 @@ def _build_training(run: _Run) -> None:
         "training": config.to_dict(),
         "data": run.data_info,
         "run": {"world_size": dist.world, "device": run.dev_name, "amp": amp, "recipe": run.recipe.name},
-        **origin,
+        **run.origin,
     }
 
 
@@ -879,6 +878,10 @@ def _train(run: _Run, should_stop: Callable[[], bool]) -> Generator[TrainEvent, 
     dist = run.dist
     if dist.main:
         _check_output(run.out, run.config)
+    # the model (and the frozen Tiny-VAE) before any file is written: a missing Tiny-VAE fails at once,
+    # leaving no run folder behind
+    run.model, run.origin = _build_model(run.config, run.out)
+    if dist.main:
         run.out.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     yield from _prepare_data(run)

@@ -78,6 +78,10 @@ class TinyVAESpec:
     # of its tensors: built-in models, which leave the decoder out, find it there with no network.
     shipped_decoder: str | None = None
     shipped_sha256: str | None = None
+    # The same for the encoder, which only training needs (it makes the target latents): so a pip
+    # install trains with no network and no offline folder.
+    shipped_encoder: str | None = None
+    shipped_encoder_sha256: str | None = None
 
 
 _TAESD_RAW = "https://github.com/madebyollin/taesd/raw/{rev}/{file}"
@@ -101,6 +105,8 @@ TINY_VAES: dict[str, TinyVAESpec] = {
         description="Tiny autoencoder distilled from the FLUX.2 VAE (32 latent channels, MIT licence)",
         shipped_decoder="taef2_decoder.safetensors",
         shipped_sha256="8ef4e9705e543974825c24af9c35e2fcb07dfe751737f41dd3fefdbbbe84087f",
+        shipped_encoder="taef2_encoder.safetensors",
+        shipped_encoder_sha256="3036f2f5a6e6b4d7d00ed2ed41523f113cf41eccc278358489fadf80898edcfd",
     ),
     "taesd": TinyVAESpec(
         name="taesd",
@@ -117,17 +123,41 @@ TINY_VAES: dict[str, TinyVAESpec] = {
 SHIPPED_DIR = Path(__file__).parent / "builtin"  # files that ship with the package (with their licences)
 
 
+def shipped_file(name: str, part: str) -> tuple[Path, str] | None:
+    """``(path, tensors sha256)`` of a Tiny-VAE ``part`` (``"encoder"`` or ``"decoder"``) shipped in
+    the package, or ``None`` where none ships."""
+    spec = TINY_VAES.get(name)
+    if spec is None:
+        return None
+    if part == "encoder":
+        file, sha = spec.shipped_encoder, spec.shipped_encoder_sha256
+    elif part == "decoder":
+        file, sha = spec.shipped_decoder, spec.shipped_sha256
+    else:
+        raise ValueError(f"part must be 'encoder' or 'decoder', not {part!r}")
+    if file is None or sha is None:
+        return None
+    path = SHIPPED_DIR / file
+    return (path, sha) if path.is_file() else None
+
+
 def shipped_decoder(name: str) -> tuple[Path, str] | None:
-    """``(path, tensors sha256)`` of the Tiny-VAE decoder shipped in the package, or ``None``.
+    """The decoder shipped in the package (:func:`shipped_file`).
 
     One copy serves every built-in model (they share the frozen TAEF2 decoder), so a fresh install
     segments with no network, no ``WAVEGMS_WEIGHTS_DIR`` and an empty cache.
     """
-    spec = TINY_VAES.get(name)
-    if spec is None or spec.shipped_decoder is None or spec.shipped_sha256 is None:
-        return None
-    path = SHIPPED_DIR / spec.shipped_decoder
-    return (path, spec.shipped_sha256) if path.is_file() else None
+    return shipped_file(name, "decoder")
+
+
+def shipped_encoder(name: str) -> tuple[Path, str] | None:
+    """The encoder shipped in the package (:func:`shipped_file`): a fresh install trains offline."""
+    return shipped_file(name, "encoder")
+
+
+def offline() -> bool:
+    """Whether ``WAVEGMS_OFFLINE`` forbids the network (set and not ``0``)."""
+    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
 
 
 def cache_dir() -> Path:
@@ -208,7 +238,7 @@ def fetch(
         f"Download {remote.url}\nand put it (as {remote.relative_path}) in a folder named by the "
         f"environment variable {remote.env}, or in the cache folder {cache}.\nSearched: {', '.join(searched)}."
     )
-    if not allow_download or os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+    if not allow_download or offline():
         why = f"{OFFLINE_ENV} is set" if allow_download else "downloads are off"
         raise WeightsUnavailableError(
             missing_summary(remote, "working offline"),
@@ -218,8 +248,12 @@ def fetch(
 
 
 def missing_summary(remote: RemoteFile, why: str) -> str:
-    """The first line of a missing-file error: the fix, short enough for a notification."""
-    return f"Put {remote.name} into the folder named by ${remote.env} ({why})."
+    """The first line of a missing-file error: the fix, short enough for a notification.
+
+    It names the exact place, relative path included (``$WAVEGMS_DATA_DIR/kvasir-seg/images/….jpg``):
+    a file put at the top of the folder would not be found.
+    """
+    return f"Put {remote.name} at ${remote.env}/{remote.relative_path} ({why})."
 
 
 def _download(remote: RemoteFile, target: Path, help_text: str, verify: Verifier | None = None) -> Path:

@@ -114,6 +114,8 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
     Inference needs only the decoder, stored in the file (or, for files saved with
     ``embed_decoder=False``, taken from the weights registry). Training from it (``need_encoder=True``)
     also loads the Tiny-VAE's encoder by the name in the config, from the registry or ``weights_dir``.
+    Built-in models and training take registry parts from the copies shipped in the package (offline on
+    a fresh install); another checkpoint saved without its decoder takes it from the registry's files.
     """
     config, tensors = read_checkpoint(path)
     try:
@@ -124,9 +126,9 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
         raise CheckpointError(f"{path}: incomplete config ({err!r} missing or invalid)") from err
     embedded = vae_cfg.get("decoder", "embedded") == "embedded"
     if need_encoder or not embedded:
-        # built-in models take the decoder shipped in the package first: they work offline on a fresh install
-        builtin = Path(path).resolve().parent == weights.SHIPPED_DIR.resolve()
-        vae = load_tiny_vae(vae_cfg["name"], weights_dir, need_encoder=need_encoder, shipped=builtin)
+        # built-in models and training take the copies shipped in the package: offline on a fresh install
+        shipped = need_encoder or Path(path).resolve().parent == weights.SHIPPED_DIR.resolve()
+        vae = load_tiny_vae(vae_cfg["name"], weights_dir, need_encoder=need_encoder, shipped=shipped)
     else:
         vae = TinyVAE(build_autoencoder(latent_channels, pool), vae_cfg["name"])
     if vae.latent_channels != latent_channels:

@@ -79,8 +79,8 @@ def tensor_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _read_shipped_decoder(path: Path, sha256: str) -> dict[str, torch.Tensor]:
-    """The decoder shipped in the package (safetensors, nothing unpickled), checked against its pin."""
+def _read_shipped(path: Path, sha256: str) -> dict[str, torch.Tensor]:
+    """A Tiny-VAE part shipped in the package (safetensors, nothing unpickled), checked against its pin."""
     from safetensors.torch import load_file
 
     try:
@@ -204,8 +204,29 @@ class TinyVAE(nn.Module):
     @classmethod
     def from_diffusers(cls, name_or_path: str | os.PathLike, **kwargs) -> TinyVAE:
         """Load a diffusers-format ``AutoencoderTiny`` (a local folder, or a hub name such as
-        ``madebyollin/taesd``, which needs internet the first time)."""
-        return cls(AutoencoderTiny.from_pretrained(str(name_or_path), **kwargs), str(name_or_path))
+        ``madebyollin/taesd``, which needs internet the first time).
+
+        Only safetensors weights are read (a hub name may come from a checkpoint's header, i.e. from
+        anyone: nothing is unpickled). With ``WAVEGMS_OFFLINE`` set a hub name is looked up in the
+        Hugging Face cache on disk alone (the hub library contacts the hub even with
+        ``local_files_only``); a hub name that cannot be had raises
+        :class:`~napari_wavegms.weights.WeightsUnavailableError` at once, not the hub's retries.
+        """
+        source = str(name_or_path)
+        hub = not Path(source).expanduser().is_dir()
+        kwargs.setdefault("use_safetensors", True)
+        if hub and weights.offline():
+            snapshot = _cached_hub_folder(source)
+            if snapshot is None:
+                raise _hub_unavailable(source)
+            source = str(snapshot)
+        try:
+            autoencoder = AutoencoderTiny.from_pretrained(source, **kwargs)
+        except OSError as err:
+            if not hub:
+                raise TinyVAEError(f"{source}: not a diffusers AutoencoderTiny folder: {err}") from err
+            raise _hub_unavailable(str(name_or_path), err) from err
+        return cls(autoencoder, str(name_or_path))
 
     @classmethod
     def random(cls, latent_channels: int, pool: bool | None = None) -> TinyVAE:
@@ -213,29 +234,58 @@ class TinyVAE(nn.Module):
         return cls(build_autoencoder(latent_channels, latent_channels == 32 if pool is None else pool), "random")
 
 
+def _cached_hub_folder(name: str) -> Path | None:
+    """The Hugging Face cache's copy of hub repository ``name`` (its snapshot folder), found on disk alone."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid repository name
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _hub_unavailable(name: str, err: Exception | None = None) -> weights.WeightsUnavailableError:
+    """The error for a hub Tiny-VAE that is not at hand: the fix first, the hub's own words last."""
+    why = f"{weights.OFFLINE_ENV} is set" if weights.offline() else "no network to download it"
+    detail = f"Hub error: {type(err).__name__}: {str(err).strip().splitlines()[0]}" if err and str(err).strip() else ""
+    return weights.WeightsUnavailableError(
+        f"Tiny-VAE {name} is a Hugging Face hub name: save it to a folder and name that folder ({why}).",
+        f"{name} is not in the Hugging Face cache and the hub was not contacted or not reached. Online, run\n"
+        f"  AutoencoderTiny.from_pretrained({name!r}).save_pretrained(FOLDER)\n"
+        f"and give FOLDER as the Tiny-VAE (or fill the Hugging Face cache, $HF_HOME, once online).\n{detail}".rstrip(),
+    )
+
+
+def _registry_part(spec: weights.TinyVAESpec, part: str, weights_dir: str | os.PathLike | None,
+                   shipped: bool) -> dict[str, torch.Tensor]:
+    """The original-keyed state dict of a registry Tiny-VAE's ``part``: the pinned copy shipped in the
+    package if asked and intact (no network, no offline folder), else the sha256-checked registry file."""
+    packaged = weights.shipped_file(spec.name, part) if shipped else None
+    if packaged is not None:
+        try:
+            return _read_shipped(*packaged)
+        except TinyVAEError as err:
+            log.warning("%s; using the registry's copy instead", err)
+    return _read_state_dict(weights.fetch(getattr(spec, part), weights_dir))
+
+
 def load_tiny_vae(name_or_path: str | os.PathLike, weights_dir: str | os.PathLike | None = None,
-                  need_encoder: bool = True, shipped: bool = False) -> TinyVAE:
+                  need_encoder: bool = True, shipped: bool = True) -> TinyVAE:
     """Resolve a Tiny-VAE by registry name (``taef2``, ``taesd``), local folder, or diffusers hub name.
 
     A folder may hold a diffusers ``config.json`` or a ``*_encoder.pth`` / ``*_decoder.pth`` pair.
-    ``shipped=True`` (built-in models) takes a registry decoder from the copy inside the package
-    first (:func:`napari_wavegms.weights.shipped_decoder`), so it needs no network or offline folder.
+    A registry name takes the copies shipped inside the package first
+    (:func:`napari_wavegms.weights.shipped_file`), checked against their pinned tensor sha256, so a
+    fresh install segments and trains with no network or offline folder; ``shipped=False`` goes to the
+    registry's files (offline folder, cache, download) instead.
     """
     key = str(name_or_path)
     if key in weights.TINY_VAES:
         spec = weights.TINY_VAES[key]
-        enc = weights.fetch(spec.encoder, weights_dir) if need_encoder else None
-        packaged = weights.shipped_decoder(key) if shipped else None
-        if packaged is not None:
-            try:
-                dec_state = _read_shipped_decoder(*packaged)
-            except TinyVAEError as err:
-                log.warning("%s; using the registry's copy instead", err)
-            else:
-                enc_state = _read_state_dict(enc) if enc is not None else None
-                return TinyVAE.from_taesd_state(enc_state, dec_state, key, str(packaged[0]))
-        dec = weights.fetch(spec.decoder, weights_dir)
-        return TinyVAE.from_taesd_files(enc, dec, name=key)
+        enc = _registry_part(spec, "encoder", weights_dir, shipped) if need_encoder else None
+        dec = _registry_part(spec, "decoder", weights_dir, shipped)
+        return TinyVAE.from_taesd_state(enc, dec, key, f"Tiny-VAE {key}")
     path = Path(key).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file():
