@@ -50,7 +50,8 @@ def test_manifest_declares_widgets_menus_sample_and_writer():
     assert [m.command for m in contrib.menus["napari/layers/segment"]] == ["napari-wavegms.segment_selected"]
     titles = {c.id: c.title for c in contrib.commands}
     assert titles["napari-wavegms.segment_selected"] == "Segment selected image"
-    assert [m.command for m in contrib.menus["napari/file/io_utilities"]] == ["napari-wavegms.batch_widget"]
+    assert [m.command for m in contrib.menus["napari/file/io_utilities"]] == [
+        "napari-wavegms.batch_widget", "napari-wavegms.save_mask"]
     assert [s.key for s in contrib.sample_data] == ["kvasir_polyp"]
     assert contrib.writers[0].layer_types == ["labels"]
 
@@ -152,3 +153,43 @@ def test_writer_saves_labels_as_png_and_tif(make_napari_viewer, tmp_path: Path):
     with pytest.raises(ValueError, match=r"save it as \.tif"):
         write_labels(str(tmp_path / "s.png"), stack, {})
     assert not (tmp_path / "s.png").exists()
+
+
+@pytest.mark.gui
+def test_a_mask_saves_as_0_255_png_by_default_and_the_mask_writer_is_offered(make_napari_viewer, tmp_path: Path,
+                                                                            monkeypatch):
+    """napari picks a writer by the file's extension alone (npe2 ``get_writer``: the longest matching
+    extension, ties to the first registered, which is napari's own; layer metadata is never asked). So a
+    mask saved as .png, with no plugin named, gets the Wave-GMS writer (napari's Labels writer has no .png)
+    and a 0/255 PNG; .tif stays napari's 0/1 uint32. The mask writer is in the Save dialog under a name that
+    says what it writes, and File ▸ IO Utilities ▸ Save selected mask writes 0/255 directly."""
+    import tifffile
+    from napari._app_model import get_app_model
+    from napari.plugins._npe2 import file_extensions_string_for_layers
+
+    from conftest import BUSI
+    from napari_wavegms.widgets import _commands
+
+    truth = read_mask(BUSI / "masks" / "malignant_5.png").astype(np.uint8)
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(truth, name="malignant_5_wavegms", metadata={"wavegms": {"model": "x"}})
+    viewer.layers.selection = {layer}
+
+    assert viewer.layers.save(str(tmp_path / "mask.png"), selected=True) == [str(tmp_path / "mask.png")]
+    stored = read_image(tmp_path / "mask.png")
+    assert stored.dtype == np.uint8 and set(np.unique(stored)) == {0, 255}
+    np.testing.assert_array_equal(stored > 0, truth > 0)
+
+    viewer.layers.save(str(tmp_path / "napari.tif"), selected=True)  # napari's own writer comes first here
+    assert set(np.unique(tifffile.imread(tmp_path / "napari.tif"))) == {0, 1}
+
+    filters, writers = file_extensions_string_for_layers([layer])
+    offered = dict(zip(filters.split(";;"), (w.command for w in writers), strict=True))
+    assert offered["Wave-GMS mask, 0/255 PNG or TIFF (*.png *.tif *.tiff)"] == "napari-wavegms.write_labels"
+
+    monkeypatch.setattr(_commands, "ask_save_path", lambda viewer, suggested: str(tmp_path / suggested))
+    monkeypatch.setattr(_commands, "show_info", lambda message: None)
+    viewer.layers.selection.active = layer
+    written = get_app_model().commands.execute_command("napari-wavegms.save_mask").result()
+    assert written == [str(tmp_path / "malignant_5_wavegms.png")]
+    assert set(np.unique(read_image(tmp_path / "malignant_5_wavegms.png"))) == {0, 255}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from napari.layers import Image
+from pathlib import Path
+
+from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 from napari.viewer import Viewer
 
@@ -54,3 +56,44 @@ def segment_selected(viewer: Viewer) -> Job | None:
         model_choice=choice.message if choice is not None else "",
         on_done=_done,
     )
+
+
+def ask_save_path(viewer: Viewer, suggested: str) -> str:
+    """The file the user picks in a save dialog, or "" when cancelled."""
+    from napari.utils.history import get_save_history, update_save_history
+    from qtpy.QtWidgets import QFileDialog
+
+    folder = Path(get_save_history()[0])
+    path, _ = QFileDialog.getSaveFileName(
+        viewer.window._qt_window, "Save mask (0/255)", str(folder / suggested), "Mask image (*.png *.tif *.tiff)"
+    )
+    if path:
+        update_save_history(path)
+    return path
+
+
+def save_mask(viewer: Viewer) -> list[str]:
+    """File ▸ IO Utilities ▸ Save selected mask: the selected Labels layer as a 0/255 mask image.
+
+    napari's File ▸ Save Selected Layer(s) offers napari's own Labels writer first (0/1 values in a
+    uint32 TIFF, which most viewers show black) and npe2 gives a plugin no way to come first; this
+    command goes straight to the plugin's mask writer (:func:`napari_wavegms._writer.write_labels`):
+    a 2D mask as a 0/255 PNG, a stack as a TIFF, several labels with their ids.
+    """
+    from .._writer import write_labels
+
+    layer = viewer.layers.selection.active
+    if not isinstance(layer, Labels):
+        show_error("Wave-GMS: select a Labels layer (a mask) to save")
+        return []
+    suggested = f"{layer.name}{'.png' if layer.ndim == 2 else '.tif'}"
+    path = ask_save_path(viewer, suggested)
+    if not path:
+        return []
+    try:
+        written = write_labels(path, layer.data, {})
+    except (OSError, ValueError) as err:
+        show_error(f"Wave-GMS: {layer.name} was not saved: {err}")
+        return []
+    show_info(f"Wave-GMS: saved {layer.name} as {', '.join(written)}")
+    return written
