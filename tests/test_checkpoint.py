@@ -127,18 +127,31 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path: Path, random_che
 
 
 def test_training_state_round_trip_and_corrupt_file(tmp_path: Path, random_checkpoint: Path):
-    from napari_wavegms.model.checkpoint import load_train_state, save_train_state
+    from napari_wavegms.model.checkpoint import load_train_state, restore_train_weights, save_train_state
 
     model, _ = load_checkpoint(random_checkpoint)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
     model.lmm.stem.weight.grad = torch.ones_like(model.lmm.stem.weight)
     opt.step()
-    path = save_train_state(tmp_path / "last.state.safetensors", opt, {"epoch": 3}, {"cpu": torch.get_rng_state()})
+    saved = torch.get_rng_state()
+    path = save_train_state(tmp_path / "last.state.safetensors", opt, {"epoch": 3}, {"cpu": saved}, model=model)
+    after_save = torch.rand(5)  # the generator moves on: the file must hold the state it had when saved
+    trained = {k: v.clone() for k, v in model.lmm.state_dict().items()}
+    with torch.no_grad():
+        model.lmm.stem.weight.add_(1.0)  # weights of another epoch
     fresh = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
     meta, rng = load_train_state(path, fresh)
-    assert meta == {"epoch": 3} and torch.equal(rng["cpu"], torch.get_rng_state())
+    assert meta == {"epoch": 3} and torch.equal(rng["cpu"], saved)
+    assert not torch.equal(rng["cpu"], torch.get_rng_state())
+    torch.set_rng_state(rng["cpu"])
+    assert torch.equal(torch.rand(5), after_save)
     p = model.lmm.stem.weight
     assert torch.equal(fresh.state[p]["exp_avg"], opt.state[p]["exp_avg"])
+    # the state keeps the weights it belongs to
+    assert restore_train_weights(path, model)
+    assert all(torch.equal(v, trained[k]) for k, v in model.lmm.state_dict().items())
+    without = save_train_state(tmp_path / "old.state.safetensors", opt, {"epoch": 3}, {"cpu": saved})
+    assert not restore_train_weights(without, model)  # a state file from before weights were kept
 
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="unreadable training state"):

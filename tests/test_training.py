@@ -1,12 +1,15 @@
-"""Training on real BUSI pairs at 64² on the CPU: checkpoints, stop, resume, evaluate; the model learns."""
+"""Training on real BUSI pairs at 32–64² on the CPU: checkpoints, stop, resume (as if never stopped),
+evaluate; the model learns."""
 
 from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from conftest import BUSI, REPO, WEIGHTS, drain, link_busi_pairs
 from napari_wavegms.data import PairDataset, scan_pairs
@@ -68,26 +71,47 @@ def test_the_builtin_models_configs_load_and_an_unknown_augmentation_is_refused(
         train_main([str(REPO / "training" / "busi.yaml"), "--augment", "sturdy"])
 
 
+TIMES = ("seconds", "train_seconds")  # wall-clock columns of the history: the only ones a resume may change
+
+
+def run_until(cfg: TrainConfig, kind: str, count: int = 1) -> list:
+    """Train until the ``count``-th event of ``kind``, then close the job as a user stopping it would."""
+    job, events = train(cfg), []
+    for ev in job:
+        events.append(ev)
+        if sum(e.kind == kind for e in events) == count:
+            job.close()
+            break
+    return events
+
+
+def assert_same_training(run: Path, reference: Path, history: list[dict], reference_history: list[dict]) -> None:
+    """The same weights, bit for bit, and the same history but for the clock."""
+    got, want = load_file(run / "last.safetensors"), load_file(reference / "last.safetensors")
+    assert got.keys() == want.keys()
+    assert [k for k in want if not torch.equal(got[k], want[k])] == []
+    assert [{k: v for k, v in row.items() if k not in TIMES} for row in history] == [
+        {k: v for k, v in row.items() if k not in TIMES} for row in reference_history]
+
+
 def test_train_stop_resume_evaluate(tmp_path, busi16, busi_names):
     out = tmp_path / "run"
     lists = {"train": busi_names[4:12], "val": busi_names[12:], "test": busi_names[:4]}
     for split, names in lists.items():
         (tmp_path / f"{split}.txt").write_text("\n".join(names))
-    cfg = TrainConfig(data_dir=str(busi16), image_size=64, epochs=2, batch_size=4, warmup_epochs=1,
+    cfg = TrainConfig(data_dir=str(busi16), image_size=32, epochs=2, batch_size=4, warmup_epochs=1,
                       train_split=str(tmp_path / "train.txt"), val_split=str(tmp_path / "val.txt"),
                       test_split=str(tmp_path / "test.txt"), output_dir=str(out), weights_dir=str(WEIGHTS),
                       device="cpu")
+    # 0. the reference: the same run, never interrupted
+    ref_events, reference = drain(train(TrainConfig(**{**cfg.to_dict(), "output_dir": str(tmp_path / "ref")})))
+    assert [e.done for e in ref_events if e.kind == "step"] == [1, 2, 3, 4]
     # 1. stop after the first step: last and best are kept
-    job = train(cfg)
-    kinds = []
-    for ev in job:
-        kinds.append(ev.kind)
-        if ev.kind == "step":
-            assert ev.done == 1 and ev.total == 4 and ev.losses["total"] > 0 and ev.device.startswith("cpu")
-            assert 0 < ev.info["lr"] <= cfg.lr
-            job.close()
-            break
-    assert kinds[0] == "prepare"
+    events = run_until(cfg, "step")
+    ev = events[-1]
+    assert ev.done == 1 and ev.total == 4 and ev.losses["total"] > 0 and ev.device.startswith("cpu")
+    assert 0 < ev.info["lr"] <= cfg.lr
+    assert events[0].kind == "prepare"
     assert (out / "last.safetensors").is_file() and (out / "best.safetensors").is_file()
     assert not (out / "test.json").exists()               # a stopped run never touches the test split
     data = json.loads((out / "data.json").read_text())
@@ -96,20 +120,26 @@ def test_train_stop_resume_evaluate(tmp_path, busi16, busi_names):
     # a fresh run may not silently replace it
     with pytest.raises(FileExistsError, match="already holds a training run"):
         next(train(cfg))
-    # 2. resume: repeats the interrupted epoch, then finishes and scores the test split once
+    # 2. replace it, and stop after the first complete epoch
+    assert [e.kind for e in run_until(TrainConfig(**{**cfg.to_dict(), "overwrite": True}), "epoch")][-3:] == [
+        "step", "step", "epoch"]
+    # 3. resume: continues with the second epoch only, then finishes and scores the test split once; the
+    # result is the uninterrupted run's, bit for bit (weights, optimizer and random state all restored)
     events, result = drain(train(TrainConfig(**{**cfg.to_dict(), "resume": True})))
-    assert [e.done for e in events if e.kind == "step"] == [1, 2, 3, 4]
+    assert [e.done for e in events if e.kind == "step"] == [3, 4]
     epochs = [e for e in events if e.kind == "epoch"]
-    assert [e.epoch for e in epochs] == [1, 2]
+    assert [e.epoch for e in epochs] == [2]
     assert all(set(e.val) >= {"dice", "iou", "hd95"} and e.val["n"] == 4 for e in epochs)
     assert not result.stopped
+    assert_same_training(out, tmp_path / "ref", result.history, reference.history)
     assert [h["samples_seen"] for h in result.history] == [8, 8]
     assert [h["samples_unique"] for h in result.history] == [8, 8]
     assert result.test["n"] == 4 and {"paper", "native", "dice"} <= set(result.test)
+    assert result.test == reference.test
     assert json.loads((out / "test.json").read_text()) == result.test
     # checkpoints carry the whole config, the data summary and the metrics, and are valid models
     header, _ = read_checkpoint(result.best)
-    assert header["training"]["image_size"] == 64 and header["data"]["splits"]["train"] == 8
+    assert header["training"]["image_size"] == 32 and header["data"]["splits"]["train"] == 8
     assert "dice" in header["metrics"]["val"] and header["metrics"]["test"]["n"] == 4
     meta, rng = load_train_state(out / "last.state.safetensors",
                                  torch.optim.AdamW(load_checkpoint(result.last)[0].trainable_parameters()))
@@ -136,11 +166,16 @@ def test_train_state_round_trip(tmp_path):
     opt = torch.optim.AdamW([p], lr=0.1)
     p.grad = torch.ones(3)
     opt.step()
-    save_train_state(tmp_path / "s.safetensors", opt, {"epoch": 4}, {"cpu": torch.get_rng_state()})
+    saved = torch.get_rng_state()
+    save_train_state(tmp_path / "s.safetensors", opt, {"epoch": 4}, {"cpu": saved})
+    after_save = torch.rand(5)  # the generator moves on: the file must hold the state it had when saved
     q = torch.nn.Parameter(torch.ones(3))
     opt2 = torch.optim.AdamW([q], lr=0.5)
     meta, rng = load_train_state(tmp_path / "s.safetensors", opt2)
-    assert meta == {"epoch": 4} and torch.equal(rng["cpu"], torch.get_rng_state())
+    assert meta == {"epoch": 4} and torch.equal(rng["cpu"], saved)
+    assert not torch.equal(rng["cpu"], torch.get_rng_state())
+    torch.set_rng_state(rng["cpu"])
+    assert torch.equal(torch.rand(5), after_save)
     s1, s2 = opt.state_dict(), opt2.state_dict()
     torch.testing.assert_close(s1["state"][0]["exp_avg"], s2["state"][0]["exp_avg"])
     assert s2["param_groups"][0]["lr"] == 0.1

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import threading
@@ -44,8 +45,18 @@ from .data import DataError, Pair, PairDataset, carve, read_split, resolve_split
 from .device import describe, resolve_device
 from .evaluation import EvalResult, evaluate
 from .metrics import score, summarize, write_csv
-from .model.checkpoint import CheckpointError, load_checkpoint, load_train_state, save_checkpoint, save_train_state
+from .model.checkpoint import (
+    CheckpointError,
+    checkpoint_header,
+    load_checkpoint,
+    load_train_state,
+    restore_train_weights,
+    save_checkpoint,
+    save_train_state,
+)
 from .progress import Progress, relay
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS = ("best.safetensors", "last.safetensors")
 STATE_FILE = "last.state.safetensors"
@@ -638,7 +649,9 @@ class _Run:
             "spent_s": self.schedule.elapsed(),
         }
         rng = {"aug": self.aug_gen.get_state(), "cpu": torch.get_rng_state()}
-        save_train_state(self.out / STATE_FILE, self.optimizer, meta, rng)
+        # the state first, with the weights it belongs to: a kill before the checkpoint is written
+        # leaves a state that resumes on its own (see _restore_state)
+        save_train_state(self.out / STATE_FILE, self.optimizer, meta, rng, model=self.model)
         save_checkpoint(self.last_path, self.model, self.header())
 
 
@@ -725,7 +738,27 @@ def _build_training(run: _Run) -> None:
 
 
 def _restore_state(run: _Run) -> None:
-    meta, rng = load_train_state(run.out / STATE_FILE, run.optimizer)
+    """Optimizer, counters, random state and the weights they belong to, from ``last.state.safetensors``.
+
+    The state file keeps the weights it was saved with, so a run killed after writing it but before
+    ``last.safetensors`` resumes from a consistent pair (the newer one). A state file from before it
+    kept weights is used only if its epoch is the weights' epoch.
+    """
+    state_path = run.out / STATE_FILE
+    meta, rng = load_train_state(state_path, run.optimizer)
+    weights_epoch = checkpoint_header(run.last_path).get("epoch")
+    if restore_train_weights(state_path, run.model):
+        if weights_epoch != meta["epoch"]:
+            log.warning("%s is from epoch %s but %s from epoch %s (the run was stopped while saving them); "
+                        "resuming from epoch %s with the weights kept in %s",
+                        run.last_path.name, weights_epoch, STATE_FILE, meta["epoch"], meta["epoch"], STATE_FILE)
+    elif weights_epoch != meta["epoch"]:
+        raise CheckpointError(
+            f"{run.out}: {STATE_FILE} is from epoch {meta['epoch']} but last.safetensors from epoch "
+            f"{weights_epoch} (the run was stopped while saving them), so a resume would skip or repeat "
+            f"training. Start a new run from its weights instead (--init-from {run.last_path}, in another "
+            "output folder or with --overwrite)"
+        )
     run.epoch, run.history = meta["epoch"], meta["history"]
     run.step = run.epoch * run.steps_per_epoch
     run.best_dice = -math.inf if meta["best_dice"] is None else meta["best_dice"]

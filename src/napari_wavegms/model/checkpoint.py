@@ -7,7 +7,9 @@ truncated, tampered or mismatched file is refused with a message naming the file
 safetensors stores raw tensors only: nothing is unpickled.
 
 Resuming a run also needs the optimizer and random state: :func:`save_train_state` keeps them in a
-second safetensors file (tensors, plus JSON for the scalars), for the same reason.
+second safetensors file (tensors, plus JSON for the scalars), for the same reason, together with the
+trainable weights they belong to: two files cannot be replaced at the same instant, so a run killed
+between writing them would otherwise resume one epoch's optimizer with another epoch's weights.
 """
 
 from __future__ import annotations
@@ -135,32 +137,52 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
         raise CheckpointError(f"{path}: trained with {latent_channels} latent channels, "
                               f"but Tiny-VAE {vae_cfg['name']!r} has {vae.latent_channels}")
     model = WaveGMS(vae, image_size=image_size)
-    decoder = {k[len(DECODER_PREFIX):]: v for k, v in tensors.items() if k.startswith(DECODER_PREFIX)}
     parts = [(model.encoder, "encoder."), (model.lmm, "lmm.")]
     if embedded:
-        parts.append((model.vae.autoencoder.decoder, None))
+        parts.append((model.vae.autoencoder.decoder, DECODER_PREFIX))
+    _load_parts(parts, tensors, f"{path}: weights do not fit the model its config describes")
+    model.vae.requires_grad_(False)
+    return model.to(device).eval(), config
+
+
+def _load_parts(parts: list[tuple[torch.nn.Module, str]], tensors: dict[str, torch.Tensor], problem: str) -> None:
+    """Load each module from the tensors under its prefix, exactly (no key missing, none left over)."""
     for module, prefix in parts:
-        state = decoder if prefix is None else {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         expected = module.state_dict()
         missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         bad_shape = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
         if missing or unexpected or bad_shape:
             raise CheckpointError(
-                f"{path}: weights do not fit the model its config describes "
-                f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]})"
+                f"{problem} (missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]})"
             )
         module.load_state_dict({k: v.float() for k, v in state.items()})
-    model.vae.requires_grad_(False)
-    return model.to(device).eval(), config
+
+
+def checkpoint_header(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's JSON header alone, unverified (cheap: no tensor is read); ``{}`` if it has none."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("wavegms", "{}"))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint: {err}") from err
 
 
 # ---------------------------------------------------------------- resumable training state
+WEIGHTS_PREFIX = "model."
 def save_train_state(
-    path: Path, optimizer: torch.optim.Optimizer, meta: dict[str, Any], tensors: dict[str, torch.Tensor]
+    path: Path, optimizer: torch.optim.Optimizer, meta: dict[str, Any], tensors: dict[str, torch.Tensor],
+    model: WaveGMS | None = None,
 ) -> Path:
-    """Optimizer state and run state as safetensors (tensors) + JSON metadata: resumable, never pickled."""
+    """Optimizer state and run state as safetensors (tensors) + JSON metadata: resumable, never pickled.
+
+    With ``model``, its trainable weights (E_wave and LMM, not the frozen Tiny-VAE) are stored too, so
+    the file alone is a consistent resume point (:func:`restore_train_weights`).
+    """
     sd = optimizer.state_dict()
     out = {f"rng.{k}": v.contiguous() for k, v in tensors.items()}
+    trainable = model_tensors(model, embed_decoder=False) if model is not None else {}
+    out |= {WEIGHTS_PREFIX + k: v for k, v in trainable.items()}
     scalars: dict[str, dict[str, Any]] = {}
     for idx, state in sd["state"].items():
         for key, value in state.items():
@@ -173,6 +195,8 @@ def save_train_state(
         "param_groups": json.dumps(sd["param_groups"]),
         "scalars": json.dumps(scalars),
     }
+    if trainable:
+        metadata["weights_sha256"] = _digest(trainable)
     with atomic_path(path) as tmp:
         save_file(out, str(tmp), metadata=metadata)
     return path
@@ -206,3 +230,21 @@ def load_train_state(
         raise CheckpointError(f"{path}: the training state does not fit this model's optimizer: {err}") from err
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
     return meta, rng
+
+
+def restore_train_weights(path: Path, model: WaveGMS) -> bool:
+    """Load the trainable weights kept in a training state file into ``model``, checked against the
+    digest saved with them; ``False`` (nothing loaded) for a state file from before they were kept."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            md = f.metadata() or {}
+            tensors = {k[len(WEIGHTS_PREFIX):]: f.get_tensor(k) for k in f.keys() if k.startswith(WEIGHTS_PREFIX)}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: unreadable training state (truncated or corrupt?): {err!r}") from err
+    if not tensors:
+        return False
+    if md.get("weights_sha256") != _digest(tensors):
+        raise CheckpointError(f"{path}: its weights do not match the checksum saved with them (modified or corrupt)")
+    _load_parts([(model.encoder, "encoder."), (model.lmm, "lmm.")], tensors,
+                f"{path}: the weights in this training state do not fit the model")
+    return True
