@@ -21,9 +21,10 @@ def controls(container: Container):
             yield widget
 
 
-def test_docks_fit_420_px_and_all_three_fit_a_1366x768_screen(make_napari_viewer, qtbot, tmp_path):
+def test_docks_fit_420_px_and_all_three_fit_a_1366x768_screen(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     from qtpy.QtWidgets import QApplication
 
+    monkeypatch.setenv("WAVEGMS_WARMUP", "0")  # no model loading in the background: only sizes are tested
     viewer = make_napari_viewer(show=True)
     window = viewer.window._qt_window
     window.resize(1366, 768)

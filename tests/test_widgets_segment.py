@@ -816,3 +816,47 @@ def test_loading_is_said_only_when_a_model_really_loads(make_napari_viewer, qtbo
     assert not run_says_loading()
     widget.model.add_file(random_checkpoint)  # back to the first model: still loaded
     assert not run_says_loading()
+
+
+def test_the_model_is_loaded_while_the_user_opens_an_image(make_napari_viewer, qtbot, random_checkpoint,
+                                                           monkeypatch):
+    """Once the Segment dock is on screen, the model it will use is loaded in a background thread while
+    the GUI keeps running; the first Run then reuses it and does not say it is loading. Closing the dock
+    stops what is not started; a hidden viewer (scripts, other tests) loads nothing ahead."""
+    from qtpy.QtCore import QTimer
+
+    from napari_wavegms.widgets import _settings, segment
+
+    monkeypatch.delenv(segment.WARMUP_ENV, raising=False)
+    monkeypatch.setattr(segment, "_CACHE", {})
+    _settings.save("segment", {"model": str(random_checkpoint), "model_by_hand": True})
+
+    hidden = open_widget(make_napari_viewer(), "Segment")
+    assert not hidden._warming and hidden.warmer.idle.is_set()
+
+    viewer = make_napari_viewer(show=True)
+    ticks: list[int] = []
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start()
+    widget = open_widget(viewer, "Segment")
+    qtbot.waitUntil(lambda: widget._warming, timeout=10_000)  # the dock appeared
+    qtbot.waitUntil(lambda: segment.model_loaded(str(random_checkpoint), widget.device.value), timeout=60_000)
+    qtbot.waitUntil(widget.warmer.idle.is_set, timeout=10_000)
+    timer.stop()
+    assert ticks  # the GUI thread ran while the model loaded
+
+    viewer.add_image(read_image(BUSI / "images" / "malignant_5.png")[::2, ::2], name="scan")
+    statuses: list[str] = []
+    original = widget._event
+    widget._event = lambda event: (original(event), statuses.append(widget.status.value))
+    wait_done(qtbot, widget.run())
+    assert "scan_wavegms" in viewer.layers and segment.LOADING not in statuses
+    assert not hidden._warming and hidden.warmer.idle.is_set()  # events ran: still nothing for a hidden viewer
+
+    widget.native.close()
+    widget.native.deleteLater()
+    qtbot.waitUntil(lambda: widget.warmer.stopped, timeout=10_000)
+    widget.warmer.want(None, "cpu", False, True)  # a stopped warmer takes no more work
+    assert widget.warmer.idle.is_set()

@@ -79,7 +79,18 @@ def collapsible(title: str, widgets: list[Widget], tooltip: str = "") -> Any:
 
 class _DockScroll(QScrollArea):
     """A vertical scroll area that asks for its content's full size (QScrollArea's own hint is capped),
-    so a dock is as tall as its widget when there is room and scrolls only when there is not."""
+    so a dock is as tall as its widget when there is room and scrolls only when there is not.
+    :attr:`first_shown` runs once, when the dock first appears on screen (not for a hidden viewer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_shown: list[Any] = []
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        callbacks, self.first_shown = self.first_shown, []
+        for callback in callbacks:
+            callback()
 
     def sizeHint(self) -> QSize:
         inner = self.widget().sizeHint() if self.widget() is not None else QSize(0, 0)
@@ -111,6 +122,13 @@ class DockContainer(Container):
     def form(self) -> Any:
         """The QWidget holding the controls (its layout takes extra Qt widgets)."""
         return self._widget._mgui_get_native_widget()
+
+    def on_first_show(self, callback: Any) -> None:
+        """Run ``callback`` once, when the dock first appears on screen (now, if it is visible)."""
+        if self.native.isVisible():
+            callback()
+        else:
+            self.native.first_shown.append(callback)
 
 
 def folder_or_none(value: Any) -> Path | None:
@@ -148,9 +166,16 @@ def model_choices(include_scratch: bool = False) -> list[tuple[str, str]]:
     return choices
 
 
+def importing(name: str) -> bool:
+    """Whether module ``name`` is being imported right now (by a background thread warming up): it is in
+    ``sys.modules`` already, and importing from it would make this thread wait until it is finished."""
+    module = sys.modules.get(name)
+    return module is not None and bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
 def device_choices(remembered: str | None = None) -> list[str]:
     """``auto`` plus the devices this machine has; without torch loaded, what can be known cheaply."""
-    if "torch" in sys.modules:
+    if "torch" in sys.modules and not importing("torch") and not importing("napari_wavegms.device"):
         from ..device import available_devices
 
         return available_devices()

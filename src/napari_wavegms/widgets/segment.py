@@ -68,7 +68,7 @@ TRANSFORMS = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_
 _CACHE: dict[tuple[str, int, str], Any] = {}
 _CACHE_LOCK = threading.Lock()
 KEEP_MODELS = 3
-LOADING = "loading the model (first run only)…"
+LOADING = "loading the model (once per model and device)…"
 
 
 # Sides below this many pixels are too small to segment reliably: the model reads every image resized
@@ -294,6 +294,79 @@ def cached_segmenter(model: str | None, device: str, tta: bool | None, presence:
         return loaded
     return Segmenter(loaded.model, device=str(loaded.device), batch_size=loaded.batch_size, tta=flips,
                      postprocess=loaded.postprocess, presence=gate if gate is not None else False)
+
+
+WARMUP_ENV = "WAVEGMS_WARMUP"  # "0": no loading in the background when the Segment dock opens
+
+
+def warm_up(model: str | None, device: str, tta: bool | None, presence: bool) -> None:
+    """Import torch and the engine and load ``model`` into the cache, as the first Run would.
+
+    Run in a background thread while the user is still choosing an image: a first click then costs one
+    pass of the model instead of importing torch and diffusers and reading weights (seconds) first.
+    """
+    import torch  # noqa: F401  (the biggest import of a first run)
+
+    from .. import inference  # noqa: F401
+
+    if model is None or model_loaded(model, device):
+        return
+    with _CACHE_LOCK:
+        cached_segmenter(model, device, tta, presence)
+
+
+class Warmer:
+    """Loads, in one background thread, the model the next Run will use (:func:`warm_up`).
+
+    Only the latest wish counts (an image switch that picks another model replaces an earlier one not
+    started yet). It never blocks the GUI thread and never reports errors: a model that cannot be loaded
+    is reported by the Run that uses it. :meth:`stop` (the dock closed) drops what is not started yet; a
+    step already under way (an import, a model load) ends in its daemon thread and only fills the cache.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wanted: tuple[Any, ...] | None = None
+        self._thread: threading.Thread | None = None
+        self.stopped = False
+        self.idle = threading.Event()
+        self.idle.set()
+
+    @staticmethod
+    def enabled() -> bool:
+        import os
+
+        return os.environ.get(WARMUP_ENV, "1").strip() not in ("0", "false", "no", "off")
+
+    def want(self, model: str | None, device: str, tta: bool | None, presence: bool) -> None:
+        with self._lock:
+            if self.stopped:
+                return
+            self._wanted = (model, device, tta, presence)
+            self.idle.clear()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="wavegms-warm-up", daemon=True)
+                self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            self._wanted = None
+
+    def _work(self) -> None:
+        import logging
+
+        while True:
+            with self._lock:
+                wanted, self._wanted = self._wanted, None
+                if wanted is None or self.stopped:
+                    self._thread = None
+                    self.idle.set()
+                    return
+            try:
+                warm_up(*wanted)
+            except Exception as err:  # reported by the Run that uses this model, where it can be fixed
+                logging.getLogger(__name__).debug("warm-up of %s failed: %s", wanted[0], err)
 
 
 def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any, str, str, bool, bool]]:
@@ -653,6 +726,27 @@ class SegmentWidget(DockContainer):
         self._show_cleanup()
         self.model.mode_changed.connect(self._model_mode_changed)
         self.cache.changed.connect(self._cache_changed)
+        # Once the dock is on screen, the model the next Run will use is loaded in the background, so the
+        # first click does not wait for torch and the weights (a hidden viewer, as in scripts, never does)
+        self.warmer = Warmer()
+        self._warming = False
+        warmer = self.warmer
+        self.native.destroyed.connect(lambda *_: warmer.stop())
+        if Warmer.enabled():
+            self.on_first_show(self._start_warming)
+        self.model.combo.changed.connect(self._warm_next)
+        self.device.changed.connect(self._warm_next)
+
+    # --- loading ahead --------------------------------------------------------------------------
+    def _start_warming(self) -> None:
+        self._warming = True
+        self._warm_next()
+
+    def _warm_next(self, *_: Any) -> None:
+        """Load the model now chosen (image switched, model or device picked) while the user gets ready."""
+        if self._warming:
+            self.warmer.want(self.model.model, str(self.device.value), bool(self.tta.value),
+                             bool(self.presence.value))
 
     # --- which image ----------------------------------------------------------------------------
     def _pick_by_hand(self, *_: Any) -> None:
