@@ -61,10 +61,13 @@ def test_batch_widget_processes_a_folder(
     assert f"{busi_names[0]}_wavegms" in viewer.layers
     assert set(np.unique(viewer.layers[f"{busi_names[0]}_wavegms"].data)) <= {0, 1}
 
-    # a rerun skips what exists
+    # a rerun skips what exists, and still shows the whole folder: the earlier masks with their model
     job = widget.run()
     qtbot.waitUntil(lambda: not job.running, timeout=120_000)
     assert len(widget.summary.skipped) == 3 and len(widget.summary.done) == 0
+    assert f"models: {random_checkpoint} (3)" in widget.summary_label.value
+    assert all(r.confidence is not None for r in widget.summary.skipped)
+    assert widget.open_button.enabled and len(widget.open_results()) == 4
 
 
 def test_batch_widget_refuses_missing_folders(make_napari_viewer, monkeypatch):
@@ -162,29 +165,64 @@ def test_a_folder_mixing_kinds_is_segmented_per_image_until_a_model_is_picked_by
 
 
 def test_cancel_shows_the_summary_and_open_results_pairs_each_image_with_its_mask(
-    make_napari_viewer, qtbot, folder, tmp_path, random_checkpoint, busi_names
+    make_napari_viewer, qtbot, folder, tmp_path, random_checkpoint, busi_names, monkeypatch
 ):
+    """Cancel after the first of four images to do (all in one read-ahead group): the run stops after
+    the image being segmented, so at most two are segmented. A second image the worker starts waits
+    until the cancel has been asked, so how fast the machine is decides nothing. The fifth image's mask
+    is an earlier run's: the cancelled run's summary lists it too, and Open results shows it."""
+    import threading
+
+    from conftest import drain
+    from napari_wavegms.batch import segment_folder
+    from napari_wavegms.inference import Segmenter
+
+    for name in busi_names[3:5]:
+        (folder / f"{name}.png").symlink_to(BUSI / "images" / f"{name}.png")
+    scans = sorted(p.name for p in folder.glob("*.png") if p.name != "broken.png")
+    out = tmp_path / "out"
+    drain(segment_folder(folder, out, pattern=scans[-1], model=str(random_checkpoint), device="cpu"))
+    asked = threading.Event()
+    calls = []
+    original = Segmenter.segment_many
+
+    def after_the_first_waits_for_the_cancel(self, images, **kw):
+        calls.append(len(images))
+        if len(calls) > 1:
+            assert asked.wait(30)
+        return original(self, images, **kw)
+
+    monkeypatch.setattr(Segmenter, "segment_many", after_the_first_waits_for_the_cancel)
     viewer = make_napari_viewer()
     viewer.add_points(name="someone's points")  # a layer that was there before
     widget = viewer.window.add_plugin_dock_widget("napari-wavegms", "Batch")[1]
     widget.model.add_file(random_checkpoint)
     widget.input.value = folder
-    widget.output.value = tmp_path / "out"
+    widget.output.value = out
     widget.pattern.value = "*.png"
     widget.device.value = "cpu"
     job = widget.run()
+    while_cancelling = []
 
     def cancel_after_the_first_file(event):
         widget._event(event)
         if event.done == 1:
             widget.cancel()
+            while_cancelling.append((widget.cancel_button.enabled, widget.status.value))
+            asked.set()
 
     job._on_event = cancel_after_the_first_file
-    qtbot.waitUntil(lambda: not job.running, timeout=120_000)
-    assert job.status == "cancelled" and widget.status.value.startswith("cancelled")
+    qtbot.waitUntil(lambda: not job.running and widget.status.value.startswith("cancelled"), timeout=120_000)
+    assert while_cancelling == [(False, "cancelling…")]  # Cancel is disabled while the run stops
+    assert job.status == "cancelled" and not widget.cancel_button.enabled and widget.run_button.enabled
     summary = widget.summary
-    written = sorted((tmp_path / "out").glob("*.png"))
-    assert written and len(summary.done) == len(written)  # every mask on disk is in the summary (and CSV)
+    new = [p for p in out.glob("*.png") if p.name != scans[-1]]
+    # The first image, and the second only when the worker had started it before Cancel came; the
+    # others are never segmented, although all four were in one read-ahead group.
+    assert 1 <= len(new) <= 2 and calls == [1] * len(new)
+    assert sorted(r.file for r in summary.done) == sorted(p.name for p in new)  # every new mask, in the CSV too
+    (earlier,) = summary.skipped
+    assert earlier.file == scans[-1] and earlier.confidence is not None and "not reached" in earlier.error
     assert f"{len(summary.done)} done" in widget.summary_label.value and summary.csv_path.is_file()
     assert not widget.summary_label.native.isHidden() and widget.open_button.enabled
 

@@ -121,7 +121,7 @@ class BatchWidget(DockContainer):
         )
         self.run_button = PushButton(text="Run", tooltip="Segment the folder in the background")
         self.cancel_button = PushButton(
-            text="Cancel", enabled=False, tooltip="Stop after the current images; finished masks are kept"
+            text="Cancel", enabled=False, tooltip="Stop after the image being segmented; finished masks are kept"
         )
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress", tooltip="Files handled")
         self.status = fit_label(Label(value="", tooltip="What the run is doing"))
@@ -287,7 +287,9 @@ class BatchWidget(DockContainer):
         return self.job
 
     def cancel(self, *_: Any) -> None:
-        if self.job is not None:
+        """Stop after the image being segmented; Cancel stays disabled until the run has stopped."""
+        if self.job is not None and self.job.running:
+            self.cancel_button.enabled = False
             self.job.cancel()
             self.status.value = "cancelling…"
 
@@ -319,7 +321,7 @@ class BatchWidget(DockContainer):
             f"summary: {summary.csv_path}",
         ]
         used: dict[str, int] = {}
-        for r in summary.done:
+        for r in summary.masks:  # skipped masks too, with the model the earlier run's CSV names
             used[r.model] = used.get(r.model, 0) + 1
         if used:
             lines.append("models: " + ", ".join(f"{name or '?'} ({n})" for name, n in used.items()))
@@ -328,7 +330,7 @@ class BatchWidget(DockContainer):
         lines += [f"skipped: {r.file} ({r.error})" for r in summary.skipped if r.error]
         self.summary_label.value = "\n".join(lines)
         self.summary_label.visible = True
-        self.open_button.enabled = bool(summary.done)
+        self.open_button.enabled = bool(summary.masks)
 
     def _finished(self, status: str) -> None:
         self.run_button.enabled = True
@@ -343,27 +345,27 @@ class BatchWidget(DockContainer):
             self.status.value = "done"
 
     def open_results(self, *_: Any) -> list:
-        """Open the first few finished images, each with its mask over it, in napari's grid view: one
-        cell per image+mask pair (grid stride 2), so images of any size sit side by side, not stacked.
+        """Open the first few images with a mask (written now or, skipped, by an earlier run), each with
+        its mask over it, in napari's grid view: one cell per image+mask pair (grid stride 2), so images
+        of any size sit side by side, not stacked. A TIFF stack opens as a stack with its stack mask.
 
         The pairs go to the bottom of the layer list, so the grid pairs them whatever layers were
         there before; opening again updates the same layers.
         """
-        from ..io import read_image, read_mask
+        from ..io import read_image_or_stack
 
         if self.summary is None:
             return []
         root = folder_or_none(self.input.value)
         pairs = []
-        for result in self.summary.done[: int(self.open_count.value)]:
+        for result in self.summary.masks[: int(self.open_count.value)]:
             source = (root / result.file) if root else None
-            if not result.output or source is None or not source.is_file():
+            if not result.output or source is None or not source.is_file() or not Path(result.output).is_file():
                 continue
             stem = Path(result.file).stem
-            mask = read_image(result.output) if self.convention.value == "labels" else read_mask(result.output)
-            mask = np.asarray(mask).astype(np.uint32 if mask.dtype.itemsize > 1 else np.uint8)
-            pairs.append((self._layer("image", stem, read_image(source)),
-                          self._layer("labels", f"{stem}_wavegms", mask)))
+            image, stack = read_image_or_stack(source)
+            mask = self._mask(Path(result.output), stack)
+            pairs.append((self._layer("image", stem, image), self._layer("labels", f"{stem}_wavegms", mask)))
         layers = self._viewer.layers
         for n, (image, labels) in enumerate(pairs):
             layers.move(layers.index(image), 2 * n)
@@ -373,6 +375,17 @@ class BatchWidget(DockContainer):
             self._viewer.grid.enabled = True
             self._viewer.reset_view()
         return [layer for pair in pairs for layer in pair]
+
+    def _mask(self, path: Path, stack: bool) -> np.ndarray:
+        """A mask file as label data: its labels (``labels`` convention) or foreground 0/1."""
+        from ..io import read_image_or_stack, read_mask
+
+        if stack or self.convention.value == "labels":
+            mask = read_image_or_stack(path)[0]
+            mask = mask if self.convention.value == "labels" else mask > 0
+        else:
+            mask = read_mask(path)
+        return np.asarray(mask).astype(np.uint32 if mask.dtype.itemsize > 1 else np.uint8)
 
     def _layer(self, kind: str, name: str, data: np.ndarray) -> Any:
         """The layer called ``name`` with ``data``: updated when it is there already, else added."""
