@@ -247,7 +247,7 @@ def _cached_hub_folder(name: str) -> Path | None:
 
 def _hub_unavailable(name: str, err: Exception | None = None) -> weights.WeightsUnavailableError:
     """The error for a hub Tiny-VAE that is not at hand: the fix first, the hub's own words last."""
-    why = f"{weights.OFFLINE_ENV} is set" if weights.offline() else "no network to download it"
+    why = f"{weights.OFFLINE_ENV} is set" if weights.offline() else "it could not be downloaded"
     detail = f"Hub error: {type(err).__name__}: {str(err).strip().splitlines()[0]}" if err and str(err).strip() else ""
     return weights.WeightsUnavailableError(
         f"Tiny-VAE {name} is a Hugging Face hub name: save it to a folder and name that folder ({why}).",
