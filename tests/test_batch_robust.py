@@ -226,19 +226,22 @@ def test_stale_temporary_files_of_killed_runs_are_removed(tmp_path, scans, seg):
 
 
 # ---------------------------------------------------------------- a run a person can follow and stop
-def test_progress_and_cancel_are_per_image_and_seconds_are_each_files_own(tmp_path, scans, seg, monkeypatch):
-    """Four images in one read-ahead group of 8: the first event after the start comes with the first
-    mask alone on disk, and a cancel then leaves that one mask; each file's seconds are its own."""
-    slow = sorted(p.name for p in scans.iterdir())[1]
+def slow_on(scans: Path, slow: str, monkeypatch) -> None:
+    """Segmenting the image ``slow`` takes 0.6 s longer."""
     original = Segmenter.segment_many
+    pixels = read_image(scans / slow)
 
     def slow_on_one(self, images, **kw):
-        if any(img.shape == read_image(scans / slow).shape and np.array_equal(img, read_image(scans / slow))
-               for img in images):
+        if any(img.shape == pixels.shape and np.array_equal(img, pixels) for img in images):
             time.sleep(0.6)
         return original(self, images, **kw)
 
     monkeypatch.setattr(Segmenter, "segment_many", slow_on_one)
+
+
+def test_progress_and_cancel_are_per_image(tmp_path, scans, seg):
+    """Four images in one read-ahead group of 8: the first event after the start comes with the first
+    mask alone on disk, and a cancel then leaves that one mask."""
     out = tmp_path / "out"
     job = segment_folder(scans, out, segmenter=seg)
     summary = next(job).info["summary"]
@@ -248,9 +251,14 @@ def test_progress_and_cancel_are_per_image_and_seconds_are_each_files_own(tmp_pa
     assert len(list(out.glob("*.png"))) == 1
     assert [row["status"] for row in rows_of(summary.csv_path).values()] == ["done"]
 
+
+def test_each_files_seconds_are_its_own(tmp_path, scans, seg, monkeypatch):
+    slow = sorted(p.name for p in scans.iterdir())[1]
+    slow_on(scans, slow, monkeypatch)
     _, summary = drain(segment_folder(scans, tmp_path / "all", segmenter=seg))
     seconds = {r.file: r.seconds for r in summary.done}
-    assert seconds[slow] >= 0.6 and all(s < 0.5 for name, s in seconds.items() if name != slow)
+    others = [s for name, s in seconds.items() if name != slow]
+    assert seconds[slow] >= 0.6 and seconds[slow] > max(others) + 0.3  # not the group's average
 
 
 def test_a_resumed_run_lists_earlier_masks_with_their_model_and_confidence(tmp_path, scans, seg, random_checkpoint):
