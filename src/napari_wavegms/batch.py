@@ -455,7 +455,7 @@ def earlier_rows(output_dir: Path, own: Path | None = None) -> dict[str, dict[st
         try:
             with open(path, newline="", encoding="utf-8") as f:
                 for row in csv.DictReader(f):
-                    if row.get("status") in ("done", "skipped") and row.get("model", "") + row.get("confidence", ""):
+                    if row.get("status") in ("done", "skipped") and (row.get("model") or row.get("confidence")):
                         rows.setdefault(row.get("file", ""), row)
         except (OSError, UnicodeDecodeError, csv.Error):
             continue
