@@ -229,7 +229,7 @@ def test_robust_augmentation_changes_how_an_image_looks_never_where_the_lesion_i
     assert blurred.diff(dim=-1).abs().mean() < 0.9 * x.diff(dim=-1).abs().mean()  # edges softened
     robust = AUGMENTATIONS["robust"]
     assert robust.gamma_p and robust.shading_p and robust.blur_p and robust.noise_p
-    assert AUGMENTATIONS["standard"] == AugmentConfig()  # DESIGN.md §1.4 stays the default
+    assert AUGMENTATIONS["standard"] == AugmentConfig()  # docs/design.md §6 stays the default
 
 
 def test_hsv_round_trip():

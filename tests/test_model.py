@@ -38,7 +38,7 @@ def test_parameter_counts_match_the_reference_for_taesd_width():
 def test_parameter_count_for_taef2(taef2):
     model = WaveGMS(taef2, image_size=224)
     assert model.latent_channels == 32
-    # Only the stem, the aggregator's output conv and the heads grow with C (DESIGN.md §1.2).
+    # Only the stem, the aggregator's output conv and the heads grow with C (docs/design.md §4).
     assert count(model) == 2_644_244
 
 

@@ -15,7 +15,7 @@ trees by default) are fitted with numpy and, with ``--write``, stored in
 
 Held-out images: BUSI ``gms_test`` + ``normal_test``, BUS-BRA fold 5 (patient-wise), Kvasir-SEG
 ``medico2020_val``, ISIC-2017 ``val``; accuracy per data set on the images as they are and on one
-augmented copy of each (the robustness column). Prints a markdown table for ``training/RESULTS.md``.
+augmented copy of each (the robustness column). Prints a markdown table for ``docs/results.md``.
 """
 
 from __future__ import annotations

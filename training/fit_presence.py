@@ -6,7 +6,7 @@
 1. Features (:func:`napari_wavegms.presence.features`) of every distinct training image, as a user's
    image reaches the model (:meth:`Segmenter.model_input`; averaged over the image and its flipped
    copies when the card's test-time flips are on, which made a better gate on validation: Dice 0.826 →
-   0.836, ``training/RESULTS.md``); a logistic regression (L2 1e-2 on
+   0.836, ``docs/results.md``); a logistic regression (L2 1e-2 on
    standardised features, the two classes weighted equally) learns "holds a lesion" (a non-empty
    mask). The segmentation model saw these images, but it does not fit the lesion-free ones: it draws
    a mask on 89 of BUSI's 100 lesion-free training scans, so their latents are not memorised.

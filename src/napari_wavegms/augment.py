@@ -1,4 +1,4 @@
-"""The training augmentations of DESIGN.md §1.4, on whole batches of [0, 1] tensors, on any device.
+"""The training augmentations of docs/design.md §6, on whole batches of [0, 1] tensors, on any device.
 
 Why our own ~100 lines rather than a library: torchvision is not usable with every torch build we
 support, and albumentations works per image in NumPy on the CPU, which would make data loading the

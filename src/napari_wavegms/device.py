@@ -79,7 +79,7 @@ def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 natively (CUDA Ampere+, CPUs with AVX-512 BF16 or AMX).
 
     On a CPU without it PyTorch emulates bfloat16 and a convolution runs about 20× *slower* than in
-    float32 (measured on an AVX2 EPYC, ``training/RESULTS.md``), so ``auto`` must not pick it there.
+    float32 (measured on an AVX2 EPYC, ``docs/results.md``), so ``auto`` must not pick it there.
     PyTorch's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is not enough: it says yes on
     every AVX-512 CPU, which converts bfloat16 in software. The CPU's own flags decide
     (:func:`cpu_flags_compute_bf16`), and PyTorch's check must agree (a build without oneDNN has no fast

@@ -1,6 +1,6 @@
 """Dice, IoU and HD95 per image, in the paper's protocol and at native resolution.
 
-Two protocols (DESIGN.md §1.5), both thresholding the soft mask at 0.5:
+Two protocols (docs/design.md §7), both thresholding the soft mask at 0.5:
 - ``paper``: prediction at 224² (:data:`PAPER_SIZE`, the paper's S, whatever size a model was trained
   at) against the ground truth resized nearest to 224²; HD95 in pixels of that grid.
 - ``native``: prediction resized (bilinear, as inference does) to the image's own size, against the
@@ -33,7 +33,7 @@ from .atomic import atomic_path
 METRICS = ("dice", "iou", "hd95")
 PROTOCOLS = ("paper", "native")
 
-#: The grid of the paper protocol (DESIGN.md §1.5): every model is scored at 224², so numbers compare.
+#: The grid of the paper protocol (docs/design.md §7): every model is scored at 224², so numbers compare.
 PAPER_SIZE = 224
 
 

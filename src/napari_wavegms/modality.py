@@ -282,7 +282,7 @@ def classify(image: Any, rgb: bool | None = None, prior: np.ndarray | None = Non
 
 # ---------------------------------------------------------------- a folder's images inform each other
 #: The least share :func:`folder_prior` gives any kind, so that a folder's rare kind keeps its clear
-#: images: chosen by simulated folders of out-of-fold training images (training/RESULTS.md).
+#: images: chosen by simulated folders of out-of-fold training images (docs/results.md).
 FOLDER_FLOOR = 0.02
 
 

@@ -5,7 +5,7 @@ after every optimisation step and every epoch, so the CLI's progress bar and the
 the same thing, and it stops cleanly when the consumer calls ``close()`` (or sets ``stop``), keeping
 ``last.safetensors`` and ``best.safetensors``.
 
-Recipes (:data:`RECIPES`): ``paper`` is DESIGN.md §1.3–1.4, the Wave-GMS loss, AdamW (lr 2e-3, weight
+Recipes (:data:`RECIPES`): ``paper`` is docs/design.md §5–6, the Wave-GMS loss, AdamW (lr 2e-3, weight
 decay 0.01), a linear warm-up per *step* over ``warmup_epochs`` (never an epoch at lr 0, the reference's
 defect) then cosine to 0, seeded; ``fast`` (the default) spends a CPU's time where it buys Dice (see
 :class:`Recipe`); ``finetune`` is ``fast`` at full size throughout. A ``time_budget_s`` lays the warm-up
@@ -96,7 +96,7 @@ class TrainConfig:
     resume: bool = False  # continue output_dir's last.safetensors
     overwrite: bool = False  # allow starting a fresh run in a folder that holds one
     augment: bool = True
-    augmentation: str = "standard"  # standard (DESIGN.md §1.4) | robust (+ what differs between devices)
+    augmentation: str = "standard"  # standard (docs/design.md §6) | robust (+ what differs between devices)
     preload: bool = True  # keep resized pairs in memory (bounded by preload_limit_mb)
     preload_limit_mb: int = 4096
     num_workers: int = 0  # DataLoader workers when pairs are not preloaded
@@ -107,7 +107,7 @@ class TrainConfig:
     threshold: float = 0.5
     max_steps: int | None = None  # stop after this many optimisation steps in total (smoke tests)
     name: str = ""  # a free description of the run
-    # fast (best Dice per CPU-second) | paper (DESIGN.md §1.3–1.4) | finetune | auto (finetune with
+    # fast (best Dice per CPU-second) | paper (docs/design.md §5–6) | finetune | auto (finetune with
     # init_from, else fast; resolved when the config is made, so saved configs name the recipe); see RECIPES
     recipe: str = "auto"
     time_budget_s: float | None = None  # stop (and anneal the learning rate to 0) after this much training time
@@ -372,9 +372,9 @@ class _LossView:
 class Recipe:
     """How a run spends its compute: what the loss decodes, precision, memory layout, sizes, warm-up.
 
-    ``paper`` is DESIGN.md §1.3–1.4 exactly (how we reproduce the paper on a GPU). ``fast``, the
+    ``paper`` is docs/design.md §5–6 exactly (how we reproduce the paper on a GPU). ``fast``, the
     default, buys the most validation Dice per CPU-second; each of its choices has an ablation row in
-    ``training/RESULTS.md``.
+    ``docs/results.md``.
     """
 
     name: str

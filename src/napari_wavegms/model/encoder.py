@@ -1,4 +1,4 @@
-"""E_wave: the trainable multi-resolution Haar-wavelet encoder of Wave-GMS (DESIGN.md §1.1).
+"""E_wave: the trainable multi-resolution Haar-wavelet encoder of Wave-GMS (docs/design.md §2).
 
 Each of the three wavelet levels gets its own small UNet that never resamples (so fine detail is
 not blurred away); levels 1 and 2 are average-pooled to 1/8 of the image, concatenated with

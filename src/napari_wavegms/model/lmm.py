@@ -1,4 +1,4 @@
-"""LMM: the latent mapping model of Wave-GMS (GMS's ResAttnUNet_DS, DESIGN.md §1.2).
+"""LMM: the latent mapping model of Wave-GMS (GMS's ResAttnUNet_DS, docs/design.md §3).
 
 It works entirely at the latent resolution (S/8) and maps the encoder's latent to the latent of
 the mask, with deep-supervision heads at two intermediate decoder depths. The reference's unused

@@ -1,4 +1,4 @@
-"""Wave-GMS: E_wave and the LMM (trainable) in front of a frozen Tiny-VAE decoder (DESIGN.md §1)."""
+"""Wave-GMS: E_wave and the LMM (trainable) in front of a frozen Tiny-VAE decoder (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def wavegms_loss(
     model: WaveGMS, image: torch.Tensor, mask: torch.Tensor, dice_heads: tuple[str, ...] = HEADS,
     checkpoint_decoder: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss of DESIGN.md §1.3 for one batch (image B×3×S×S in [0, 1], mask B×1×S×S in {0, 1}).
+    """The loss of docs/design.md §5 for one batch (image B×3×S×S in [0, 1], mask B×1×S×S in {0, 1}).
 
     Returns the scalar to backpropagate and its parts as floats for logging. Every head gets the latent
     MSE; the heads in ``dice_heads`` (all three in the paper) are also decoded, in one batched call of the
