@@ -531,7 +531,9 @@ def segment_layer(
     on_event: Callable[[Any], None] | None = None,
 ) -> Job | None:
     """Segment ``layer`` in a worker and write ``{layer}_wavegms``; ``on_done(status, info)`` with the
-    result's metadata (device, confidence, review, note; empty when there was no result).
+    result's metadata (device, confidence, review, note; empty when there was no result), the name of the
+    layer written (``layer``: ``{layer}_wavegms [1]`` when the user had edited ``{layer}_wavegms``) and the
+    edited result layers left as they were (``kept``).
     ``model_choice`` is why the model was chosen automatically (``ModelChoice.message``), kept in the
     result's metadata so a mask says which model made it and why. ``postprocess``: options of
     ``Segmenter.segment`` (see :func:`capture`); ``None`` = the model card's choice, as for ``tta`` (test-time
