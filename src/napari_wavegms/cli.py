@@ -188,13 +188,15 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, help="DataLoader workers (only when pairs are not preloaded)")
     p.add_argument("--recipe", choices=["fast", "paper", "finetune"],
                    help="fast (the most validation Dice per CPU-second; the default from scratch), paper "
-                        "(DESIGN.md exactly) or finetune (fast at full size throughout; the default with --init-from)")
+                        "(docs/design.md exactly) or finetune (fast at full size throughout; the default with "
+                        "--init-from)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="train for this long (the learning rate anneals to 0 by then), at most --epochs")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision: auto = bf16 on CUDA (else fp16) and on CPUs with native bf16")
     p.add_argument("--augment", choices=["standard", "robust", "off"],
-                   help="standard (DESIGN.md) or robust (+ gamma, shading, blur, noise: for other devices)")
+                   help="standard (the paper's, docs/design.md) or robust (+ gamma, shading, blur, noise: for "
+                        "other devices)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimisation steps (smoke test)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     args = p.parse_args(argv)
