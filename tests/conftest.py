@@ -30,7 +30,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _cpu_precision(config: pytest.Config) -> str:
     """Force the other CPU precision path when asked; the name of the path ``auto`` takes in this run."""
-    from napari_wavegms.device import CPU_BF16_ENV, native_bf16
+    from napari_wavegms.core.device import CPU_BF16_ENV, native_bf16
 
     if config.getoption("--other-precision"):
         os.environ.pop(CPU_BF16_ENV, None)
@@ -64,7 +64,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 @pytest.fixture(scope="session")
 def taef2():
-    from napari_wavegms.model import load_tiny_vae
+    from napari_wavegms.network import load_tiny_vae
 
     return load_tiny_vae("taef2", WEIGHTS)
 
@@ -109,8 +109,8 @@ def busi_names() -> list[str]:
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory: pytest.TempPathFactory, taef2) -> Path:
     """An untrained Wave-GMS (seeded) on the real TAEF2 decoder, saved as a checkpoint at 64²."""
-    from napari_wavegms.model import WaveGMS
-    from napari_wavegms.model.checkpoint import save_checkpoint
+    from napari_wavegms.network import WaveGMS
+    from napari_wavegms.network.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = WaveGMS(taef2, image_size=64)

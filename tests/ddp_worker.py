@@ -9,8 +9,8 @@ import sys
 
 from safetensors.torch import save_file
 
-from napari_wavegms import training
 from napari_wavegms.cli import train_main
+from napari_wavegms.training import loop as training
 
 runs = []
 build = training._build_training

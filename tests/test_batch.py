@@ -12,11 +12,11 @@ import pytest
 import tifffile
 
 from conftest import BUSI, KVASIR, drain
-from napari_wavegms.batch import CSV_COLUMNS, BatchUsageError, segment_folder
-from napari_wavegms.inference import Segmenter
-from napari_wavegms.io import read_image
-from napari_wavegms.models import suggest_model
-from napari_wavegms.progress import run_to_end
+from napari_wavegms.core.io import read_image
+from napari_wavegms.core.progress import run_to_end
+from napari_wavegms.inference.batch import CSV_COLUMNS, BatchUsageError, segment_folder
+from napari_wavegms.inference.segmenter import Segmenter
+from napari_wavegms.zoo.registry import suggest_model
 
 KVASIR_IMAGE = "cju0qkwl35piu0993l0dewei2"
 
@@ -216,8 +216,8 @@ def test_torchrun_processes_split_the_files(tmp_path, folder, seg, monkeypatch):
 def test_without_a_model_the_folder_gets_the_builtin_model_for_its_kind_of_image(tmp_path, folder):
     """Grey ultrasound → the BUSI model, colour endoscopy → the Kvasir-SEG model; files that cannot be
     read are looked past; a folder with nothing readable gets the default model."""
-    from napari_wavegms.batch import check_paths, model_for_folder
-    from napari_wavegms.models import default_model
+    from napari_wavegms.inference.batch import check_paths, model_for_folder
+    from napari_wavegms.zoo.registry import default_model
 
     out = tmp_path / "out"
     assert "busi" in model_for_folder(check_paths(folder, out))
@@ -264,7 +264,7 @@ def test_wavegms_predict_gives_blank_images_empty_masks_and_every_mask_a_confide
 
 def test_wavegms_predict_tta_changes_the_mask_and_defaults_to_the_model_card(tmp_path, blank_folder):
     from napari_wavegms import cli
-    from napari_wavegms.models import card_tta
+    from napari_wavegms.zoo.registry import card_tta
 
     model = suggest_model("ultrasound")
     argv = [str(blank_folder), "--quiet", "--device", "cpu", "--model", model]
@@ -278,7 +278,7 @@ def test_wavegms_predict_tta_changes_the_mask_and_defaults_to_the_model_card(tmp
 
 
 def test_review_follows_the_confidence(tmp_path, blank_folder, seg):
-    from napari_wavegms.inference import REVIEW_BELOW
+    from napari_wavegms.inference.segmenter import REVIEW_BELOW
 
     summary = run_to_end(segment_folder(blank_folder, tmp_path / "out", segmenter=seg))
     for r in summary.done:

@@ -17,10 +17,11 @@ import pytest
 import tifffile
 
 from conftest import BUSI, drain
-from napari_wavegms import batch, cli
-from napari_wavegms.batch import BatchUsageError, segment_folder
-from napari_wavegms.inference import Segmenter
-from napari_wavegms.io import ImageReadError, read_image
+from napari_wavegms import cli
+from napari_wavegms.core.io import ImageReadError, read_image
+from napari_wavegms.inference import batch as batch
+from napari_wavegms.inference.batch import BatchUsageError, segment_folder
+from napari_wavegms.inference.segmenter import Segmenter
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def stacks(tmp_path: Path, busi_names: list[str]) -> Path:
 
 
 def test_tiff_stacks_of_3_and_4_pages_are_stacks_not_colour(stacks):
-    from napari_wavegms.io import read_image_or_stack
+    from napari_wavegms.core.io import read_image_or_stack
 
     for name, n in (("three.tif", 3), ("four.tif", 4)):
         array, is_stack = read_image_or_stack(stacks / name)
@@ -189,7 +190,7 @@ def test_two_runs_started_in_the_same_second_keep_both_summaries(tmp_path, scans
 
 
 def test_ctrl_c_while_judging_the_folder_still_leaves_the_csv_it_names(tmp_path, scans, monkeypatch, capsys):
-    import napari_wavegms.modality as modality
+    import napari_wavegms.inference.modality as modality
 
     def interrupted(image):
         raise KeyboardInterrupt
@@ -207,7 +208,7 @@ def test_stale_temporary_files_of_killed_runs_are_removed(tmp_path, scans, seg):
     """A run killed during a write leaves ``.{stem}.XXXXXXXX.part{suffix}``: the next run removes those
     older than an hour (no write takes that long, so no live run is writing it), never a fresh one (a
     run beside this one may be writing it) nor a file of another name."""
-    from napari_wavegms.atomic import atomic_path
+    from napari_wavegms.core.atomic import atomic_path
 
     out = tmp_path / "out"
     (out / "sub").mkdir(parents=True)

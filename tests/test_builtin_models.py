@@ -12,10 +12,11 @@ import pytest
 
 from conftest import BUSI, KVASIR, SHARED
 from napari_wavegms.cli import predict_main
-from napari_wavegms.data import scan_pairs
-from napari_wavegms.evaluation import evaluate
-from napari_wavegms.io import read_image
-from napari_wavegms.models import (
+from napari_wavegms.core.io import read_image
+from napari_wavegms.core.progress import run_to_end
+from napari_wavegms.training.data import scan_pairs
+from napari_wavegms.training.evaluate import evaluate
+from napari_wavegms.zoo.registry import (
     KIND_IMAGES,
     builtin_models,
     default_model,
@@ -24,7 +25,6 @@ from napari_wavegms.models import (
     resolve_model,
     suggest_model,
 )
-from napari_wavegms.progress import run_to_end
 
 MODELS = builtin_models()
 #: what each kind's model must be named after (its data)
@@ -44,7 +44,7 @@ def test_one_model_per_kind_ships_named_after_its_data_and_ultrasound_is_the_def
 def test_the_old_preview_names_still_work(tmp_path):
     """``busi-wavegms-cpu64`` / ``kvasir-seg-wavegms-cpu64`` in scripts and saved settings reach the
     models that replaced them, with those models' post-processing."""
-    from napari_wavegms.postprocess import card_postprocess
+    from napari_wavegms.inference.postprocess import card_postprocess
 
     for old, kind in OLD_NAMES.items():
         new = suggest_model(kind)
@@ -81,7 +81,7 @@ def test_colour_images_get_the_polyp_model_and_grey_ones_the_ultrasound_model(tm
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_builtin_model_matches_its_card(name: str):
-    from napari_wavegms.data import read_split
+    from napari_wavegms.training.data import read_split
 
     card = MODELS[name].card
     for key in ("summary", "modality", "data", "trained_on", "split", "recipe", "training", "tiny_vae", "test",
@@ -112,8 +112,8 @@ def test_the_shipped_decoder_is_taef2s_own_with_its_licence():
     from safetensors.torch import load_file
 
     from conftest import REPO, WEIGHTS
-    from napari_wavegms import weights
-    from napari_wavegms.model.tiny_vae import tensor_sha256
+    from napari_wavegms.network.tiny_vae import tensor_sha256
+    from napari_wavegms.zoo import downloads as weights
 
     path, sha = weights.shipped_decoder("taef2")
     shipped = load_file(str(path))
@@ -125,7 +125,8 @@ def test_the_shipped_decoder_is_taef2s_own_with_its_licence():
     licence = path.with_name("LICENSE-taesd")
     assert "MIT License" in licence.read_text() and "Ollin Boer Bohan" in licence.read_text()
     package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert {"builtin/LICENSE-taesd", "builtin/*.safetensors", "modality.json"} <= set(package_data["napari_wavegms"])
+    assert {"builtin/LICENSE-taesd", "builtin/*.safetensors"} <= set(package_data["napari_wavegms.zoo"])
+    assert "modality.json" in package_data["napari_wavegms.inference"]
     assert weights.shipped_decoder("taesd") is None  # other Tiny-VAEs: downloaded into the cache as before
 
 
@@ -133,8 +134,8 @@ def test_a_modified_shipped_decoder_is_not_trusted(tmp_path, monkeypatch, caplog
     """A corrupt install falls back to the registry's (sha256-checked) decoder, with a warning."""
     import shutil
 
-    from napari_wavegms import weights
-    from napari_wavegms.model.checkpoint import load_checkpoint
+    from napari_wavegms.network.checkpoint import load_checkpoint
+    from napari_wavegms.zoo import downloads as weights
 
     name = default_model()
     folder = tmp_path / "builtin"
@@ -166,8 +167,8 @@ def test_a_modified_shipped_decoder_is_not_trusted(tmp_path, monkeypatch, caplog
 def test_each_card_says_whether_test_time_flips_helped_on_validation_and_the_segmenter_follows_it():
     """``"tta"`` in a card is a validated choice (``training/choose_tta.py``): on exactly when flips raised
     the validation Dice at 3 decimals; ``Segmenter`` and ``card_tta`` follow it, and an explicit setting wins."""
-    from napari_wavegms.inference import Segmenter
-    from napari_wavegms.models import card_tta
+    from napari_wavegms.inference.segmenter import Segmenter
+    from napari_wavegms.zoo.registry import card_tta
 
     for name, info in MODELS.items():
         record = info.card["tta"]
@@ -186,7 +187,7 @@ def test_card_entries_are_written_atomically_and_only_for_builtin_models(tmp_pat
     import json
     import shutil
 
-    from napari_wavegms import models
+    from napari_wavegms.zoo import registry as models
 
     name = default_model()
     shutil.copy(MODELS[name].path.with_suffix(".json"), tmp_path / f"{name}.json")

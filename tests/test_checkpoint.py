@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from napari_wavegms.model import WaveGMS
-from napari_wavegms.model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from napari_wavegms.network import WaveGMS
+from napari_wavegms.network.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 
 
 def test_round_trip_is_exact_and_needs_no_tiny_vae_files(random_checkpoint: Path, taef2, monkeypatch):
@@ -35,7 +35,7 @@ def test_half_precision_checkpoint_is_smaller_and_agrees(tmp_path: Path, random_
 
 def test_checkpoint_without_decoder_takes_it_from_the_registry(tmp_path: Path, random_checkpoint: Path,
                                                               monkeypatch):
-    from napari_wavegms.weights import WeightsUnavailableError
+    from napari_wavegms.zoo.downloads import WeightsUnavailableError
 
     model, _ = load_checkpoint(random_checkpoint)
     slim = save_checkpoint(tmp_path / "slim.safetensors", model, embed_decoder=False)
@@ -81,7 +81,7 @@ def _rewrite(src: Path, dst: Path, edit_tensors=None, edit_config=None, keep_dig
         edit_config(cfg)
         meta["wavegms"] = json.dumps(cfg)
     if not keep_digest:
-        from napari_wavegms.model.checkpoint import _digest
+        from napari_wavegms.network.checkpoint import _digest
 
         meta["sha256"] = _digest(tensors)
     save_file(tensors, dst, metadata=meta)
@@ -127,7 +127,7 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path: Path, random_che
 
 
 def test_training_state_round_trip_and_corrupt_file(tmp_path: Path, random_checkpoint: Path):
-    from napari_wavegms.model.checkpoint import load_train_state, restore_train_weights, save_train_state
+    from napari_wavegms.network.checkpoint import load_train_state, restore_train_weights, save_train_state
 
     model, _ = load_checkpoint(random_checkpoint)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)

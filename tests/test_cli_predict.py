@@ -13,7 +13,7 @@ import pytest
 
 from conftest import BUSI
 from napari_wavegms import cli
-from napari_wavegms.io import read_image
+from napari_wavegms.core.io import read_image
 
 
 @pytest.fixture
@@ -80,14 +80,14 @@ def test_usage_errors_exit_2(tmp_path, images, random_checkpoint, argv, capsys):
 
 
 def test_list_models_prints_the_builtin_names(capsys):
-    from napari_wavegms.models import builtin_models
+    from napari_wavegms.zoo.registry import builtin_models
 
     assert cli.predict_main(["--list-models"]) == 0
     assert capsys.readouterr().out.split() == list(builtin_models())
 
 
 def test_ctrl_c_cancels_cleanly(tmp_path, images, random_checkpoint, monkeypatch, capsys):
-    from napari_wavegms.inference import Segmenter
+    from napari_wavegms.inference.segmenter import Segmenter
 
     calls = []
     original = Segmenter.segment_many
@@ -125,7 +125,7 @@ def test_without_model_a_polyp_folder_is_segmented_with_the_polyp_model(tmp_path
     shutil.copy(KVASIR / "images" / "cju0qkwl35piu0993l0dewei2.jpg", src / "polyp.jpg")
     assert cli.predict_main([str(src), str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
     err = capsys.readouterr().err
-    from napari_wavegms.models import suggest_model
+    from napari_wavegms.zoo.registry import suggest_model
 
     assert f"model: {suggest_model('endoscopy')} for 1 file" in err
     assert "kvasir-seg" in suggest_model("endoscopy") and "the built-in model for its kind (endoscopy: colour" in err
@@ -144,7 +144,7 @@ def test_a_folder_mixing_kinds_is_segmented_as_if_each_kind_were_alone(tmp_path,
     """Per file: the two BUSI scans get the masks they get in a folder of their own, the polyp the polyp
     model's; the CLI and the summary CSV say which model each file got and why."""
     from conftest import KVASIR
-    from napari_wavegms.models import builtin_models, model_kind
+    from napari_wavegms.zoo.registry import builtin_models, model_kind
 
     kinds = {name: model_kind(info) for name, info in builtin_models().items()}
     alone, mixed = tmp_path / "busi", tmp_path / "mixed"
@@ -175,7 +175,7 @@ def test_an_ambiguous_image_is_judged_with_its_folder(tmp_path):
     """A dermoscopy image that the kind classifier alone takes for endoscopy gets the skin model in a
     folder of dermoscopy images, and the CSV says why; ``--kind-per-image`` judges it alone."""
     from conftest import SHARED
-    from napari_wavegms.models import suggest_model
+    from napari_wavegms.zoo.registry import suggest_model
 
     isic = SHARED / "data" / "isic2017-256"
     src = tmp_path / "skin"
@@ -215,7 +215,7 @@ def test_offline_first_run_segments_with_every_builtin_model(tmp_path, busi_name
 
     Built-in models leave the frozen decoder out; the copy shipped in the package serves them all.
     """
-    from napari_wavegms.models import builtin_models
+    from napari_wavegms.zoo.registry import builtin_models
 
     src = tmp_path / "in"
     src.mkdir()

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from conftest import BUSI, WEIGHTS, link_busi_pairs
 from napari_wavegms.cli import eval_main, train_main
-from napari_wavegms.model.checkpoint import read_checkpoint
+from napari_wavegms.network.checkpoint import read_checkpoint
 
 
 @pytest.fixture
@@ -84,11 +84,11 @@ def test_eval_as_predicted_scores_the_masks_a_user_gets(tmp_path, busi_names, ca
     mask (Dice 1), where the bare model draws on it (Dice 0)."""
     import numpy as np
 
-    from napari_wavegms.data import Pair, load_pair
-    from napari_wavegms.inference import Segmenter
-    from napari_wavegms.io import read_image
-    from napari_wavegms.metrics import dice_iou
-    from napari_wavegms.models import suggest_model
+    from napari_wavegms.core.io import read_image
+    from napari_wavegms.inference.segmenter import Segmenter
+    from napari_wavegms.training.data import Pair, load_pair
+    from napari_wavegms.training.metrics import dice_iou
+    from napari_wavegms.zoo.registry import suggest_model
 
     model = suggest_model("ultrasound")
     names = [busi_names[0], "normal_1"]

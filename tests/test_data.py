@@ -11,8 +11,9 @@ import tifffile
 import torch
 
 from conftest import BUSI
-from napari_wavegms.augment import AUGMENTATIONS, AugmentConfig, augment_batch, hsv_to_rgb, rgb_to_hsv
-from napari_wavegms.data import (
+from napari_wavegms.core.images import normalize_intensity, resize_image, to_rgb
+from napari_wavegms.training.augment import AUGMENTATIONS, AugmentConfig, augment_batch, hsv_to_rgb, rgb_to_hsv
+from napari_wavegms.training.data import (
     DataError,
     Pair,
     PairDataset,
@@ -22,8 +23,7 @@ from napari_wavegms.data import (
     read_split,
     scan_pairs,
 )
-from napari_wavegms.preprocess import normalize_intensity, resize_image, to_rgb
-from napari_wavegms.training import TrainConfig, make_splits
+from napari_wavegms.training.loop import TrainConfig, make_splits
 
 
 def make_folder(root, names, src=BUSI):
@@ -258,7 +258,7 @@ def grey_alpha_png(path, grey: np.ndarray) -> np.ndarray:
 
 
 def test_grey_alpha_and_unflagged_rgba_are_one_2d_image():
-    from napari_wavegms.preprocess import image_layout
+    from napari_wavegms.core.images import image_layout
 
     two = image_layout((300, 400, 2), np.uint8, rgb=False)  # napari opens LA PNGs so, rgb=False
     assert (two.kind, two.lead, two.mask_shape, two.squeeze) == ("gray", (), (300, 400), True)
@@ -275,14 +275,14 @@ def test_grey_alpha_and_unflagged_rgba_are_one_2d_image():
 
 
 def busi_model() -> str:
-    from napari_wavegms.models import builtin_models
+    from napari_wavegms.zoo.registry import builtin_models
 
     return next(name for name in builtin_models() if "busi" in name)
 
 
 def test_grey_alpha_png_reads_as_its_grey_channel_and_segments_like_it(tmp_path, busi_names):
-    from napari_wavegms.inference import Segmenter
-    from napari_wavegms.io import read_image
+    from napari_wavegms.core.io import read_image
+    from napari_wavegms.inference.segmenter import Segmenter
 
     grey = iio.imread(BUSI / "images" / f"{busi_names[0]}.png")
     la = grey_alpha_png(tmp_path / "la.png", grey)

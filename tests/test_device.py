@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_wavegms import device as device_mod
-from napari_wavegms.device import CPU_BF16_ENV, autocast_dtype, cpu_flags_compute_bf16, native_bf16
+from napari_wavegms.core import device as device_mod
+from napari_wavegms.core.device import CPU_BF16_ENV, autocast_dtype, cpu_flags_compute_bf16, native_bf16
 
 CPU = torch.device("cpu")
 # Flags lines as /proc/cpuinfo writes them (shortened): an AVX2 EPYC, an AVX-512 Xeon without BF16

@@ -12,8 +12,11 @@ import pytest
 import torch
 
 from conftest import BUSI, KVASIR, drain, soft_atol
-from napari_wavegms.device import native_bf16
-from napari_wavegms.inference import (
+from napari_wavegms.core.device import native_bf16
+from napari_wavegms.core.images import normalize_intensity, resize_mask
+from napari_wavegms.core.io import read_image
+from napari_wavegms.core.progress import Progress, run_to_end
+from napari_wavegms.inference.segmenter import (
     TTA_FLIPS,
     BlankImageWarning,
     Segmenter,
@@ -23,10 +26,7 @@ from napari_wavegms.inference import (
     label_mask,
     mask_confidence,
 )
-from napari_wavegms.io import read_image
-from napari_wavegms.models import suggest_model
-from napari_wavegms.preprocess import normalize_intensity, resize_mask
-from napari_wavegms.progress import Progress, run_to_end
+from napari_wavegms.zoo.registry import suggest_model
 
 KVASIR_IMAGE = "cju0qoxqj9q6s0835b43399p4"  # 1070×1348 RGB: non-square and large
 
@@ -277,7 +277,7 @@ def test_a_blank_image_gets_an_empty_mask_without_the_model(busi_model, what, mo
     # Without the rule the model draws a large blob on the flat input: the rule is what empties it
     # (with the presence gate and the test-time flips off: the gate would hide the blob, and averaging
     # the blob with its flipped copies can thin it below the threshold).
-    monkeypatch.setattr("napari_wavegms.inference.BLANK_STD", -1.0)
+    monkeypatch.setattr("napari_wavegms.inference.segmenter.BLANK_STD", -1.0)
     monkeypatch.setattr(busi_model, "presence", None)
     monkeypatch.setattr(busi_model, "flips", ())
     assert busi_model(image).mean() > 0.05

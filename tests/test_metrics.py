@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.metrics import compute_hausdorff_distance
 
-from napari_wavegms.metrics import dice_iou, hd95, score, summarize, write_csv
+from napari_wavegms.training.metrics import dice_iou, hd95, score, summarize, write_csv
 
 
 def square(top: int, left: int, side: int, shape=(64, 64)) -> np.ndarray:
@@ -55,7 +55,7 @@ def test_hd95_shifted_square_and_outlier():
 
 def test_hd95_matches_monai_on_real_mask(busi_names):
     from conftest import BUSI
-    from napari_wavegms.io import read_mask
+    from napari_wavegms.core.io import read_mask
 
     g = read_mask(BUSI / "masks" / f"{busi_names[0]}.png")
     p = np.roll(g, (7, -4), axis=(0, 1))

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import BUSI, KVASIR, SHARED
-from napari_wavegms.io import read_image
-from napari_wavegms.modality import FOLDER_FLOOR, KINDS, classify, folder_prior, with_prior
-from napari_wavegms.models import builtin_models, choose_model, model_kind, suggest_model
+from napari_wavegms.core.io import read_image
+from napari_wavegms.inference.modality import FOLDER_FLOOR, KINDS, classify, folder_prior, with_prior
+from napari_wavegms.zoo.registry import builtin_models, choose_model, model_kind, suggest_model
 
 BUSBRA = SHARED / "data" / "bus-bra-256"
 ISIC = SHARED / "data" / "isic2017-256"
@@ -210,7 +210,7 @@ def test_each_kind_gets_its_built_in_model():
 def test_a_kind_without_its_model_gets_the_nearest_one_and_says_so(monkeypatch):
     """An install without the skin model (or a kind added later) falls back to a colour model, with a
     message that names what is missing."""
-    from napari_wavegms import models as models_module
+    from napari_wavegms.zoo import registry as models_module
 
     everything = builtin_models()
     without_skin = {n: i for n, i in everything.items() if model_kind(i) != "dermoscopy"}

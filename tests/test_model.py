@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import BUSI
-from napari_wavegms.io import read_image, read_mask
-from napari_wavegms.model import LatentMappingModel, TinyVAE, WaveGMS, WaveletEncoder, wavegms_loss
-from napari_wavegms.preprocess import normalize_intensity, resize_image, resize_mask, to_rgb, to_tensor
+from napari_wavegms.core.images import normalize_intensity, resize_image, resize_mask, to_rgb, to_tensor
+from napari_wavegms.core.io import read_image, read_mask
+from napari_wavegms.network import LatentMappingModel, TinyVAE, WaveGMS, WaveletEncoder, wavegms_loss
 
 
 def count(module: torch.nn.Module) -> int:

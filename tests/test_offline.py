@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import WEIGHTS, drain, link_busi_pairs
-from napari_wavegms import weights
-from napari_wavegms.model import load_tiny_vae
-from napari_wavegms.model.checkpoint import _digest, load_checkpoint, read_checkpoint
-from napari_wavegms.training import TrainConfig, train
+from napari_wavegms.network import load_tiny_vae
+from napari_wavegms.network.checkpoint import _digest, load_checkpoint, read_checkpoint
+from napari_wavegms.training.loop import TrainConfig, train
+from napari_wavegms.zoo import downloads as weights
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def encoder_state(vae) -> dict[str, torch.Tensor]:
 def test_the_shipped_encoder_is_taef2s_own_with_its_licence():
     """One float16 copy of the frozen TAEF2 encoder ships beside the decoder, pinned by its tensors' sha256;
     the published file is float16 already, so the copy is exact."""
-    from napari_wavegms.model.tiny_vae import tensor_sha256
+    from napari_wavegms.network.tiny_vae import tensor_sha256
 
     path, sha = weights.shipped_encoder("taef2")
     shipped = load_file(str(path))
@@ -157,7 +157,7 @@ def test_a_checkpoint_naming_a_hub_tiny_vae_fails_at_once_offline(offline: Path,
 
 
 def test_offline_sample_data_error_says_exactly_where_the_file_goes(offline: Path, monkeypatch):
-    from napari_wavegms.samples import SAMPLES, load_sample
+    from napari_wavegms.zoo.samples import SAMPLES, load_sample
 
     monkeypatch.setenv(weights.DATA_ENV, str(offline))
     with pytest.raises(weights.WeightsUnavailableError) as info:
@@ -173,7 +173,7 @@ def test_a_hub_tiny_vae_already_in_the_hugging_face_cache_loads_offline(offline:
     """Offline is not "never the hub's files": a copy the Hugging Face cache holds is used, found on disk."""
     from huggingface_hub import constants
 
-    from napari_wavegms.model.tiny_vae import TinyVAE
+    from napari_wavegms.network.tiny_vae import TinyVAE
 
     snapshot = tmp_path / "hf" / "models--someone--taesd-like" / "snapshots" / "abc123"
     TinyVAE.random(4).autoencoder.save_pretrained(snapshot)

@@ -16,10 +16,9 @@ from skimage.measure import label
 
 from conftest import BUSI
 from napari_wavegms import cli
-from napari_wavegms.inference import Segmenter
-from napari_wavegms.io import read_image
-from napari_wavegms.models import builtin_models
-from napari_wavegms.postprocess import (
+from napari_wavegms.core.io import read_image
+from napari_wavegms.core.progress import run_to_end
+from napari_wavegms.inference.postprocess import (
     NONE,
     PostProcess,
     card_postprocess,
@@ -28,7 +27,8 @@ from napari_wavegms.postprocess import (
     pixel_area,
     remove_small,
 )
-from napari_wavegms.progress import run_to_end
+from napari_wavegms.inference.segmenter import Segmenter
+from napari_wavegms.zoo.registry import builtin_models
 
 
 def n_objects(mask: np.ndarray) -> int:
@@ -159,7 +159,7 @@ def test_confidence_is_measured_on_what_the_model_drew(seg, gray, top):
 @pytest.fixture
 def carded(tmp_path, monkeypatch, random_checkpoint) -> str:
     """A built-in model (the untrained checkpoint) whose card asks for the largest object and filled holes."""
-    from napari_wavegms import models
+    from napari_wavegms.zoo import registry as models
 
     folder = tmp_path / "builtin"
     folder.mkdir()

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from conftest import BUSI
-from napari_wavegms.device import native_bf16
-from napari_wavegms.inference import Segmenter
-from napari_wavegms.io import read_image
-from napari_wavegms.models import suggest_model
+from napari_wavegms.core.device import native_bf16
+from napari_wavegms.core.io import read_image
+from napari_wavegms.inference.segmenter import Segmenter
+from napari_wavegms.zoo.registry import suggest_model
 
 MODEL = suggest_model("ultrasound")
 

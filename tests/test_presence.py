@@ -9,10 +9,10 @@ import torch
 
 from conftest import BUSI
 from napari_wavegms import cli
-from napari_wavegms.inference import Segmenter
-from napari_wavegms.io import read_image
-from napari_wavegms.models import builtin_models, suggest_model
-from napari_wavegms.presence import PresenceGate, card_presence, features
+from napari_wavegms.core.io import read_image
+from napari_wavegms.inference.presence import PresenceGate, card_presence, features
+from napari_wavegms.inference.segmenter import Segmenter
+from napari_wavegms.zoo.registry import builtin_models, suggest_model
 
 ULTRASOUND = suggest_model("ultrasound")
 #: Lesion-free BUSI test scans (never trained on) that the ultrasound model draws a mask on and whose
@@ -120,7 +120,7 @@ def test_a_gate_fitted_on_flipped_copies_judges_their_mean_features(ungated):
     """A gate with ``flips`` (the ultrasound card's, fitted with the card's test-time flips) sees the mean of
     the features of the image and its flipped copies, which the segmenter computes anyway; without flips
     the image's own features stand in. A gate whose one weight reads one feature shows which it saw."""
-    from napari_wavegms.inference import TTA_FLIPS
+    from napari_wavegms.inference.segmenter import TTA_FLIPS
 
     assert PresenceGate.from_dict({**some_gate(2, 0.0).to_dict(), "flips": True}).flips
     assert not PresenceGate.from_dict({k: v for k, v in some_gate(2, 0.0).to_dict().items() if k != "flips"}).flips

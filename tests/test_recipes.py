@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from conftest import WEIGHTS, drain, link_busi_pairs
-from napari_wavegms import device as device_mod
-from napari_wavegms.device import autocast_dtype, precision_name
-from napari_wavegms.model.wavegms import wavegms_loss
-from napari_wavegms.training import (
+from napari_wavegms.core import device as device_mod
+from napari_wavegms.core.device import autocast_dtype, precision_name
+from napari_wavegms.network.wavegms import wavegms_loss
+from napari_wavegms.training.loop import (
     RECIPES,
     Schedule,
     TrainConfig,
@@ -51,7 +51,7 @@ def test_recipe_defaults_to_finetune_when_starting_from_a_model(tmp_path):
 
 
 def test_fast_loss_decodes_only_the_out_head(taef2):
-    from napari_wavegms.model import WaveGMS
+    from napari_wavegms.network import WaveGMS
 
     torch.manual_seed(0)
     model = WaveGMS(taef2, image_size=32)
@@ -135,14 +135,14 @@ def test_a_time_budget_ends_the_run_validated_and_tested(tmp_path, busi_names):
     assert "dice" in epochs[-1].val  # the last epoch was validated
     assert result.test is not None and result.test["n"] == 3  # and the test split scored once
     assert result.history[-1]["train_seconds"] >= 3.0
-    from napari_wavegms.model.checkpoint import read_checkpoint
+    from napari_wavegms.network.checkpoint import read_checkpoint
 
     header, _ = read_checkpoint(result.best)
     assert header["run"]["recipe"] == "fast" and header["training"]["recipe"] == "fast"
 
 
 def test_checkpointing_the_decoder_changes_memory_not_gradients(taef2):
-    from napari_wavegms.model import WaveGMS
+    from napari_wavegms.network import WaveGMS
 
     torch.manual_seed(0)
     model = WaveGMS(taef2, image_size=32)

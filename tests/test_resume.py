@@ -18,8 +18,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from conftest import WEIGHTS, drain, link_busi_pairs
-from napari_wavegms.model.checkpoint import CheckpointError, checkpoint_header
-from napari_wavegms.training import TrainConfig, train
+from napari_wavegms.network.checkpoint import CheckpointError, checkpoint_header
+from napari_wavegms.training.loop import TrainConfig, train
 from test_training import assert_same_training, run_until
 
 
@@ -52,7 +52,7 @@ def test_a_run_killed_between_its_two_saves_resumes_as_if_never_stopped(tmp_path
     with pytest.raises(CheckpointError, match=r"from epoch 2 but last\.safetensors from epoch 1"):
         drain(train(TrainConfig(**{**resume.to_dict(), "output_dir": str(old)})))
 
-    with caplog.at_level(logging.WARNING, logger="napari_wavegms.training"):
+    with caplog.at_level(logging.WARNING, logger="napari_wavegms.training.loop"):
         events, result = drain(train(resume))
     assert [e.epoch for e in events if e.kind == "epoch"] == [3]  # no epoch skipped, none repeated
     assert_same_training(out, tmp_path / "ref", result.history, reference.history)

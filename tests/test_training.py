@@ -12,11 +12,11 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import BUSI, REPO, WEIGHTS, drain, link_busi_pairs
-from napari_wavegms.data import PairDataset, scan_pairs
-from napari_wavegms.evaluation import evaluate
-from napari_wavegms.model.checkpoint import load_checkpoint, load_train_state, read_checkpoint, save_train_state
-from napari_wavegms.progress import run_to_end
-from napari_wavegms.training import TrainConfig, lr_factor, train
+from napari_wavegms.core.progress import run_to_end
+from napari_wavegms.network.checkpoint import load_checkpoint, load_train_state, read_checkpoint, save_train_state
+from napari_wavegms.training.data import PairDataset, scan_pairs
+from napari_wavegms.training.evaluate import evaluate
+from napari_wavegms.training.loop import TrainConfig, lr_factor, train
 
 
 @pytest.fixture
@@ -183,7 +183,7 @@ def test_train_state_round_trip(tmp_path):
 
 def test_model_overfits_a_fixed_batch(taef2):
     """The loss on 4 real images at 64² falls clearly and the masks it predicts fit them."""
-    from napari_wavegms.model import WaveGMS, wavegms_loss
+    from napari_wavegms.network import WaveGMS, wavegms_loss
 
     names = (BUSI / "splits" / "gms_test.txt").read_text().split()[:4]
     x, m = PairDataset(scan_pairs(BUSI / "images", BUSI / "masks", names=names).pairs, 64).batch(range(4))

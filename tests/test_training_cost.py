@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from napari_wavegms import training_cost
-from napari_wavegms.training_cost import Estimate, estimate_training, seconds_per_image
+from napari_wavegms.training import cost as training_cost
+from napari_wavegms.training.cost import Estimate, estimate_training, seconds_per_image
 
 
 def test_estimate_scales_with_epochs_pairs_and_budget():

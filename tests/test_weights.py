@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import WEIGHTS
-from napari_wavegms import weights
-from napari_wavegms.model import load_tiny_vae
+from napari_wavegms.network import load_tiny_vae
+from napari_wavegms.zoo import downloads as weights
 
 TAEF2_DEC = weights.TINY_VAES["taef2"].decoder
 
@@ -163,7 +163,7 @@ def test_tiny_vae_from_a_local_folder_of_pth_files():
 
 def test_tiny_vae_from_a_diffusers_folder(tmp_path: Path, taef2):
     """The diffusers route: a plain TAESD-layout autoencoder saved with save_pretrained loads back."""
-    from napari_wavegms.model.tiny_vae import TinyVAE
+    from napari_wavegms.network.tiny_vae import TinyVAE
 
     vae = TinyVAE.random(4)
     vae.autoencoder.save_pretrained(tmp_path / "taesd-like")

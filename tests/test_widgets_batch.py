@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import BUSI
-from napari_wavegms.io import read_image, read_mask
+from napari_wavegms.core.io import read_image, read_mask
 
 pytestmark = pytest.mark.gui
 
@@ -71,7 +71,7 @@ def test_batch_widget_processes_a_folder(
 
 
 def test_batch_widget_refuses_missing_folders(make_napari_viewer, monkeypatch):
-    from napari_wavegms.widgets import batch
+    from napari_wavegms.gui.widgets import batch
 
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
@@ -124,8 +124,8 @@ def test_a_folder_mixing_kinds_is_segmented_per_image_until_a_model_is_picked_by
     for its kind, so the BUSI masks equal those of a run on the BUSI scans alone and the CSV names both
     models; a model picked by hand is used for every file."""
     from conftest import KVASIR, drain
-    from napari_wavegms.batch import segment_folder
-    from napari_wavegms.models import builtin_models
+    from napari_wavegms.inference.batch import segment_folder
+    from napari_wavegms.zoo.registry import builtin_models
     busi_model = next(n for n in builtin_models() if "busi" in n)
     polyp_model = next(n for n in builtin_models() if "kvasir-seg" in n)
     mixed, alone = tmp_path / "mixed", tmp_path / "busi-alone"
@@ -174,8 +174,8 @@ def test_cancel_shows_the_summary_and_open_results_pairs_each_image_with_its_mas
     import threading
 
     from conftest import drain
-    from napari_wavegms.batch import segment_folder
-    from napari_wavegms.inference import Segmenter
+    from napari_wavegms.inference.batch import segment_folder
+    from napari_wavegms.inference.segmenter import Segmenter
 
     for name in busi_names[3:5]:
         (folder / f"{name}.png").symlink_to(BUSI / "images" / f"{name}.png")
@@ -244,8 +244,8 @@ def test_flips_and_the_presence_check_reach_every_file(make_napari_viewer, qtbot
     """The automatic (ultrasound) model on a lesion scan and a lesion-free scan: by default the card's
     flips run and the lesion-free scan's mask is empty; with flips off and the check unticked, each mask
     is exactly what the engine draws with those options, and the lesion-free scan keeps its drawing."""
-    from napari_wavegms.inference import Segmenter
-    from napari_wavegms.models import card_tta, suggest_model
+    from napari_wavegms.inference.segmenter import Segmenter
+    from napari_wavegms.zoo.registry import card_tta, suggest_model
 
     src = tmp_path / "in"
     src.mkdir()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import KVASIR, REPO
-from napari_wavegms.io import read_image, read_mask
-from napari_wavegms.models import builtin_models, suggest_model
+from napari_wavegms.core.io import read_image, read_mask
+from napari_wavegms.zoo.registry import builtin_models, suggest_model
 
 STEM = "cju16jgnyzp970878melv7r25"
 
@@ -92,7 +92,7 @@ def test_sample_licence_wording_matches_readme_and_model_card():
     education are free, commercial use needs permission (not a bare "CC BY 4.0")."""
     from npe2 import PluginManifest
 
-    from napari_wavegms.samples import KVASIR_CITATION, KVASIR_LICENCE
+    from napari_wavegms.zoo.samples import KVASIR_CITATION, KVASIR_LICENCE
 
     assert KVASIR_LICENCE in KVASIR_CITATION
     assert KVASIR_LICENCE in " ".join((REPO / "README.md").read_text().split())
@@ -106,8 +106,8 @@ def test_sample_mask_from_the_original_jpeg_is_verified_by_its_pixels(tmp_path, 
     """Where only the publisher's JPEG mask is at hand (as after a download), its pixels are checked."""
     import imageio.v3 as iio
 
-    from napari_wavegms.samples import load_sample
-    from napari_wavegms.weights import HashMismatchError
+    from napari_wavegms.zoo.downloads import HashMismatchError
+    from napari_wavegms.zoo.samples import load_sample
 
     root = tmp_path / "data" / "kvasir-seg"
     (root / "images").mkdir(parents=True)
@@ -148,7 +148,7 @@ def test_writer_saves_labels_as_png_and_tif(make_napari_viewer, tmp_path: Path):
 
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "s.tif"), stack)  # label ids kept
 
-    from napari_wavegms._writer import write_labels
+    from napari_wavegms.gui.writer import write_labels
 
     with pytest.raises(ValueError, match=r"save it as \.tif"):
         write_labels(str(tmp_path / "s.png"), stack, {})
@@ -168,7 +168,7 @@ def test_a_mask_saves_as_0_255_png_by_default_and_the_mask_writer_is_offered(mak
     from napari.plugins._npe2 import file_extensions_string_for_layers
 
     from conftest import BUSI
-    from napari_wavegms.widgets import _commands
+    from napari_wavegms.gui import commands as _commands
 
     truth = read_mask(BUSI / "masks" / "malignant_5.png").astype(np.uint8)
     viewer = make_napari_viewer()

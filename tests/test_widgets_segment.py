@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import BUSI
-from napari_wavegms.io import read_image
-from napari_wavegms.models import card_tta, suggest_model
+from napari_wavegms.core.io import read_image
+from napari_wavegms.zoo.registry import card_tta, suggest_model
 
 pytestmark = pytest.mark.gui
 
@@ -30,7 +30,7 @@ def wait_done(qtbot, job, timeout: int = 60_000) -> None:
 @pytest.fixture
 def notifications(monkeypatch):
     """Error notifications of failed jobs, as napari would show them (not dispatched, so no toasts)."""
-    from napari_wavegms.widgets import _worker
+    from napari_wavegms.gui import worker as _worker
 
     shown: list = []
     monkeypatch.setattr(_worker, "_dispatch", shown.append)
@@ -142,7 +142,7 @@ def gate_segment_job(monkeypatch):
     on conditions instead of hoping the machine is slow or fast enough."""
     import threading
 
-    from napari_wavegms.widgets import segment
+    from napari_wavegms.gui.widgets import segment
 
     release = threading.Event()
     original = segment.segment_job
@@ -269,7 +269,7 @@ def test_settings_are_remembered_and_the_menu_command_uses_them(
     ]
     assert "napari-wavegms.batch_widget" in batch_menu
 
-    from napari_wavegms.widgets._commands import segment_selected
+    from napari_wavegms.gui.commands import segment_selected
 
     layer = viewer2.add_image(busi_image, name="menu", scale=(0.5, 0.5))
     viewer2.layers.selection.active = layer
@@ -328,8 +328,8 @@ def test_model_follows_the_kind_of_the_active_image_and_says_why(make_napari_vie
     tooltip; an ultrasound saved as RGB is still ultrasound; a dermoscopy image gets the skin model; a
     checkpoint file the user chose is never swapped."""
     from conftest import KVASIR, SHARED
-    from napari_wavegms.models import builtin_models
-    from napari_wavegms.widgets.segment import model_for_layer
+    from napari_wavegms.gui.widgets.segment import model_for_layer
+    from napari_wavegms.zoo.registry import builtin_models
 
     busi_model = next(n for n in builtin_models() if "busi" in n)
     polyp_model = next(n for n in builtin_models() if "kvasir-seg" in n)
@@ -371,8 +371,8 @@ def test_a_builtin_model_picked_by_hand_stays_until_auto(make_napari_viewer, qtb
     menu command (whose message says it was chosen in the widget); "Auto" goes back to following. An
     automatic run records why its model was chosen, and so does the menu command's message."""
     from conftest import KVASIR
-    from napari_wavegms.models import builtin_models
-    from napari_wavegms.widgets import _commands
+    from napari_wavegms.gui import commands as _commands
+    from napari_wavegms.zoo.registry import builtin_models
 
     busi_model = next(n for n in builtin_models() if "busi" in n)
     polyp_model = next(n for n in builtin_models() if "kvasir-seg" in n)
@@ -448,8 +448,8 @@ def test_grey_alpha_png_opened_and_segmented_from_the_layers_menu(
     import imageio.v3 as iio
     from napari._app_model import get_app_model
 
-    from napari_wavegms.inference import Segmenter
-    from napari_wavegms.widgets import _settings
+    from napari_wavegms.gui import settings as _settings
+    from napari_wavegms.inference.segmenter import Segmenter
 
     warnings_shown = []
     monkeypatch.setattr("napari.utils.notifications.show_warning", warnings_shown.append)
@@ -489,7 +489,7 @@ def test_an_input_that_looks_misread_is_segmented_with_a_warning(make_napari_vie
 def test_first_run_says_it_loads_the_model_and_has_its_own_progress_bar(
     make_napari_viewer, qtbot, random_checkpoint, busi_image, monkeypatch
 ):
-    from napari_wavegms.widgets import segment
+    from napari_wavegms.gui.widgets import segment
 
     monkeypatch.setattr(segment, "_CACHE", {})
     viewer = make_napari_viewer()
@@ -525,9 +525,10 @@ def test_missing_weights_notification_leads_with_the_fix_and_has_details(
     searched, the variable) is one click away."""
     import torch
 
-    from napari_wavegms.model import WaveGMS
-    from napari_wavegms.model.checkpoint import save_checkpoint
-    from napari_wavegms.widgets import _worker, segment
+    from napari_wavegms.gui import worker as _worker
+    from napari_wavegms.gui.widgets import segment
+    from napari_wavegms.network import WaveGMS
+    from napari_wavegms.network.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     needs_decoder = save_checkpoint(tmp_path / "small.safetensors", WaveGMS(taef2, image_size=64), {},
@@ -561,8 +562,8 @@ def test_missing_weights_notification_leads_with_the_fix_and_has_details(
 def test_every_result_shows_its_confidence_and_a_blank_image_says_so(
     make_napari_viewer, qtbot, busi_image, monkeypatch
 ):
-    from napari_wavegms.inference import REVIEW_BELOW
-    from napari_wavegms.widgets import _commands
+    from napari_wavegms.gui import commands as _commands
+    from napari_wavegms.inference.segmenter import REVIEW_BELOW
 
     viewer = make_napari_viewer()
     widget = open_widget(viewer, "Segment")
@@ -602,8 +603,8 @@ def test_clean_up_under_advanced_reaches_the_mask_in_the_layers_units(
     command (which reads the widget's saved settings); ticking "the model's clean-up" undoes it."""
     from skimage.measure import label
 
-    from napari_wavegms.postprocess import keep_largest, remove_small
-    from napari_wavegms.widgets import _commands
+    from napari_wavegms.gui import commands as _commands
+    from napari_wavegms.inference.postprocess import keep_largest, remove_small
 
     viewer = make_napari_viewer()
     image = viewer.add_image(busi_image, name="scan", scale=(0.2, 0.2), units=("mm", "mm"))
@@ -653,8 +654,8 @@ def test_a_lesion_free_scan_gets_an_empty_mask_unless_the_check_is_unticked(make
     """The ultrasound model's presence gate empties the mask of a lesion-free BUSI test scan; unticking
     "empty mask if no lesion" keeps what the model drew, in the widget and in the menu command; the box
     is greyed out for a model without a gate."""
-    from napari_wavegms.models import builtin_models
-    from napari_wavegms.widgets import _commands
+    from napari_wavegms.gui import commands as _commands
+    from napari_wavegms.zoo.registry import builtin_models
 
     viewer = make_napari_viewer()
     widget = open_widget(viewer, "Segment")
@@ -694,7 +695,7 @@ def test_a_hand_corrected_mask_is_never_overwritten(make_napari_viewer, qtbot, r
     a result layer nobody edited is updated in place, as before."""
     from napari.layers import Labels
 
-    from napari_wavegms.widgets import _commands
+    from napari_wavegms.gui import commands as _commands
 
     messages: list[str] = []
     monkeypatch.setattr(_commands, "show_info", messages.append)
@@ -773,9 +774,9 @@ def test_loading_is_said_only_when_a_model_really_loads(make_napari_viewer, qtbo
     """Toggling test-time flips or the presence check, or going back to a model used before, loads
     nothing and says nothing about loading; a model not loaded yet in this session does. The flips
     still take effect: the mask is the one a freshly loaded model with flips gives."""
-    from napari_wavegms.inference import Segmenter
-    from napari_wavegms.models import builtin_models
-    from napari_wavegms.widgets import segment
+    from napari_wavegms.gui.widgets import segment
+    from napari_wavegms.inference.segmenter import Segmenter
+    from napari_wavegms.zoo.registry import builtin_models
 
     monkeypatch.setattr(segment, "_CACHE", {})
     scan = read_image(BUSI / "images" / "malignant_5.png")[::4, ::4]
@@ -825,7 +826,8 @@ def test_the_model_is_loaded_while_the_user_opens_an_image(make_napari_viewer, q
     stops what is not started; a hidden viewer (scripts, other tests) loads nothing ahead."""
     from qtpy.QtCore import QTimer
 
-    from napari_wavegms.widgets import _settings, segment
+    from napari_wavegms.gui import settings as _settings
+    from napari_wavegms.gui.widgets import segment
 
     monkeypatch.delenv(segment.WARMUP_ENV, raising=False)
     monkeypatch.setattr(segment, "_CACHE", {})

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import BUSI
-from napari_wavegms.io import read_image, read_mask
-from napari_wavegms.model.checkpoint import read_checkpoint
+from napari_wavegms.core.io import read_image, read_mask
+from napari_wavegms.network.checkpoint import read_checkpoint
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -74,7 +74,7 @@ def test_train_from_folders_then_segment_with_the_new_model(
     assert train.best_dice is not None and train.best_dice < 0.5
     assert len(warnings_shown) == 1 and "validation Dice" in warnings_shown[0]
     assert "warning: validation Dice" in train.notes.value and not train.notes.native.isHidden()
-    from napari_wavegms.widgets._session import session_models
+    from napari_wavegms.gui.session import session_models
 
     assert "poor" in session_models.models()[0].label and session_models.models()[0].path == out
 
@@ -115,7 +115,7 @@ def test_stop_keeps_the_last_checkpoint(make_napari_viewer, qtbot, busi_pairs, t
     assert max(steps) < 200 * 3
     assert (train.output_dir / "last.safetensors").is_file()
     assert train.status.value.startswith("stopped: last and best kept")
-    from napari_wavegms.widgets._session import session_models
+    from napari_wavegms.gui.session import session_models
 
     assert train.output_dir in [m.path for m in session_models.models()]
 
@@ -162,7 +162,7 @@ def test_one_pair_trains_without_validation_and_says_so(make_napari_viewer, qtbo
 
 
 def test_train_refuses_to_start_without_an_output_folder(make_napari_viewer, busi_pairs, monkeypatch):
-    from napari_wavegms.widgets import train as train_module
+    from napari_wavegms.gui.widgets import train as train_module
 
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)

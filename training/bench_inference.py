@@ -5,7 +5,7 @@
 
 Prints markdown tables:
 1. images/s at 224² (batch 1 and 8, the model alone) and the latency of one 512×512 uint8 image end
-   to end through :class:`napari_wavegms.inference.Segmenter` (normalise, resize to 224², model, soft
+   to end through :class:`napari_wavegms.inference.segmenter.Segmenter` (normalise, resize to 224², model, soft
    mask back to full size, threshold), for Wave-GMS in float32 without channels-last (the baseline)
    and with the engine's defaults (``precision="auto"``: bf16 only on CPUs that have it natively, the
    Tiny-VAE channels-last on a CPU, everything channels-last and float16 on CUDA), and the U-Net;
@@ -36,10 +36,10 @@ from monai.networks.nets import UNet
 from torch import nn
 from torch.nn import functional as F
 
-from napari_wavegms.device import describe, resolve_device
-from napari_wavegms.inference import Segmenter
-from napari_wavegms.model import WaveGMS, load_tiny_vae
-from napari_wavegms.preprocess import resize_image
+from napari_wavegms.core.device import describe, resolve_device
+from napari_wavegms.core.images import resize_image
+from napari_wavegms.inference.segmenter import Segmenter
+from napari_wavegms.network import WaveGMS, load_tiny_vae
 
 SIZE = 224
 

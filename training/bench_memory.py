@@ -43,10 +43,10 @@ def _build(name: str, device, size: int):
     import torch
     from torch.nn import functional as F
 
-    from napari_wavegms.model.wavegms import soft_dice_loss
+    from napari_wavegms.network.wavegms import soft_dice_loss
 
     if name == "wavegms":
-        from napari_wavegms.model import TinyVAE, WaveGMS, load_tiny_vae, wavegms_loss
+        from napari_wavegms.network import TinyVAE, WaveGMS, load_tiny_vae, wavegms_loss
 
         try:
             vae = load_tiny_vae("taef2", os.environ.get("WAVEGMS_WEIGHTS_DIR"), need_encoder=True)
@@ -68,7 +68,7 @@ def _build(name: str, device, size: int):
     if name == "gms":
         from diffusers import AutoencoderKL
 
-        from napari_wavegms.model import LatentMappingModel
+        from napari_wavegms.network import LatentMappingModel
 
         vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4, layers_per_block=2,
                             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)

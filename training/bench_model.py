@@ -30,9 +30,9 @@ def measure(kind: str, size: int, device: str, batch: int, steps: int) -> dict:
     import torch
     from torch.nn import functional as F
 
-    from napari_wavegms.model import WaveGMS, load_tiny_vae, wavegms_loss
-    from napari_wavegms.model.wavegms import soft_dice_loss
-    from napari_wavegms.training import _amp_setup, get_recipe, set_memory_layout
+    from napari_wavegms.network import WaveGMS, load_tiny_vae, wavegms_loss
+    from napari_wavegms.network.wavegms import soft_dice_loss
+    from napari_wavegms.training.loop import _amp_setup, get_recipe, set_memory_layout
 
     dev = torch.device(device)
     torch.manual_seed(0)

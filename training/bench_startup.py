@@ -54,7 +54,7 @@ FIRST_MASK = textwrap.dedent("""
     import json, sys, time
     import napari
     from qtpy.QtWidgets import QApplication
-    from napari_wavegms.io import read_image
+    from napari_wavegms.core.io import read_image
 
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()

@@ -14,7 +14,7 @@ every combination of
 - keeping the largest object: off / on,
 
 is applied to the thresholded mask (0.5) and scored at native resolution (Dice, IoU, HD95 from
-:func:`napari_wavegms.metrics.score`). The default is the combination with the highest validation mean
+:func:`napari_wavegms.training.metrics.score`). The default is the combination with the highest validation mean
 Dice; Dice equal to 3 decimals is a tie, broken by the lower mean HD95, then by the fewer steps (so
 "none" wins unless a step helps). Only then is the test split scored, for "none" and the chosen
 default, once. ``--also`` adds lists of lesion-free scans (BUSI ``normal_train``, never seen by the
@@ -40,13 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_wavegms.data import load_pair, read_split, resolve_split
-from napari_wavegms.inference import Segmenter
-from napari_wavegms.io import read_image
-from napari_wavegms.metrics import score, summarize
-from napari_wavegms.models import set_card_entry
-from napari_wavegms.postprocess import NONE, PostProcess
-from napari_wavegms.training import TrainConfig, make_splits
+from napari_wavegms.core.io import read_image
+from napari_wavegms.inference.postprocess import NONE, PostProcess
+from napari_wavegms.inference.segmenter import Segmenter
+from napari_wavegms.training.data import load_pair, read_split, resolve_split
+from napari_wavegms.training.loop import TrainConfig, make_splits
+from napari_wavegms.training.metrics import score, summarize
+from napari_wavegms.zoo.registry import set_card_entry
 
 FRACTIONS = (0.0, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02)
 THRESHOLD = 0.5
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(config.data_dir)
     for extra in args.also:
         names = set(read_split(resolve_split(extra, data_dir)))
-        from napari_wavegms.data import scan_pairs
+        from napari_wavegms.training.data import scan_pairs
 
         pairs = scan_pairs(data_dir / config.images, data_dir / config.masks, names=sorted(names)).pairs
         empty[extra] = empty_fraction(soft_masks(seg, pairs, extra), posts)

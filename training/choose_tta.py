@@ -7,7 +7,7 @@ report the test split once.
 Why a per-model choice: flips only help a model that learnt to see its images flipped. The 64² previews
 lost Dice with them on BUSI (an ultrasound scan upside down, skin line at the bottom, was new to them);
 the built-in models are trained with flips and quarter turns, and averaging the image with its three
-flips (:data:`napari_wavegms.inference.TTA_FLIPS`) may then give smoother, surer masks. Whether it does
+flips (:data:`napari_wavegms.inference.segmenter.TTA_FLIPS`) may then give smoother, surer masks. Whether it does
 is measured, not assumed.
 
 The validation pairs are the ones training used (``make_splits(TrainConfig.from_yaml(config)).val``), so
@@ -17,7 +17,7 @@ the masks it makes) with and without flips, and scored with Dice (1 when mask an
 empty). Flips are turned on when they raise the validation mean Dice at 3 decimals: they cost 4 model
 passes per image, about 3x the time on a CPU, so a tie goes to the faster setting. Only then is the
 test split scored, both ways, once. ``--write-card`` stores the choice and the numbers behind it as the
-card's ``"tta"``, which :class:`~napari_wavegms.inference.Segmenter` (``tta=None``), ``wavegms-predict``
+card's ``"tta"``, which :class:`~napari_wavegms.inference.segmenter.Segmenter` (``tta=None``), ``wavegms-predict``
 and the Segment widget follow. Run it before ``choose_postprocess.py`` and ``fit_presence.py``, whose
 choices are made on the masks a user gets.
 """
@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from fit_presence import dice_scores  # training/ is this script's folder
-from napari_wavegms.inference import Segmenter
-from napari_wavegms.models import canonical_name, set_card_entry
-from napari_wavegms.training import TrainConfig, make_splits
+from napari_wavegms.inference.segmenter import Segmenter
+from napari_wavegms.training.loop import TrainConfig, make_splits
+from napari_wavegms.zoo.registry import canonical_name, set_card_entry
 
 
 def summary(dice: np.ndarray, flipped: np.ndarray) -> dict:

@@ -31,13 +31,13 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from napari_wavegms.augment import AUGMENTATIONS, augment_batch
-from napari_wavegms.data import PairDataset
-from napari_wavegms.device import describe, resolve_device
-from napari_wavegms.evaluation import evaluate
-from napari_wavegms.model.wavegms import soft_dice_loss
-from napari_wavegms.progress import relay, run_to_end
-from napari_wavegms.training import Schedule, TrainConfig, make_splits, train, validate
+from napari_wavegms.core.device import describe, resolve_device
+from napari_wavegms.core.progress import relay, run_to_end
+from napari_wavegms.network.wavegms import soft_dice_loss
+from napari_wavegms.training.augment import AUGMENTATIONS, augment_batch
+from napari_wavegms.training.data import PairDataset
+from napari_wavegms.training.evaluate import evaluate
+from napari_wavegms.training.loop import Schedule, TrainConfig, make_splits, train, validate
 
 
 class UNetSegmenter(torch.nn.Module):
@@ -55,7 +55,7 @@ class UNetSegmenter(torch.nn.Module):
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor) -> torch.Tensor:
-        from napari_wavegms.preprocess import resize_image
+        from napari_wavegms.core.images import resize_image
 
         size = image.shape[-2:]
         x = resize_image(image, self.image_size) if tuple(size) != (self.image_size,) * 2 else image
@@ -130,7 +130,7 @@ def train_wavegms(cfg: TrainConfig) -> dict:
             print(f"wave-gms {ev.message} ({ev.seconds:.1f} s)", flush=True)
 
     result = run_to_end(relay(train(cfg), report))
-    from napari_wavegms.model.checkpoint import load_checkpoint
+    from napari_wavegms.network.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(result.best)
     seconds = [h["seconds"] for h in result.history]
@@ -143,7 +143,7 @@ def reuse_wavegms(run: Path, cfg: TrainConfig) -> dict:
     """Score a finished Wave-GMS run's best checkpoint on this config's test split."""
     import csv
 
-    from napari_wavegms.model.checkpoint import load_checkpoint
+    from napari_wavegms.network.checkpoint import load_checkpoint
 
     while not (run / "test.json").is_file():  # the run writes test.json last: its best is final then
         time.sleep(30)

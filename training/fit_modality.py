@@ -1,4 +1,4 @@
-"""Fit the image-kind classifier of :mod:`napari_wavegms.modality` and measure it on held-out images.
+"""Fit the image-kind classifier of :mod:`napari_wavegms.inference.modality` and measure it on held-out images.
 
     python training/fit_modality.py [--data DIR] [--copies 2] [--seed 0] [--write]
 
@@ -10,7 +10,7 @@ bars or a slight tint; colour images with another white balance, saturation and 
 inside the endoscope's black frame or with a dermatoscope's dark ring; every kind rescaled, cropped
 and JPEG-compressed. Small gradient-boosted trees (class-balanced softmax; 30 rounds of 3 depth-2
 trees by default) are fitted with numpy and, with ``--write``, stored in
-``src/napari_wavegms/modality.json``. (A multinomial logistic regression on the same features reached
+``src/napari_wavegms/inference/modality.json``. (A multinomial logistic regression on the same features reached
 96.7 % / 97.3 % on Kvasir-SEG / ISIC held out: colour kinds need combinations of features.)
 
 Held-out images: BUSI ``gms_test`` + ``normal_test``, BUS-BRA fold 5 (patient-wise), Kvasir-SEG
@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from napari_wavegms.modality import FEATURES, KINDS, PARAMS_PATH, image_features
+from napari_wavegms.inference.modality import FEATURES, KINDS, PARAMS_PATH, image_features
 
 DATA = Path(os.environ.get("WAVEGMS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

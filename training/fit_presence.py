@@ -1,9 +1,10 @@
-"""Fit a built-in model's presence gate (:mod:`napari_wavegms.presence`) and choose its threshold on validation.
+"""Fit a built-in model's presence gate (:mod:`napari_wavegms.inference.presence`) and choose its threshold
+on validation.
 
     WAVEGMS_WEIGHTS_DIR=../shared/weights python training/fit_presence.py --model breast-ultrasound-busi-busbra \
         --config training/ultrasound.yaml --also ../shared/data/busi splits/normal_test.txt --write-card
 
-1. Features (:func:`napari_wavegms.presence.features`) of every distinct training image, as a user's
+1. Features (:func:`napari_wavegms.inference.presence.features`) of every distinct training image, as a user's
    image reaches the model (:meth:`Segmenter.model_input`; averaged over the image and its flipped
    copies when the card's test-time flips are on, which made a better gate on validation: Dice 0.826 →
    0.836, ``docs/results.md``); a logistic regression (L2 1e-2 on
@@ -31,13 +32,13 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from napari_wavegms.data import load_pair, read_split, resolve_split, scan_pairs
-from napari_wavegms.inference import Segmenter
-from napari_wavegms.io import read_image
-from napari_wavegms.metrics import dice_iou
-from napari_wavegms.models import canonical_name, set_card_entry
-from napari_wavegms.presence import PresenceGate, features
-from napari_wavegms.training import TrainConfig, make_splits
+from napari_wavegms.core.io import read_image
+from napari_wavegms.inference.presence import PresenceGate, features
+from napari_wavegms.inference.segmenter import Segmenter
+from napari_wavegms.training.data import load_pair, read_split, resolve_split, scan_pairs
+from napari_wavegms.training.loop import TrainConfig, make_splits
+from napari_wavegms.training.metrics import dice_iou
+from napari_wavegms.zoo.registry import canonical_name, set_card_entry
 
 L2 = 1e-2
 THRESHOLDS = tuple(np.arange(-4.0, 4.01, 0.5).round(2).tolist())

@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
-from napari_wavegms.atomic import atomic_path
-from napari_wavegms.data import read_split, resolve_split, scan_pairs
-from napari_wavegms.evaluation import evaluate
-from napari_wavegms.model.checkpoint import load_checkpoint, save_checkpoint
-from napari_wavegms.models import BUILTIN_DIR
-from napari_wavegms.progress import run_to_end
+from napari_wavegms.core.atomic import atomic_path
+from napari_wavegms.core.progress import run_to_end
+from napari_wavegms.network.checkpoint import load_checkpoint, save_checkpoint
+from napari_wavegms.training.data import read_split, resolve_split, scan_pairs
+from napari_wavegms.training.evaluate import evaluate
+from napari_wavegms.zoo.registry import BUILTIN_DIR
 
 DATASETS = {
     "busi": {

@@ -45,7 +45,7 @@ def wait(job, timeout: float = 1800) -> None:
 def save(viewer, path: Path, width: int = 1000) -> None:
     from PIL import Image
 
-    from napari_wavegms.atomic import atomic_path
+    from napari_wavegms.core.atomic import atomic_path
 
     for _ in range(10):
         viewer.window._qt_window.repaint()
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train_shot(args: argparse.Namespace, train_names: list[str], work: Path) -> str:
     """A short run in the Train widget (a fine-tune with ``--model``); returns the model to segment with."""
-    from napari_wavegms.io import read_image, read_mask
+    from napari_wavegms.core.io import read_image, read_mask
 
     viewer = new_viewer()
     shown = train_names[0]
@@ -150,7 +150,7 @@ def train_shot(args: argparse.Namespace, train_names: list[str], work: Path) -> 
 
 
 def segment_shot(out: Path, model: str, test_names: list[str]) -> None:
-    from napari_wavegms.io import read_image
+    from napari_wavegms.core.io import read_image
 
     viewer = new_viewer()
     name = test_names[3]

@@ -8,9 +8,9 @@ followed so that training, which needs the encoder's target latents, works offli
 For each of ``taef2_decoder.pth`` and ``taef2_encoder.pth`` it reads the file (sha256-checked against
 the weights registry) with ``torch.load(weights_only=True)``, stores its tensors unchanged as float16
 (the published files are float16 already: nothing is rounded) in
-``src/napari_wavegms/builtin/taef2_{decoder,encoder}.safetensors`` with the original TAESD keys, copies
+``src/napari_wavegms/zoo/builtin/taef2_{decoder,encoder}.safetensors`` with the original TAESD keys, copies
 the MIT licence notice ``LICENSE-taesd`` beside them, and prints each file's tensors sha256 to pin in
-:data:`napari_wavegms.weights.TINY_VAES` (``shipped_sha256`` and ``shipped_encoder_sha256``).
+:data:`napari_wavegms.zoo.downloads.TINY_VAES` (``shipped_sha256`` and ``shipped_encoder_sha256``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from napari_wavegms import weights
-from napari_wavegms.model.tiny_vae import tensor_sha256
+from napari_wavegms.network.tiny_vae import tensor_sha256
+from napari_wavegms.zoo import downloads as weights
 
 DEFAULT_WEIGHTS = Path(os.environ.get(weights.WEIGHTS_ENV, Path(__file__).resolve().parents[2] / "shared" / "weights"))
 

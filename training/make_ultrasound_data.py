@@ -25,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from napari_wavegms.data import carve, read_split
+from napari_wavegms.training.data import carve, read_split
 
 SEED = 2333
 BUSBRA_VAL_IMAGES = 120

@@ -3,7 +3,7 @@
 For every image of the test splits (BUSI ``gms_test`` with the ultrasound model, Kvasir-SEG
 ``medico2020_val`` with the polyp model, ISIC 2017 ``val`` with the skin model) it segments the image as a user does
 (:meth:`Segmenter.segment_many`, native resolution), scores the mask against the ground truth (Dice,
-:mod:`napari_wavegms.metrics`) and computes candidate confidence scores from the model's soft masks of
+:mod:`napari_wavegms.training.metrics`) and computes candidate confidence scores from the model's soft masks of
 the image and its flips. A mask is *bad* when its Dice is below 0.5.
 
 The images are split into two halves (every other name in sorted order, per data set): the score and
@@ -46,11 +46,11 @@ def free_scores(p: np.ndarray) -> dict[str, float]:
 
     ``band``: 1 − undecided pixels (0.1 < p < 0.9) / (undecided + sure foreground); ``margin_fg``:
     mean |2p − 1| over p > 0.1 (the object and its fuzzy rim); ``fg_margin``: the engine's
-    :func:`~napari_wavegms.inference.mask_confidence`, mean 2p − 1 over p > 0.5. Each is 1 when there is
+    :func:`~napari_wavegms.inference.segmenter.mask_confidence`, mean 2p − 1 over p > 0.5. Each is 1 when there is
     nothing to score."""
     import torch
 
-    from napari_wavegms.inference import mask_confidence
+    from napari_wavegms.inference.segmenter import mask_confidence
 
     region, unsure, sure = p > 0.1, (p > 0.1) & (p < 0.9), p >= 0.9
     return {
@@ -120,10 +120,10 @@ def measure_set(key: str, limit: int | None) -> list[dict]:
     """One row per image: Dice plain / tta, foreground fractions, candidate scores, seconds."""
     import torch
 
-    from napari_wavegms.inference import TTA_FLIPS, Segmenter
-    from napari_wavegms.io import read_image, read_mask
-    from napari_wavegms.metrics import dice_iou
-    from napari_wavegms.models import suggest_model
+    from napari_wavegms.core.io import read_image, read_mask
+    from napari_wavegms.inference.segmenter import TTA_FLIPS, Segmenter
+    from napari_wavegms.training.metrics import dice_iou
+    from napari_wavegms.zoo.registry import suggest_model
 
     folder, split, kind = SETS[key]
     model = suggest_model(kind)
@@ -167,8 +167,8 @@ def measure_set(key: str, limit: int | None) -> list[dict]:
 
 def blank_check() -> dict[str, float]:
     """Foreground fraction of the masks of blank images with each built-in model."""
-    from napari_wavegms.inference import Segmenter
-    from napari_wavegms.models import builtin_models
+    from napari_wavegms.inference.segmenter import Segmenter
+    from napari_wavegms.zoo.registry import builtin_models
 
     out = {}
     images = {"black": np.zeros((300, 400), np.uint8), "grey": np.full((300, 400), 128, np.uint8),

@@ -5,7 +5,7 @@
 For each test list below, the listed images are linked into a fresh folder, ``wavegms-predict`` (the
 real command-line entry point, with its automatic model choice and the card's post-processing) writes
 one mask per image, and each mask is compared with the ground truth at the image's own size: Dice with
-1 when both are empty (:func:`napari_wavegms.metrics.dice_iou`). For lesion-free lists the number is
+1 when both are empty (:func:`napari_wavegms.training.metrics.dice_iou`). For lesion-free lists the number is
 the share of images that get an empty mask. Nothing here knows the model's training resolution.
 """
 
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from napari_wavegms.cli import predict_main
-from napari_wavegms.data import read_split
-from napari_wavegms.io import read_mask
-from napari_wavegms.metrics import dice_iou
+from napari_wavegms.core.io import read_mask
+from napari_wavegms.training.data import read_split
+from napari_wavegms.training.metrics import dice_iou
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("WAVEGMS_DATA_DIR", REPO.parent / "shared" / "data"))

@@ -2,9 +2,9 @@
 
     python training/simulate_folders.py --cache DIR [--folds 4] [--folders 300]
 
-A user's folder is nearly always one kind of image. :func:`napari_wavegms.modality.folder_prior`
+A user's folder is nearly always one kind of image. :func:`napari_wavegms.inference.modality.folder_prior`
 estimates the kinds' shares in a folder from its images' probabilities, and
-:func:`~napari_wavegms.modality.with_prior` judges each image as an image of that folder. The share a
+:func:`~napari_wavegms.inference.modality.with_prior` judges each image as an image of that folder. The share a
 kind keeps at least (the floor) trades the folder's ambiguous images against the clear images of a rare
 kind. This script measures that trade without the held-out images:
 - the shipped classifier setting (``modality.json``'s rounds and depth, rate 0.2) is cross-validated on
@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fit_modality
-from napari_wavegms.modality import KINDS, PARAMS_PATH, folder_prior, with_prior
+from napari_wavegms.inference.modality import KINDS, PARAMS_PATH, folder_prior, with_prior
 
 SCENARIOS = {
     "dermoscopy": {"dermoscopy": 1.0}, "endoscopy": {"endoscopy": 1.0}, "ultrasound": {"ultrasound": 1.0},

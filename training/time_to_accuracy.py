@@ -30,8 +30,8 @@ RUNS = ("paper", "fast", "unet")
 
 def run_one(kind: str, config: str, budget_s: float, image_size: int, out: Path) -> dict:
     """One budgeted run in this process: a Wave-GMS recipe through ``training.train``, or the U-Net."""
-    from napari_wavegms.progress import relay, run_to_end
-    from napari_wavegms.training import TrainConfig, train
+    from napari_wavegms.core.progress import relay, run_to_end
+    from napari_wavegms.training.loop import TrainConfig, train
 
     base = TrainConfig.from_yaml(config, image_size=image_size, epochs=1000, output_dir=str(out / kind),
                                  overwrite=True)

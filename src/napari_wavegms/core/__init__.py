@@ -1,0 +1,1 @@
+"""Images, files, progress and devices: what every part of the engine shares."""

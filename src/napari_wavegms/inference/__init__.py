@@ -1,0 +1,1 @@
+"""Segmenting images and folders: the segmenter, clean-up, presence gate, image kinds, batch."""

@@ -1,0 +1,1 @@
+"""Training and scoring Wave-GMS: configuration, data, the loop, evaluation, cost."""

@@ -1,0 +1,1006 @@
+"""Training and evaluation: a folder of image/mask pairs → a validated Wave-GMS checkpoint, honest numbers.
+
+:func:`train` is a generator (the house convention for long jobs): it yields a :class:`TrainEvent`
+after every optimisation step and every epoch, so the CLI's progress bar and the napari widget show
+the same thing, and it stops cleanly when the consumer calls ``close()`` (or sets ``stop``), keeping
+``last.safetensors`` and ``best.safetensors``.
+
+Recipes (:data:`RECIPES`): ``paper`` is docs/design.md §5–6, the Wave-GMS loss, AdamW (lr 2e-3, weight
+decay 0.01), a linear warm-up per *step* over ``warmup_epochs`` (never an epoch at lr 0, the reference's
+defect) then cosine to 0, seeded; ``fast`` (the default) spends a CPU's time where it buys Dice (see
+:class:`Recipe`); ``finetune`` is ``fast`` at full size throughout. A ``time_budget_s`` lays the warm-up
+and cosine over training time instead of steps.
+The model is selected on the validation split only (highest mean Dice, paper protocol) and the test
+split, if any, is scored once at the end with the selected model.
+
+An output folder holds ``config.yaml`` (the resolved config), ``data.json`` (which names went to
+which split, and every data problem), ``history.csv``, ``last.safetensors``, ``best.safetensors``
+(checkpoints whose header carries the whole config, data summary and metrics),
+``last.state.safetensors`` (optimizer, step and random state for ``resume``: tensors and JSON only,
+nothing pickled) and, after a complete run with a test split, ``test.csv`` / ``test.json``.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel (NCCL on CUDA, gloo on
+CPU) and a DistributedSampler; only rank 0 validates, writes files and yields events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from napari_wavegms.core.atomic import atomic_path
+from napari_wavegms.core.device import describe, resolve_device
+from napari_wavegms.core.progress import Progress, relay
+from napari_wavegms.network.checkpoint import (
+    CheckpointError,
+    checkpoint_header,
+    load_checkpoint,
+    load_train_state,
+    restore_train_weights,
+    save_checkpoint,
+    save_train_state,
+)
+from napari_wavegms.training.augment import AUGMENTATIONS, augment_batch
+from napari_wavegms.training.data import DataError, Pair, PairDataset, carve, read_split, resolve_split, scan_pairs
+from napari_wavegms.training.evaluate import EvalResult, evaluate
+from napari_wavegms.training.metrics import score, summarize, write_csv
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = ("best.safetensors", "last.safetensors")
+STATE_FILE = "last.state.safetensors"
+
+
+# ---------------------------------------------------------------- configuration
+@dataclass
+class TrainConfig:
+    """Everything about a run; saved as ``config.yaml`` and inside every checkpoint's header.
+
+    Relative input paths in a YAML file (``data_dir``, ``val_dir``, ``weights_dir``, a checkpoint in
+    ``init_from``) are read relative to the YAML file's folder, so a config works from any current
+    folder; split files are relative to ``data_dir``; ``output_dir`` is relative to the current folder.
+    """
+
+    data_dir: str = ""
+    images: str = "images"
+    masks: str = "masks"
+    train_split: str | None = None  # list file of stems; None = every pair not in val/test
+    val_split: str | None = None  # list file; None = carve val_fraction from the training pairs
+    test_split: str | None = None  # list file; scored once at the end with the best model
+    val_fraction: float = 0.1
+    test_fraction: float = 0.0  # carve a test split from the training pairs when none is given
+    val_dir: str | None = None  # a separate validation folder with images/ and masks/
+    image_size: int = 224
+    epochs: int = 100
+    batch_size: int = 12
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_epochs: float = 5
+    seed: int = 2333
+    tiny_vae: str = "taef2"
+    weights_dir: str | None = None
+    device: str = "auto"
+    output_dir: str = "runs/wavegms"
+    init_from: str | None = None  # fine-tune: a built-in model name or a checkpoint / run folder
+    resume: bool = False  # continue output_dir's last.safetensors
+    overwrite: bool = False  # allow starting a fresh run in a folder that holds one
+    augment: bool = True
+    augmentation: str = "standard"  # standard (docs/design.md §6) | robust (+ what differs between devices)
+    preload: bool = True  # keep resized pairs in memory (bounded by preload_limit_mb)
+    preload_limit_mb: int = 4096
+    num_workers: int = 0  # DataLoader workers when pairs are not preloaded
+    amp: str = "auto"  # auto: CUDA bf16 (else fp16), CPU bf16 where native (fast recipe) | bf16 | fp16 | off
+    channels_last: bool = True  # CUDA only
+    val_every: int = 1  # validate every N epochs (and after the last)
+    val_batch_size: int = 32
+    threshold: float = 0.5
+    max_steps: int | None = None  # stop after this many optimisation steps in total (smoke tests)
+    name: str = ""  # a free description of the run
+    # fast (best Dice per CPU-second) | paper (docs/design.md §5–6) | finetune | auto (finetune with
+    # init_from, else fast; resolved when the config is made, so saved configs name the recipe); see RECIPES
+    recipe: str = "auto"
+    time_budget_s: float | None = None  # stop (and anneal the learning rate to 0) after this much training time
+    time_budget_clock: str = "wall"  # wall | process (this process's CPU seconds)
+
+    _PATH_FIELDS = ("data_dir", "val_dir", "weights_dir")
+
+    def __post_init__(self) -> None:
+        if self.recipe == "auto":
+            self.recipe = default_recipe(self.init_from)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        return cls(**{k: _number(k, kinds[k], v) for k, v in values.items()})
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> TrainConfig:
+        """Load a YAML config; ``overrides`` (e.g. from the command line, relative to the current
+        folder) replace its values; ``None`` overrides are ignored."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such config file")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path} is not valid YAML: {err}") from err
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a mapping of option: value")
+        base = path.resolve().parent
+        for key in cls._PATH_FIELDS:
+            if values.get(key):
+                values[key] = str(_resolve_from(values[key], base))
+        init = values.get("init_from")
+        if init and (base / os.path.expanduser(init)).exists() and not Path(init).is_absolute():
+            values["init_from"] = str((base / init).resolve())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values)
+
+    def to_yaml(self, path: str | os.PathLike) -> Path:
+        import yaml
+
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return Path(path)
+
+
+_NUMBERS = {"float": float, "float | None": float, "int": int, "int | None": int}
+
+
+def _number(option: str, kind: str, value: Any) -> Any:
+    """``value`` as the number option ``option`` needs, or a clear error naming it.
+
+    Why: YAML 1.1 (PyYAML) reads ``lr: 2e-3``, without a dot, as the *string* "2e-3"; AdamW then failed
+    deep inside PyTorch with a TypeError about comparing a float with a str."""
+    convert = _NUMBERS.get(kind)
+    if convert is None or value is None:
+        return value
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if math.isnan(number) or (convert is int and not number.is_integer()):
+        raise ValueError(f"training option {option}: {value!r} is not {'an integer' if convert is int else 'a number'}")
+    return convert(number)
+
+
+def _resolve_from(value: str, base: Path) -> Path:
+    p = Path(os.path.expandvars(os.path.expanduser(str(value))))
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+# ---------------------------------------------------------------- events and results
+@dataclass
+class TrainEvent(Progress):
+    """A training event; ``done``/``total`` count optimisation steps.
+
+    ``kind`` is ``"prepare"`` (data loading; ``info`` holds ``splits`` and ``problems`` once known),
+    ``"step"``, ``"epoch"`` (``val`` holds dice/iou/hd95 when validated) or ``"done"`` (``info`` holds
+    ``test`` metrics when a test split was scored).
+    """
+
+    kind: str = "step"
+    epoch: int = 0
+    epochs: int = 0
+    losses: dict[str, float] = field(default_factory=dict)
+    val: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    device: str = ""
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    best: Path
+    last: Path
+    history: list[dict]
+    test: dict | None
+    stopped: bool
+
+
+@dataclass
+class Splits:
+    """The pairs of each split and what went wrong finding them."""
+
+    train: list[Pair]
+    val: list[Pair]
+    test: list[Pair]
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    how: dict[str, str] = field(default_factory=dict)
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def _carve_pairs(train: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """(kept, carved) by :func:`carve` over the distinct names, so a name repeated for oversampling
+    lands wholly on one side (never in training and validation at once)."""
+    names = list(dict.fromkeys(p.name for p in train))
+    _, carved = carve(names, fraction, seed)
+    held = set(carved)
+    first = {p.name: p for p in train}
+    return [p for p in train if p.name not in held], [first[n] for n in carved]
+
+
+def make_splits(config: TrainConfig) -> Splits:
+    """Pair the data folder and split it as ``config`` says; raises :class:`DataError` for zero
+    training pairs. Other problems are collected, not raised."""
+    if not config.data_dir:
+        raise DataError("no data folder given (data_dir / --data)")
+    data_dir = Path(config.data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: data folder not found")
+    scan = scan_pairs(data_dir / config.images, data_dir / config.masks)
+    problems = list(scan.problems)
+    by_name = {p.name: p for p in scan.pairs}
+    how: dict[str, str] = {}
+    notes: list[str] = []
+
+    def listed(split: str, what: str) -> list[Pair]:
+        path = resolve_split(split, data_dir)
+        names = read_split(path)
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            problems.append(
+                f"{path}: {len(missing)} of {len(names)} {what} names have no image/mask pair "
+                f"(e.g. {', '.join(missing[:5])})"
+            )
+        how[what] = str(path)
+        if what == "train":  # a name listed k times is trained on k times per epoch (oversampling)
+            repeated = len(names) - len(set(names))
+            if repeated:
+                notes.append(f"{path}: {repeated} repeated training names, each seen as often as listed")
+            return [by_name[n] for n in names if n in by_name]
+        return [by_name[n] for n in dict.fromkeys(names) if n in by_name]
+
+    test = listed(config.test_split, "test") if config.test_split else []
+    val = listed(config.val_split, "val") if config.val_split else []
+    if config.train_split:
+        train = listed(config.train_split, "train")
+    else:
+        held = {p.name for p in test + val}
+        train = [p for p in scan.pairs if p.name not in held]
+        how["train"] = "all pairs not in the other splits"
+    held_out = {p.name for p in test} | {p.name for p in val}
+    overlap = [p.name for p in train if p.name in held_out]
+    if overlap:
+        problems.append(
+            f"{len(overlap)} training names are also in the validation or test split and are left "
+            f"out of training (e.g. {', '.join(overlap[:5])})"
+        )
+        train = [p for p in train if p.name not in held_out]
+    if not test and config.test_fraction > 0:
+        train, test = _carve_pairs(train, config.test_fraction, config.seed + 1)
+        how["test"] = f"{config.test_fraction:g} of the training pairs (seed {config.seed + 1})"
+    if config.val_dir:
+        vdir = Path(config.val_dir)
+        vscan = scan_pairs(vdir / config.images, vdir / config.masks)
+        problems += vscan.problems
+        val = vscan.pairs
+        how["val"] = str(vdir)
+    elif not config.val_split:
+        train, val = _carve_pairs(train, config.val_fraction, config.seed)
+        if not val:
+            notes.append(
+                f"{len(train)} training pair(s): no validation split; the best model is the last one"
+            )
+        how["val"] = f"{config.val_fraction:g} of the training pairs (seed {config.seed})"
+    if not train:
+        detail = "; ".join(problems[:5]) or "no pairs left for training after the validation/test splits"
+        raise DataError(f"no image/mask pairs to train on in {data_dir} ({detail})")
+    return Splits(train, val, test, problems, notes, how)
+
+
+# ---------------------------------------------------------------- distributed context
+class _Dist:
+    """Process-group bookkeeping for torchrun; a no-op for one process."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.created = False
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def init(self, device: torch.device) -> None:
+        import torch.distributed as dist
+
+        if self.active and not dist.is_initialized():
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.created = True
+
+    def barrier(self) -> None:
+        if self.active:
+            torch.distributed.barrier()
+
+    def gather(self, obj: Any) -> list[Any]:
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def close(self) -> None:
+        if self.created and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+            self.created = False
+
+
+class _LossView:
+    """What :func:`wavegms_loss` needs from a model (``__call__`` and ``.vae``), routed through DDP."""
+
+    def __init__(self, ddp: torch.nn.Module) -> None:
+        self.ddp, self.vae = ddp, ddp.module.vae
+
+    def __call__(self, image: torch.Tensor):
+        return self.ddp(image)
+
+
+# ---------------------------------------------------------------- recipes and schedule
+@dataclass(frozen=True)
+class Recipe:
+    """How a run spends its compute: what the loss decodes, precision, memory layout, sizes, warm-up.
+
+    ``paper`` is docs/design.md §5–6 exactly (how we reproduce the paper on a GPU). ``fast``, the
+    default, buys the most validation Dice per CPU-second; each of its choices has an ablation row in
+    ``docs/results.md``.
+    """
+
+    name: str
+    dice_heads: tuple[str, ...]  # heads decoded through the frozen decoder for the soft Dice
+    cpu_bf16: bool  # bf16 autocast on CPUs that compute it natively (never on emulating CPUs)
+    vae_channels_last: bool  # the frozen Tiny-VAE in channels-last memory on the CPU
+    small_fraction: float  # this first fraction of the run trains at half the image size
+    warmup_cap: float  # warm-up lasts at most this fraction of the run
+    checkpoint_decoder: bool  # recompute the frozen decoder in the backward pass instead of storing it
+
+
+RECIPES: dict[str, Recipe] = {
+    "paper": Recipe("paper", ("level2", "level1", "out"), False, False, 0.0, 1.0, False),
+    "fast": Recipe("fast", ("out",), True, True, 0.5, 0.05, True),
+    # fast, all at full size: a model already trained at this size (``init_from``) has nothing to gain
+    # from the cheap half-size phase, which would first un-learn its full-size detail
+    "finetune": Recipe("finetune", ("out",), True, True, 0.0, 0.05, True),
+}
+
+
+def default_recipe(init_from: str | None) -> str:
+    """The recipe a run gets unless it names one: ``finetune`` when it starts from a trained model (a
+    built-in model or a checkpoint, trained at its size already), else ``fast``."""
+    return "finetune" if init_from else "fast"
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; use one of {', '.join(RECIPES)}") from None
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps (first step at lr/warmup, not 0), then cosine to 0."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Schedule:
+    """How far a run is (0 → 1) and its learning-rate factor, by steps or by a time budget.
+
+    Without a budget the run is ``total`` steps (epochs × steps per epoch) and warm-up then cosine
+    follow the step count. With ``budget_s`` the same warm-up fraction and cosine follow the time spent
+    training instead, so a 30-minute run anneals to 0 at 30 minutes whatever one step costs: a schedule
+    that fits a short budget (an epoch count would leave it cut off at a high learning rate).
+    ``clock`` is ``wall`` or ``process`` (this process's CPU seconds: fair when other jobs share the CPU).
+    """
+
+    def __init__(self, total: int, warmup: int, budget_s: float | None = None, clock: str = "wall") -> None:
+        if clock not in ("wall", "process"):
+            raise ValueError(f"time_budget_clock must be 'wall' or 'process', not {clock!r}")
+        self.total, self.warmup, self.budget_s = max(1, total), warmup, budget_s
+        self._now = time.perf_counter if clock == "wall" else time.process_time
+        self.spent = 0.0
+        self._since: float | None = None
+
+    def resume(self) -> None:
+        """Start (or continue) counting training time; :meth:`pause` stops it (validation is not training)."""
+        self._since = self._now()
+
+    def pause(self) -> None:
+        if self._since is not None:
+            self.spent += self._now() - self._since
+            self._since = None
+
+    def elapsed(self) -> float:
+        return self.spent + (self._now() - self._since if self._since is not None else 0.0)
+
+    def progress(self, step: int) -> float:
+        if self.budget_s:
+            return min(1.0, self.elapsed() / self.budget_s)
+        return min(1.0, step / self.total)
+
+    def lr_factor(self, step: int) -> float:
+        if not self.budget_s:
+            return lr_factor(step, self.total, self.warmup)
+        p, w = self.progress(step), self.warmup / self.total
+        if w > 0 and p < w:
+            return max(p / w, 1.0 / max(1, self.warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (p - w) / max(1e-9, 1 - w))))
+
+    def exhausted(self, step: int) -> bool:
+        return bool(self.budget_s) and self.elapsed() >= self.budget_s
+
+
+def _amp_setup(amp: str, device: torch.device, recipe: Recipe) -> tuple[torch.dtype | None, Any]:
+    """Autocast dtype and gradient scaler: CUDA as ``amp`` says; bf16 on a CPU only where it is native."""
+    from napari_wavegms.core.device import native_bf16
+
+    if amp not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"unknown amp setting {amp!r}: use auto, bf16, fp16 or off")
+    if amp == "off":
+        return None, None
+    if device.type == "cpu":
+        native = recipe.cpu_bf16 and amp == "auto" and native_bf16(device)
+        return (torch.bfloat16, None) if native or amp == "bf16" else (None, None)
+    if device.type != "cuda":
+        return None, None
+    if amp in ("auto", "bf16") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def set_memory_layout(model: torch.nn.Module, device: torch.device, recipe: Recipe, channels_last: bool = True
+                      ) -> None:
+    """Channels-last as training uses it: the whole model on CUDA (``channels_last``), the frozen Tiny-VAE
+    alone on a CPU where the recipe asks (E_wave's narrow convolutions are slower that way there)."""
+    if device.type == "cuda":
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+    elif device.type == "cpu" and recipe.vae_channels_last:
+        model.vae.use_channels_last(True)
+
+
+def stage_size(image_size: int, progress: float, recipe: Recipe) -> int:
+    """The side a step trains at: half of ``image_size`` (a multiple of 8, at least 32) early in a
+    ``fast`` run, then the full size, which the model keeps for inference."""
+    if progress < recipe.small_fraction:
+        return max(32, (image_size // 2) // 8 * 8)
+    return image_size
+
+
+def _shrink(x: torch.Tensor, m: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch at a smaller side: the image as inference resizes it, the mask by area then ≥ 0.5."""
+    from torch.nn import functional as F
+
+    from napari_wavegms.core.images import resize_image
+
+    if x.shape[-1] == size:
+        return x, m
+    return resize_image(x, size), (F.interpolate(m.float(), size=(size, size), mode="area") >= 0.5).to(m.dtype)
+
+
+# ---------------------------------------------------------------- validation
+@torch.no_grad()
+def validate(
+    model: torch.nn.Module,
+    data: PairDataset,
+    *,
+    batch_size: int = 32,
+    threshold: float = 0.5,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> tuple[list[dict], dict[str, float]]:
+    """Paper-protocol Dice/IoU/HD95 of ``model`` on a resized data set (per-image rows, summary)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    rows: list[dict] = []
+    try:
+        for start in range(0, len(data), batch_size):
+            idx = list(range(start, min(len(data), start + batch_size)))
+            x, m = data.batch(idx)
+            x = x.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                prob = model.predict(x)
+            pred = (prob.float() > threshold).cpu().numpy()
+            gt = m.cpu().numpy() > 0.5
+            for j, i in enumerate(idx):
+                rows.append({"name": data.pairs[i].name, **score(pred[j, 0], gt[j, 0], "paper")})
+    finally:
+        model.train(was_training)
+    return rows, summarize(rows)
+
+
+# ---------------------------------------------------------------- training
+def _check_output(out: Path, config: TrainConfig) -> None:
+    existing = [n for n in (*CHECKPOINTS, STATE_FILE) if (out / n).exists()]
+    if config.resume:
+        if not (out / "last.safetensors").is_file():
+            raise FileNotFoundError(f"{out}: nothing to resume (no last.safetensors)")
+    elif existing and not config.overwrite:
+        raise FileExistsError(
+            f"{out} already holds a training run ({', '.join(existing)}); resume it (--resume), "
+            "choose another output folder, or allow replacing it (--overwrite)"
+        )
+
+
+def _build_model(config: TrainConfig, out: Path):
+    from napari_wavegms.network import WaveGMS, load_tiny_vae
+    from napari_wavegms.zoo.registry import resolve_model
+
+    if config.resume:
+        model, _ = load_checkpoint(
+            out / "last.safetensors", need_encoder=True, weights_dir=config.weights_dir
+        )
+        return model, {"resumed_from": str(out / "last.safetensors")}
+    if config.init_from:
+        path = resolve_model(config.init_from)
+        model, ck = load_checkpoint(path, need_encoder=True, weights_dir=config.weights_dir)
+        model.image_size = config.image_size
+        return model, {"init_from": str(path), "init_from_vae": ck.get("tiny_vae", {}).get("name")}
+    torch.manual_seed(config.seed)
+    vae = load_tiny_vae(config.tiny_vae, config.weights_dir, need_encoder=True)
+    return WaveGMS(vae, config.image_size), {}
+
+
+def train(
+    config: TrainConfig, stop: threading.Event | Callable[[], bool] | None = None
+) -> Generator[TrainEvent, None, TrainResult]:
+    """Train Wave-GMS as ``config`` says, yielding events; see the module docstring.
+
+    ``stop`` (an Event or a callable) is checked after every step: when set, the run saves ``last``
+    and returns a :class:`TrainResult` with ``stopped=True``. Calling ``close()`` on the generator
+    does the same without a result.
+    """
+    if config.image_size % 8:
+        raise ValueError(f"image_size must be a multiple of 8, got {config.image_size}")
+    if config.batch_size < 1 or config.epochs < 1:
+        raise ValueError("batch_size and epochs must be at least 1")
+    if config.augmentation not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {config.augmentation!r}; use one of {', '.join(AUGMENTATIONS)}")
+    get_recipe(config.recipe)
+    should_stop = (stop.is_set if isinstance(stop, threading.Event) else stop) or (lambda: False)
+    dist = _Dist()
+    if dist.active and config.time_budget_s:
+        # each process would see its own clock: ranks would stop, resize and set the learning rate apart
+        raise ValueError("a time budget is for one process; under torchrun give the number of epochs instead")
+    device = resolve_device(config.device)
+    dist.init(device)
+    try:
+        result = yield from _train(_Run(config, device, dist), should_stop)
+    finally:
+        dist.close()
+    return result
+
+
+class _Run:
+    """What one training run holds while it runs, shared by the pieces of :func:`_train`."""
+
+    def __init__(self, config: TrainConfig, device: torch.device, dist: _Dist) -> None:
+        self.config, self.device, self.dist = config, device, dist
+        self.recipe = get_recipe(config.recipe)
+        self.out = Path(config.output_dir).expanduser()
+        self.dev_name = describe(device) + (f" ×{dist.world} (DDP)" if dist.active else "")
+        self.t_start = time.perf_counter()
+        self.cuda = device.type == "cuda"
+        self.channels_last = self.cuda and config.channels_last
+        self.epoch = self.step = 0
+        self.best_dice = -math.inf
+        self.history: list[dict] = []
+        self.val_summary: dict[str, float] = {}
+
+    def event(self, kind: str, done: int, total: int, message: str = "", **kw: Any) -> TrainEvent:
+        seconds = kw.pop("seconds", time.perf_counter() - self.t_start)
+        return TrainEvent(done, total, message, kind=kind, epochs=self.config.epochs, device=self.dev_name,
+                          seconds=seconds, **kw)
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.safetensors"
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.safetensors"
+
+    def header(self) -> dict:
+        return {**self.header_base, "epoch": self.epoch, "step": self.step, "metrics": {"val": self.val_summary}}
+
+    def save_last(self) -> None:
+        meta = {
+            "epoch": self.epoch,
+            "step": self.epoch * self.steps_per_epoch,  # a resume repeats an interrupted epoch
+            "best_dice": self.best_dice if math.isfinite(self.best_dice) else None,
+            "history": self.history,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "spent_s": self.schedule.elapsed(),
+        }
+        rng = {"aug": self.aug_gen.get_state(), "cpu": torch.get_rng_state()}
+        # the state first, with the weights it belongs to: a kill before the checkpoint is written
+        # leaves a state that resumes on its own (see _restore_state)
+        save_train_state(self.out / STATE_FILE, self.optimizer, meta, rng, model=self.model)
+        save_checkpoint(self.last_path, self.model, self.header())
+
+
+def _prepare_data(run: _Run) -> Generator[TrainEvent, None, None]:
+    """Pair and split the data, load it (resized) and write ``data.json`` and ``config.yaml``."""
+    config, dist = run.config, run.dist
+    splits = run.splits = make_splits(config)
+    if dist.main:
+        info = {"splits": splits.sizes(), "problems": list(splits.problems)}
+        yield run.event("prepare", 0, 0, f"loading {len(splits.train) + len(splits.val)} pairs", info=info)
+    limit = config.preload_limit_mb << 20
+    threads = max(1, min(8, os.cpu_count() or 1))
+    job = PairDataset.loading(splits.train, config.image_size, preload=config.preload, max_bytes=limit,
+                              threads=threads)
+
+    def progress(p: tuple[int, int]) -> TrainEvent | None:
+        return run.event("prepare", 0, 0, f"loading training pairs {p[0]}/{p[1]}") if dist.main else None
+
+    run.train_data = yield from relay(job, progress)
+    run.val_data = PairDataset(splits.val, config.image_size, preload=True, max_bytes=limit, threads=threads)
+    problems = splits.problems + run.train_data.problems + run.val_data.problems
+    notes = splits.notes + run.train_data.notes + run.val_data.notes
+    if len(run.train_data) == 0:
+        raise DataError(f"no readable training pairs in {config.data_dir}: " + "; ".join(problems[:5]))
+    sizes = {"train": len(run.train_data), "val": len(run.val_data), "test": len(splits.test)}
+    run.data_info = {"data_dir": str(config.data_dir), "splits": sizes, "split_source": splits.how,
+                     "problems": len(problems)}
+    if not dist.main:
+        return
+    names = {"train": run.train_data.names, "val": run.val_data.names, "test": [p.name for p in splits.test]}
+    with atomic_path(run.out / "data.json") as tmp:
+        Path(tmp).write_text(json.dumps({**run.data_info, "problems": problems, "notes": notes, "names": names},
+                                        indent=1))
+    config.to_yaml(run.out / "config.yaml")
+    message = f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test pairs"
+    yield run.event("prepare", 0, 0, message, info={"splits": sizes, "problems": problems, "notes": notes})
+
+
+def _build_training(run: _Run) -> None:
+    """Model on its device, optimiser, sampler, schedule and random state; a resumed run's state restored."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    config, dist, device = run.config, run.dist, run.device
+    if not config.resume:
+        torch.manual_seed(config.seed + 7919 * dist.rank)  # latent sampling noise differs between ranks
+    run.model.to(device)
+    if run.cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    set_memory_layout(run.model, device, run.recipe, run.channels_last)
+    if config.preload and run.cuda and run.train_data.preloaded:
+        run.train_data.to(device)
+        run.val_data.to(device)
+    run.amp_dtype, run.scaler = _amp_setup(config.amp, device, run.recipe)
+    run.optimizer = torch.optim.AdamW(run.model.trainable_parameters(), lr=config.lr,
+                                      weight_decay=config.weight_decay)
+    run.sampler = DistributedSampler(run.train_data, num_replicas=dist.world, rank=dist.rank, shuffle=True,
+                                     seed=config.seed, drop_last=False)
+    run.steps_per_epoch = max(1, math.ceil(len(run.sampler) / config.batch_size))
+    total = run.steps_per_epoch * config.epochs
+    warmup = min(round(config.warmup_epochs * run.steps_per_epoch), round(run.recipe.warmup_cap * total))
+    run.schedule = Schedule(total, warmup, config.time_budget_s, config.time_budget_clock)
+    run.aug_gen = torch.Generator().manual_seed(config.seed * 1009 + dist.rank)
+    if config.resume:
+        _restore_state(run)
+    run.net = run.model
+    if dist.active:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        run.net = _LossView(DDP(run.model, device_ids=[device.index] if run.cuda else None))
+    run.loader = None
+    if not run.train_data.preloaded:
+        run.loader = DataLoader(run.train_data, batch_size=config.batch_size, sampler=run.sampler,
+                                num_workers=config.num_workers, pin_memory=run.cuda,
+                                persistent_workers=config.num_workers > 0)
+    amp = str(run.amp_dtype) if run.amp_dtype else "off"
+    run.header_base = {
+        "training": config.to_dict(),
+        "data": run.data_info,
+        "run": {"world_size": dist.world, "device": run.dev_name, "amp": amp, "recipe": run.recipe.name},
+        **run.origin,
+    }
+
+
+def _restore_state(run: _Run) -> None:
+    """Optimizer, counters, random state and the weights they belong to, from ``last.state.safetensors``.
+
+    The state file keeps the weights it was saved with, so a run killed after writing it but before
+    ``last.safetensors`` resumes from a consistent pair (the newer one). A state file from before it
+    kept weights is used only if its epoch is the weights' epoch.
+    """
+    state_path = run.out / STATE_FILE
+    meta, rng = load_train_state(state_path, run.optimizer)
+    weights_epoch = checkpoint_header(run.last_path).get("epoch")
+    if restore_train_weights(state_path, run.model):
+        if weights_epoch != meta["epoch"]:
+            log.warning("%s is from epoch %s but %s from epoch %s (the run was stopped while saving them); "
+                        "resuming from epoch %s with the weights kept in %s",
+                        run.last_path.name, weights_epoch, STATE_FILE, meta["epoch"], meta["epoch"], STATE_FILE)
+    elif weights_epoch != meta["epoch"]:
+        raise CheckpointError(
+            f"{run.out}: {STATE_FILE} is from epoch {meta['epoch']} but last.safetensors from epoch "
+            f"{weights_epoch} (the run was stopped while saving them), so a resume would skip or repeat "
+            f"training. Start a new run from its weights instead (--init-from {run.last_path}, in another "
+            "output folder or with --overwrite)"
+        )
+    run.epoch, run.history = meta["epoch"], meta["history"]
+    run.step = run.epoch * run.steps_per_epoch
+    run.best_dice = -math.inf if meta["best_dice"] is None else meta["best_dice"]
+    run.schedule.spent = float(meta.get("spent_s") or 0.0)
+    if "aug" in rng:
+        run.aug_gen.set_state(rng["aug"])
+    if "cpu" in rng:
+        torch.set_rng_state(rng["cpu"])
+    if run.scaler is not None and meta.get("scaler"):
+        run.scaler.load_state_dict(meta["scaler"])
+
+
+def _batches(run: _Run):
+    """This epoch's ``(image, mask, indices)`` batches on the device, this rank's share."""
+    if run.loader is not None:
+        for x, m, idx in run.loader:
+            yield x, m, idx.tolist()
+        return
+    order = list(run.sampler)
+    for i in range(0, len(order), run.config.batch_size):
+        idx = order[i:i + run.config.batch_size]
+        yield (*run.train_data.batch(idx), idx)
+
+
+def _train_step(run: _Run, x: torch.Tensor, m: torch.Tensor) -> tuple[float, dict[str, float]]:
+    """Augment, resize for the recipe's stage, one optimisation step; returns the lr and the loss parts."""
+    from napari_wavegms.network import wavegms_loss
+
+    config, device = run.config, run.device
+    x, m = x.to(device, non_blocking=True), m.to(device, non_blocking=True)
+    if config.augment:
+        x, m = augment_batch(x, m, run.aug_gen, AUGMENTATIONS[config.augmentation])
+    x, m = _shrink(x, m, stage_size(config.image_size, run.schedule.progress(run.step), run.recipe))
+    if run.channels_last:
+        x, m = x.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=torch.channels_last)
+    lr = config.lr * run.schedule.lr_factor(run.step)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+        loss, parts = wavegms_loss(run.net, x, m, dice_heads=run.recipe.dice_heads,
+                                   checkpoint_decoder=run.recipe.checkpoint_decoder)
+    if not math.isfinite(parts["total"]):
+        raise FloatingPointError(f"the loss became {parts['total']} at step {run.step + 1} "
+                                 f"(epoch {run.epoch + 1}); lower the learning rate or use amp: off")
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        run.optimizer.step()
+    run.step += 1
+    return lr, parts
+
+
+def _end_epoch(run: _Run, seen: list[int], sums: dict[str, float], n_batches: int, lr: float, seconds: float,
+               last: bool) -> TrainEvent | None:
+    """Validate (rank 0), keep ``best``, save ``last`` and the history; the epoch's event on rank 0."""
+    config, dist = run.config, run.dist
+    all_seen = [i for part in dist.gather(seen) for i in part]
+    losses = {k: v / max(1, n_batches) for k, v in sums.items()}
+    validate_now = len(run.val_data) > 0 and (run.epoch % max(1, config.val_every) == 0 or last)
+    row: dict[str, Any] = {"epoch": run.epoch, "step": run.step, "lr": lr, **losses}
+    if not dist.main:
+        return None
+    if validate_now:
+        _, run.val_summary = validate(run.model, run.val_data, batch_size=config.val_batch_size,
+                                      threshold=config.threshold, amp_dtype=run.amp_dtype,
+                                      channels_last=run.channels_last)
+        row.update({f"val_{k}": run.val_summary[k] for k in ("dice", "iou", "hd95", "dice_std")})
+    row.update({"seconds": seconds, "train_seconds": run.schedule.elapsed(), "samples_seen": len(all_seen),
+                "samples_unique": len(set(all_seen))})
+    run.history.append(row)
+    improved = validate_now and run.val_summary["dice"] > run.best_dice
+    if improved:
+        run.best_dice = run.val_summary["dice"]
+    run.save_last()
+    if improved or len(run.val_data) == 0 or not run.best_path.exists():
+        save_checkpoint(run.best_path, run.model, run.header())
+    write_csv(run.out / "history.csv", run.history)
+    msg = f"epoch {run.epoch}/{config.epochs} loss {losses.get('total', math.nan):.3f}"
+    if validate_now:
+        msg += f" val Dice {run.val_summary['dice']:.4f} (best {run.best_dice:.4f})"
+    info = {"lr": lr, "best_dice": run.best_dice, "improved": improved, "history": row}
+    val = dict(run.val_summary) if validate_now else {}
+    return run.event("epoch", run.step, run.total_steps, msg, epoch=run.epoch, losses=losses, val=val,
+                     seconds=seconds, info=info)
+
+
+def _epochs(run: _Run, should_stop: Callable[[], bool]) -> Generator[TrainEvent, None, bool]:
+    """The epochs: steps with their events, then the end of each epoch. Returns whether it was stopped."""
+    config, dist = run.config, run.dist
+    run.total_steps = run.steps_per_epoch * config.epochs
+    run.model.train()
+    for epoch in range(run.epoch, config.epochs):
+        run.sampler.set_epoch(epoch)
+        t_epoch = time.perf_counter()
+        sums: dict[str, float] = {}
+        seen: list[int] = []
+        n_batches, stopped, lr = 0, False, 0.0
+        run.schedule.resume()
+        for x, m, idx in _batches(run):
+            lr, parts = _train_step(run, x, m)
+            run.dirty = True
+            n_batches += 1
+            seen += idx
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if dist.main:
+                yield run.event("step", run.step, run.total_steps,
+                                f"epoch {epoch + 1}/{config.epochs} loss {parts['total']:.3f}", epoch=epoch + 1,
+                                losses=dict(parts), info={"lr": lr})
+            over = run.schedule.exhausted(run.step)
+            if should_stop() or over or (config.max_steps is not None and run.step >= config.max_steps):
+                stopped = not over
+                break
+        run.schedule.pause()
+        if stopped and n_batches < run.steps_per_epoch:
+            return True  # a partial epoch: the caller saves `last`; resume restarts this epoch
+        run.epoch = epoch + 1
+        last = run.epoch == config.epochs or stopped or run.schedule.exhausted(run.step)
+        event = _end_epoch(run, seen, sums, n_batches, lr, time.perf_counter() - t_epoch, last)
+        run.dirty = False
+        if event is not None:
+            yield event
+        dist.barrier()
+        if last and run.epoch < config.epochs:
+            return stopped
+    return False
+
+
+def _test_once(run: _Run) -> Generator[TrainEvent, None, dict]:
+    """Score the selected (best) model on the test split, once, and record it in its checkpoint."""
+    best_model, best_cfg = load_checkpoint(run.best_path, device=run.device)
+    job = evaluate(best_model, run.config.data_dir, pairs=run.splits.test, batch_size=run.config.val_batch_size,
+                   threshold=run.config.threshold, csv=run.out / "test.csv")
+    result: EvalResult = yield from relay(job, lambda p: run.event(
+        "done", run.step, run.total_steps, f"testing {p.done}/{p.total}", epoch=run.epoch))
+    test = result.to_json()
+    with atomic_path(run.out / "test.json") as tmp:
+        Path(tmp).write_text(json.dumps(test, indent=1))
+    best_cfg.setdefault("metrics", {})["test"] = test
+    save_checkpoint(run.best_path, best_model, best_cfg)
+    return test
+
+
+def _train(run: _Run, should_stop: Callable[[], bool]) -> Generator[TrainEvent, None, TrainResult]:
+    """Data, model, the epochs, and the test split once; ``last``/``best`` are kept however it ends."""
+    dist = run.dist
+    if dist.main:
+        _check_output(run.out, run.config)
+    # the model (and the frozen Tiny-VAE) before any file is written: a missing Tiny-VAE fails at once,
+    # leaving no run folder behind
+    run.model, run.origin = _build_model(run.config, run.out)
+    if dist.main:
+        run.out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    yield from _prepare_data(run)
+    _build_training(run)
+    run.dirty, stopped = False, False
+    try:
+        stopped = yield from _epochs(run, should_stop)
+    finally:
+        if run.dirty and dist.main:
+            # stopped mid-epoch (close() or stop): keep the weights; the epoch counter stays at the last
+            # complete epoch so a resume repeats the interrupted epoch.
+            run.save_last()
+            if not run.best_path.exists():
+                save_checkpoint(run.best_path, run.model, run.header())
+    dist.barrier()
+    test = None
+    if dist.main and run.splits.test and not stopped:
+        test = yield from _test_once(run)
+    if dist.main:
+        message = "stopped" if stopped else f"finished: best val Dice {run.best_dice:.4f}"
+        info = {"test": test, "best_dice": run.best_dice, "output_dir": str(run.out)}
+        yield run.event("done", run.step, run.total_steps, message, epoch=run.epoch, val=dict(run.val_summary),
+                        info=info)
+    return TrainResult(run.out, run.best_path, run.last_path, run.history, test, stopped)
+
+
+# ---------------------------------------------------------------- command-line driver
+def train_with_progress(config: TrainConfig, quiet: bool = False) -> int:
+    """Run :func:`train` with a tqdm bar and one line per epoch (rank 0 only); Ctrl-C stops cleanly,
+    keeping ``last`` and ``best``. Returns the exit status for ``wavegms-train``."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    from napari_wavegms.zoo.downloads import HashMismatchError, WeightsUnavailableError
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    job = train(config)
+    bar = tqdm(desc="training", unit="step", disable=quiet or not main, dynamic_ncols=True)
+    say = (lambda msg: None) if quiet or not main else (lambda msg: tqdm.write(msg, file=sys.stderr))
+    try:
+        while True:
+            try:
+                ev = next(job)
+            except StopIteration as stop_it:
+                result: TrainResult = stop_it.value
+                break
+            if ev.kind == "prepare":
+                bar.set_description_str(ev.message[:60])
+                if "problems" in ev.info and ev.info["problems"] and "notes" in ev.info:
+                    probs = ev.info["problems"]
+                    say(f"{len(probs)} data problem(s) (details in {config.output_dir}/data.json):")
+                    for p in probs[:10]:
+                        say(f"  {p}")
+                    if len(probs) > 10:
+                        say(f"  … and {len(probs) - 10} more")
+                if "notes" in ev.info:
+                    say(f"data: {ev.message} on {ev.device}")
+            elif ev.kind == "step":
+                bar.set_description_str(f"epoch {ev.epoch}/{ev.epochs}")
+                bar.total, bar.n = ev.total, ev.done
+                bar.set_postfix(
+                    loss=f"{ev.losses.get('total', math.nan):.3f}",
+                    lr=f"{ev.info.get('lr', 0):.2e}",
+                    refresh=False,
+                )
+                bar.refresh()
+            elif ev.kind == "epoch":
+                say(f"{ev.message}  ({ev.seconds:.1f} s)")
+            elif ev.kind == "done" and ev.info.get("test"):
+                t = ev.info["test"]
+                say(
+                    f"test ({t['n']} images, best model): Dice {t['dice']:.4f}  IoU {t['iou']:.4f}  "
+                    f"HD95 {t['hd95']:.2f} px  |  native Dice {t['native']['dice']:.4f}  "
+                    f"IoU {t['native']['iou']:.4f}  HD95 {t['native']['hd95'] or math.nan:.2f} px"
+                )
+    except KeyboardInterrupt:
+        job.close()
+        bar.close()
+        say(f"stopped: checkpoints kept in {config.output_dir} (continue with --resume)")
+        return 130
+    except (OSError, ValueError, CheckpointError, WeightsUnavailableError, HashMismatchError) as err:
+        bar.close()
+        print(f"wavegms-train: {err}", file=sys.stderr)
+        return 1
+    bar.close()
+    if main and not quiet:
+        print(f"best: {result.best}\nlast: {result.last}")
+    return 0

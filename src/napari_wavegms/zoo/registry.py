@@ -1,0 +1,236 @@
+"""Models by name or path: the built-in trained models shipped in ``builtin/`` and any checkpoint file.
+
+A built-in model is ``builtin/<name>.safetensors`` with its model card ``builtin/<name>.json``
+(kind of image, modality, data, licence, recipe, test scores). Names contain their dataset (``busi``,
+``kvasir-seg``, ``isic``). A card's ``"aliases"`` keep the names of the models it replaced working
+(``busi-wavegms-cpu64`` → today's ultrasound model), so scripts and saved settings do not break.
+:func:`choose_model` picks the one made for an image's kind (ultrasound, endoscopy, dermoscopy)
+and says why; a model the user chose is never replaced by it (callers keep theirs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a user picks from: a name, a file, and what the model is for."""
+
+    name: str
+    path: Path
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        return self.card.get("summary", self.name)
+
+
+def builtin_models() -> dict[str, ModelInfo]:
+    """Built-in models, default first (the order of ``"rank"`` in their cards)."""
+    found = []
+    for card_path in sorted(BUILTIN_DIR.glob("*.json")):
+        weights = card_path.with_suffix(".safetensors")
+        if weights.is_file():
+            card = json.loads(card_path.read_text())
+            found.append(ModelInfo(card_path.stem, weights, card))
+    found.sort(key=lambda m: (m.card.get("rank", 99), m.name))
+    return {m.name: m for m in found}
+
+
+def canonical_name(name: str) -> str | None:
+    """The built-in model a name or an old alias (a card's ``"aliases"``) stands for; ``None`` when it
+    is neither."""
+    return _canonical(name, builtin_models())
+
+
+def _canonical(name: str, models: dict[str, ModelInfo]) -> str | None:
+    if name in models:
+        return name
+    return next((n for n, info in models.items() if name in info.card.get("aliases", ())), None)
+
+
+def builtin_card(model: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The card of a built-in model found by name, old alias or the path of its weights (the widgets
+    pass the resolved path); ``None`` (the default model) gives the default's card; ``None`` for any
+    other checkpoint. Reads only the JSON cards (no torch), so a widget can show a card's defaults
+    before a run."""
+    models = builtin_models()
+    key = next(iter(models), None) if model is None else str(model)  # None: the default (first) model
+    if key is None:
+        return None
+    info = models.get(_canonical(key, models) or "")  # the cards already read, not read again
+    if info is None:
+        try:
+            path = Path(key).expanduser().resolve()
+        except (OSError, RuntimeError):
+            return None
+        info = next((m for m in models.values() if m.path.resolve() == path), None)
+    return info.card if info is not None else None
+
+
+def card_tta(model: str | os.PathLike | None) -> bool:
+    """Whether a built-in model's card turns test-time flips on (``"tta": {"flips": true, ...}``, chosen
+    on validation by ``training/choose_tta.py``); ``False`` for other checkpoints. No torch: the widgets
+    read it to set their box before a run."""
+    card = builtin_card(model) or {}
+    return bool(card.get("tta", {}).get("flips", False))
+
+
+def set_card_entry(name: str, key: str, value: Any) -> Path:
+    """Store ``value`` as ``key`` in built-in model ``name``'s card (``None`` removes it), atomically: the
+    training scripts that choose a card's defaults on validation write them here."""
+    from napari_wavegms.core.atomic import atomic_path
+
+    canonical = canonical_name(name)
+    if canonical is None:
+        raise ValueError(f"no built-in model named {name!r}; built-in: {', '.join(builtin_models())}")
+    path = BUILTIN_DIR / f"{canonical}.json"
+    card = json.loads(path.read_text())
+    card.pop(key, None)
+    if value is not None:
+        card[key] = value
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(card, indent=2, default=float) + "\n")
+    return path
+
+
+def default_model() -> str | None:
+    """Name of the default built-in model, or ``None`` when the package ships none."""
+    return next(iter(builtin_models()), None)
+
+
+# What each kind of image looks like to a model: the fallback when no built-in model is made for a kind.
+KIND_IMAGES = {"ultrasound": "gray", "endoscopy": "rgb", "dermoscopy": "rgb"}
+_KIND_WORDS = {"ultrasound": ("ultrasound", "busi", "bus-bra"),
+               "endoscopy": ("endoscop", "colonoscop", "kvasir", "polyp"),
+               "dermoscopy": ("dermoscop", "skin", "isic")}
+
+
+def model_kind(info: ModelInfo) -> str | None:
+    """The kind of image a built-in model is made for: its card's ``"kind"``, else read from its
+    modality and data set (cards written before the field existed)."""
+    kind = info.card.get("kind")
+    if kind:
+        return str(kind)
+    text = " ".join(str(v) for v in (info.card.get("modality"), info.card.get("data", {}).get("folder"), info.name))
+    return next((k for k, words in _KIND_WORDS.items() if any(w in text.lower() for w in words)), None)
+
+
+def suggest_model(kind: str | bool) -> str | None:
+    """The built-in model made for this kind of image (``"ultrasound"``, ``"endoscopy"``, ``"dermoscopy"``).
+
+    When no built-in model is made for that kind, the first (by rank) whose training images look alike
+    (colour or grey, see :data:`KIND_IMAGES`), else the default model. A bool is the older question
+    "colour or not" (``True`` → a colour model, ``False`` → a grey one) and still works.
+    """
+    return _suggest(kind)[0]
+
+
+def _suggest(kind: str | bool) -> tuple[str | None, bool]:
+    """``(model, made for this kind)``."""
+    models = builtin_models()
+    if isinstance(kind, bool):
+        wanted = "rgb" if kind else "gray"
+    else:
+        exact = next((name for name, info in models.items() if model_kind(info) == kind), None)
+        if exact is not None:
+            return exact, True
+        wanted = KIND_IMAGES.get(kind, "")
+    alike = next((name for name, info in models.items() if info.card.get("images") == wanted), None)
+    return (alike or default_model()), isinstance(kind, bool) and alike is not None
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The built-in model picked for an image, and why, in words a user can check."""
+
+    model: str | None
+    kind: str  # what the image looks like: ultrasound, endoscopy or dermoscopy
+    reason: str  # the evidence: "grey, speckle texture"
+    exact: bool  # a built-in model is made for this kind (False: the nearest one was taken)
+
+    @property
+    def message(self) -> str:
+        if self.model is None:
+            return f"{self.kind} image ({self.reason}); no built-in model is installed"
+        if self.exact:
+            return f"{self.model} for {self.kind} ({self.reason})"
+        made_for = model_kind(builtin_models()[self.model]) if self.model in builtin_models() else None
+        return (f"{self.model} (made for {made_for or 'other images'}): no built-in model for {self.kind} "
+                f"({self.reason}); choose a {self.kind} model for better masks")
+
+
+def choose_model(image: Any, rgb: bool | None = None, prior: Any = None) -> ModelChoice:
+    """The built-in model for a napari-style image (numpy or dask, any dtype; stacks by their first
+    plane), from :func:`napari_wavegms.inference.modality.classify`. Cheap: at most ~64k pixels are read.
+    ``prior``: the kinds' shares in the image's folder (:func:`napari_wavegms.inference.modality.folder_prior`)."""
+    from napari_wavegms.inference.modality import classify
+
+    found = classify(image, rgb, prior)
+    model, exact = _suggest(found.kind)
+    return ModelChoice(model, found.kind, found.reason, exact)
+
+
+def has_color(image: Any, rgb: bool) -> bool:
+    """Whether a (napari-style) image really carries colour: channels last and not all equal.
+
+    Grey ultrasound is often saved as RGB with three equal channels (or nearly equal, after JPEG), so
+    the channels of a strided sample of the first plane are compared; at most ~64k pixels are read,
+    which keeps this cheap for large and lazy (dask) images.
+    """
+    import numpy as np
+
+    if not rgb:
+        return False
+    plane = image
+    while getattr(plane, "ndim", 0) > 3:
+        plane = plane[0]
+    h, w = plane.shape[:2]
+    step = max(1, int(max(h, w) // 256))
+    sample = np.asarray(plane[::step, ::step, :3], dtype=np.float32)
+    spread = float(sample.max() - sample.min()) or 1.0
+    differences = np.abs(sample[..., 0] - sample[..., 1]) + np.abs(sample[..., 1] - sample[..., 2])
+    return float(differences.mean()) > 0.01 * spread
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
+    """The checkpoint file for a built-in name or a path (file, or a training output folder with ``best``)."""
+    if name_or_path is None:
+        name_or_path = default_model()
+        if name_or_path is None:
+            raise FileNotFoundError("no built-in model is installed; pass a checkpoint with --model")
+    key = str(name_or_path)
+    models = builtin_models()
+    builtin = canonical_name(key)
+    if builtin is not None:
+        return models[builtin].path
+    path = Path(key).expanduser()
+    if path.is_dir():
+        for candidate in ("best.safetensors", "last.safetensors", "model.safetensors"):
+            if (path / candidate).is_file():
+                return path / candidate
+        raise FileNotFoundError(f"{path} is a folder without best.safetensors or last.safetensors")
+    if path.is_file():
+        return path
+    known = ", ".join(models) or "none installed"
+    raise FileNotFoundError(f"{key!r} is neither a built-in model ({known}) nor a checkpoint file")
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, device: Any = "auto"):
+    """Load a model for inference on the device :func:`napari_wavegms.core.device.resolve_device` picks.
+
+    Returns ``(model, config, device)``.
+    """
+    from napari_wavegms.core.device import resolve_device
+    from napari_wavegms.network.checkpoint import load_checkpoint
+
+    dev = resolve_device(device)
+    model, config = load_checkpoint(resolve_model(name_or_path), device=dev)
+    return model, config, dev
