@@ -1,4 +1,10 @@
-"""Shared fixtures: real weights and real data from ../shared, an isolated cache per test session."""
+"""Shared fixtures: real weights and real data from ../shared, an isolated cache per test session.
+
+The tests are in three folders: ``unit/`` (no ../shared: runs on a bare checkout), ``integration/`` (real
+weights and images from ../shared) and ``gui/`` (real napari viewers under Xvfb, and ../shared). A run
+that collects integration or gui tests without ../shared stops at once and says so, rather than
+skipping them.
+"""
 
 from __future__ import annotations
 
@@ -47,13 +53,28 @@ def pytest_report_header(config: pytest.Config) -> str:
 CPU_PRECISION = pytest.StashKey[str]()
 
 
+HAVE_SHARED = (WEIGHTS / "taef2_decoder.pth").is_file()
+NEEDS_SHARED = ("integration", "gui")  # the test folders that read ../shared
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[CPU_PRECISION] = _cpu_precision(config)
-    if not (WEIGHTS / "taef2_decoder.pth").is_file():
-        raise pytest.UsageError(f"the tests need ../shared beside the checkout (looked in {SHARED})")
-    os.environ["WAVEGMS_WEIGHTS_DIR"] = str(WEIGHTS)
-    os.environ["WAVEGMS_DATA_DIR"] = str(SHARED / "data")
+    if HAVE_SHARED:
+        os.environ["WAVEGMS_WEIGHTS_DIR"] = str(WEIGHTS)
+        os.environ["WAVEGMS_DATA_DIR"] = str(SHARED / "data")
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if HAVE_SHARED:
+        return
+    tests = Path(__file__).parent
+    needing = [item for item in items if item.path.relative_to(tests).parts[0] in NEEDS_SHARED]
+    if needing:
+        raise pytest.UsageError(
+            f"{len(needing)} of the collected tests (tests/integration, tests/gui) need ../shared beside the "
+            f"checkout (looked in {SHARED}); `pytest tests/unit` runs without it"
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -140,7 +140,8 @@ def main() -> None:
         "test": {"command": f"wavegms-eval {args.name} {data} --split {args.split} --json", **full.to_json(),
                  "model": args.name},
         "reference_check": {"images": names, "dice": ten.paper["dice"],
-                            "note": "mean paper-protocol Dice on these 10 test images; tests/test_builtin_models.py"},
+                            "note": "mean paper-protocol Dice on these 10 test images; "
+                                    "tests/integration/test_builtin_models.py"},
     }
     data_name = f"$WAVEGMS_DATA_DIR/{args.dataset}"
     card = portable(card, {str(data.resolve()): data_name, str(data): data_name,

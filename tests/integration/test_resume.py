@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from test_training import assert_same_training, run_until
 
 from conftest import WEIGHTS, drain, link_busi_pairs
 from napari_wavegms.network.checkpoint import CheckpointError, checkpoint_header
 from napari_wavegms.training.loop import TrainConfig, train
-from test_training import assert_same_training, run_until
 
 
 def strip_weights(state: Path) -> None:
