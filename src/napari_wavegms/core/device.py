@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from napari_wavegms.core.dist import placement
+
 
 def available_devices() -> list[str]:
     """``auto`` followed by the devices this machine can actually use (``cuda:N``, ``mps``, ``cpu``)."""
@@ -27,7 +29,7 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     if isinstance(name, torch.device):
         name = str(name)
     name = (name or "auto").strip().lower()
-    local_rank = os.environ.get("LOCAL_RANK")
+    local_rank = placement().local_rank
     if name == "auto":
         if torch.cuda.is_available():
             name = "cuda"

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from napari_wavegms.core.atomic import atomic_path
+from napari_wavegms.core.dist import placement
 from napari_wavegms.core.io import (
     IMAGE_SUFFIXES,
     MASK_FORMATS,
@@ -383,16 +384,6 @@ class ModelPicker:
         return self.segmenters[model]
 
 
-def _rank() -> tuple[int, int]:
-    """``(rank, world_size)`` under torchrun, ``(0, 1)`` otherwise."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0, 1
-    return (rank, world) if world > 1 and 0 <= rank < world else (0, 1)
-
-
 # ---------------------------------------------------------------- outputs
 def overlay_image(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """RGB uint8 preview: the image (normalised for display), the mask tinted red and outlined in yellow."""
@@ -722,7 +713,8 @@ def segment_folder(
     """
     paths = check_paths(input_dir, output_dir, fmt, convention)
     segmenter, picker, device_name, ahead = _engine(model, segmenter, device, batch_size, segmenter_options)
-    rank, world = _rank()
+    where = placement()
+    rank, world = where.rank, where.world
     plan = _Plan(paths, pattern, recursive, fmt, overlays, overwrite, rank, world)
     models = _Models(segmenter, picker, "" if model is None else str(model), {
         "threshold": threshold, "label_objects": convention == "labels", "min_size": min_size,

@@ -41,6 +41,7 @@ import torch
 
 from napari_wavegms.core.atomic import atomic_path
 from napari_wavegms.core.device import describe, resolve_device
+from napari_wavegms.core.dist import placement
 from napari_wavegms.core.progress import Progress, relay
 from napari_wavegms.network.checkpoint import (
     CheckpointError,
@@ -319,8 +320,8 @@ class _Dist:
     """Process-group bookkeeping for torchrun; a no-op for one process."""
 
     def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+        where = placement()
+        self.world, self.rank = where.world, where.rank
         self.created = False
 
     @property
