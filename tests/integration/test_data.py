@@ -19,11 +19,12 @@ from napari_wavegms.training.data import (
     PairDataset,
     carve,
     load_pair,
+    make_splits,
     pair_tensors,
     read_split,
     scan_pairs,
 )
-from napari_wavegms.training.loop import TrainConfig, make_splits
+from napari_wavegms.training.loop import TrainConfig
 
 
 def make_folder(root, names, src=BUSI):

@@ -53,7 +53,7 @@ from napari_wavegms.network.checkpoint import (
     save_train_state,
 )
 from napari_wavegms.training.augment import AUGMENTATIONS, augment_batch
-from napari_wavegms.training.data import DataError, Pair, PairDataset, carve, read_split, resolve_split, scan_pairs
+from napari_wavegms.training.data import DataError, PairDataset, make_splits
 from napari_wavegms.training.evaluate import EvalResult, evaluate
 from napari_wavegms.training.metrics import score, summarize, write_csv
 
@@ -219,100 +219,6 @@ class TrainResult:
     history: list[dict]
     test: dict | None
     stopped: bool
-
-
-@dataclass
-class Splits:
-    """The pairs of each split and what went wrong finding them."""
-
-    train: list[Pair]
-    val: list[Pair]
-    test: list[Pair]
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    how: dict[str, str] = field(default_factory=dict)
-
-    def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
-
-
-def _carve_pairs(train: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """(kept, carved) by :func:`carve` over the distinct names, so a name repeated for oversampling
-    lands wholly on one side (never in training and validation at once)."""
-    names = list(dict.fromkeys(p.name for p in train))
-    _, carved = carve(names, fraction, seed)
-    held = set(carved)
-    first = {p.name: p for p in train}
-    return [p for p in train if p.name not in held], [first[n] for n in carved]
-
-
-def make_splits(config: TrainConfig) -> Splits:
-    """Pair the data folder and split it as ``config`` says; raises :class:`DataError` for zero
-    training pairs. Other problems are collected, not raised."""
-    if not config.data_dir:
-        raise DataError("no data folder given (data_dir / --data)")
-    data_dir = Path(config.data_dir)
-    if not data_dir.is_dir():
-        raise DataError(f"{data_dir}: data folder not found")
-    scan = scan_pairs(data_dir / config.images, data_dir / config.masks)
-    problems = list(scan.problems)
-    by_name = {p.name: p for p in scan.pairs}
-    how: dict[str, str] = {}
-    notes: list[str] = []
-
-    def listed(split: str, what: str) -> list[Pair]:
-        path = resolve_split(split, data_dir)
-        names = read_split(path)
-        missing = [n for n in names if n not in by_name]
-        if missing:
-            problems.append(
-                f"{path}: {len(missing)} of {len(names)} {what} names have no image/mask pair "
-                f"(e.g. {', '.join(missing[:5])})"
-            )
-        how[what] = str(path)
-        if what == "train":  # a name listed k times is trained on k times per epoch (oversampling)
-            repeated = len(names) - len(set(names))
-            if repeated:
-                notes.append(f"{path}: {repeated} repeated training names, each seen as often as listed")
-            return [by_name[n] for n in names if n in by_name]
-        return [by_name[n] for n in dict.fromkeys(names) if n in by_name]
-
-    test = listed(config.test_split, "test") if config.test_split else []
-    val = listed(config.val_split, "val") if config.val_split else []
-    if config.train_split:
-        train = listed(config.train_split, "train")
-    else:
-        held = {p.name for p in test + val}
-        train = [p for p in scan.pairs if p.name not in held]
-        how["train"] = "all pairs not in the other splits"
-    held_out = {p.name for p in test} | {p.name for p in val}
-    overlap = [p.name for p in train if p.name in held_out]
-    if overlap:
-        problems.append(
-            f"{len(overlap)} training names are also in the validation or test split and are left "
-            f"out of training (e.g. {', '.join(overlap[:5])})"
-        )
-        train = [p for p in train if p.name not in held_out]
-    if not test and config.test_fraction > 0:
-        train, test = _carve_pairs(train, config.test_fraction, config.seed + 1)
-        how["test"] = f"{config.test_fraction:g} of the training pairs (seed {config.seed + 1})"
-    if config.val_dir:
-        vdir = Path(config.val_dir)
-        vscan = scan_pairs(vdir / config.images, vdir / config.masks)
-        problems += vscan.problems
-        val = vscan.pairs
-        how["val"] = str(vdir)
-    elif not config.val_split:
-        train, val = _carve_pairs(train, config.val_fraction, config.seed)
-        if not val:
-            notes.append(
-                f"{len(train)} training pair(s): no validation split; the best model is the last one"
-            )
-        how["val"] = f"{config.val_fraction:g} of the training pairs (seed {config.seed})"
-    if not train:
-        detail = "; ".join(problems[:5]) or "no pairs left for training after the validation/test splits"
-        raise DataError(f"no image/mask pairs to train on in {data_dir} ({detail})")
-    return Splits(train, val, test, problems, notes, how)
 
 
 # ---------------------------------------------------------------- distributed context
