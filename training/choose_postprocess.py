@@ -43,8 +43,8 @@ import numpy as np
 from napari_wavegms.core.io import read_image
 from napari_wavegms.inference.postprocess import NONE, PostProcess
 from napari_wavegms.inference.segmenter import Segmenter
-from napari_wavegms.training.data import load_pair, read_split, resolve_split
-from napari_wavegms.training.loop import TrainConfig, make_splits
+from napari_wavegms.training.data import load_pair, make_splits, read_split, resolve_split
+from napari_wavegms.training.loop import TrainConfig
 from napari_wavegms.training.metrics import score, summarize
 from napari_wavegms.zoo.registry import set_card_entry
 

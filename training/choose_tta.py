@@ -33,7 +33,8 @@ import numpy as np
 
 from fit_presence import dice_scores  # training/ is this script's folder
 from napari_wavegms.inference.segmenter import Segmenter
-from napari_wavegms.training.loop import TrainConfig, make_splits
+from napari_wavegms.training.data import make_splits
+from napari_wavegms.training.loop import TrainConfig
 from napari_wavegms.zoo.registry import canonical_name, set_card_entry
 
 

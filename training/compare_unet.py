@@ -35,9 +35,9 @@ from napari_wavegms.core.device import describe, resolve_device
 from napari_wavegms.core.progress import relay, run_to_end
 from napari_wavegms.network.wavegms import soft_dice_loss
 from napari_wavegms.training.augment import AUGMENTATIONS, augment_batch
-from napari_wavegms.training.data import PairDataset
+from napari_wavegms.training.data import PairDataset, make_splits
 from napari_wavegms.training.evaluate import evaluate
-from napari_wavegms.training.loop import Schedule, TrainConfig, make_splits, train, validate
+from napari_wavegms.training.loop import Schedule, TrainConfig, train, validate
 
 
 class UNetSegmenter(torch.nn.Module):

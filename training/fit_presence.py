@@ -35,8 +35,8 @@ from scipy.optimize import minimize
 from napari_wavegms.core.io import read_image
 from napari_wavegms.inference.presence import PresenceGate, features
 from napari_wavegms.inference.segmenter import Segmenter
-from napari_wavegms.training.data import load_pair, read_split, resolve_split, scan_pairs
-from napari_wavegms.training.loop import TrainConfig, make_splits
+from napari_wavegms.training.data import load_pair, make_splits, read_split, resolve_split, scan_pairs
+from napari_wavegms.training.loop import TrainConfig
 from napari_wavegms.training.metrics import dice_iou
 from napari_wavegms.zoo.registry import canonical_name, set_card_entry
 

@@ -4,8 +4,11 @@ Intensity rule (documented for users, applied per image or per stack):
 - ``bool`` → {0, 1}; ``uint8`` → ÷255;
 - floats already in [0, 1] are used as they are, floats in [0, 255] are ÷255 (so a uint8 image and
   the same image as float give the same mask);
-- anything else (uint16, int32, floats of other ranges) is min–max scaled to [0, 1].
-Channels: gray → repeated to RGB, grey+alpha and RGBA → alpha dropped, RGB kept; anything else is refused.
+- anything else (uint16, int32, floats of other ranges) is min–max scaled to [0, 1];
+- NaN and ±inf take the smallest finite value.
+The rule has one home, :class:`IntensityScale`, shared by training (:func:`normalize_intensity`, per
+image) and inference (:func:`intensity_scale` over a stack, applied slice by slice), so the two cannot
+drift apart. Channels: gray → repeated to RGB, grey+alpha and RGBA → alpha dropped, RGB kept; anything else is refused.
 
 How an array splits into 2D slices and channels (:func:`image_layout`) is decided here without torch,
 so the widgets can check a layer on the GUI thread before a job loads the model; torch is imported
@@ -15,6 +18,8 @@ only by the functions that make tensors.
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,34 +33,93 @@ class UnsupportedImageError(ValueError):
     """An array that cannot be segmented, with the reason."""
 
 
+@dataclass(frozen=True)
+class IntensityScale:
+    """``(x − offset) / divisor``, non-finite values replaced by ``fill`` first: the intensity rule of
+    this module's docstring, worked out once (:func:`intensity_scale`) and applied as often as needed.
+
+    The rule lives here alone because training and inference must scale an image the same way or the
+    model sees at inference images it never saw in training. Training scales one image at a time
+    (:func:`normalize_intensity`); inference takes one range for a whole stack and scales it slice by
+    slice, so a long stack is never converted as a whole. Division (not multiplication by a reciprocal)
+    and float32 arithmetic make both give bit-identical numbers for the same image.
+    """
+
+    offset: float = 0.0
+    divisor: float = 1.0
+    fill: float = 0.0
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """Float32 copy of ``raw`` scaled to [0, 1]."""
+        raw = np.asarray(raw)
+        f = raw.astype(np.float32)  # always a copy
+        if raw.dtype.kind == "f":
+            bad = ~np.isfinite(f)
+            if bad.any():
+                f[bad] = self.fill
+        if self.divisor == 0.0:  # constant image
+            return np.zeros_like(f)
+        if self.offset:
+            f -= np.float32(self.offset)
+        if self.divisor != 1.0:
+            f /= np.float32(self.divisor)
+        return f
+
+
+def _finite_range(raw: np.ndarray) -> tuple[float, float]:
+    """Smallest and largest finite value (``nan`` when there is none), without copying the slice."""
+    if raw.dtype.kind != "f":
+        return float(raw.min()), float(raw.max())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
+        lo, hi = float(np.nanmin(raw)), float(np.nanmax(raw))
+    if math.isinf(lo) or math.isinf(hi):  # rare: ±inf present, take the finite values of this slice
+        finite = raw[np.isfinite(raw)]
+        return (float(finite.min()), float(finite.max())) if finite.size else (math.nan, math.nan)
+    return lo, hi
+
+
+def intensity_scale(slices: Iterable[np.ndarray], dtype: Any) -> IntensityScale:
+    """The :class:`IntensityScale` of the given slices (colour already without alpha) taken together.
+
+    ``bool`` and ``uint8`` need no pass over the data; other types get one pass of numpy reductions
+    (no float copy of a slice), so a stack's range costs no more memory than one slice.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return IntensityScale()
+    if dtype == np.uint8:
+        return IntensityScale(0.0, 255.0)
+    lo, hi = math.inf, -math.inf
+    for raw in slices:
+        a, b = _finite_range(np.asarray(raw))
+        if not math.isnan(a):
+            lo, hi = min(lo, a), max(hi, b)
+    if lo > hi:
+        raise UnsupportedImageError("the image has no finite values (all NaN or infinite)")
+    # Rounded to float32, the precision the scaled image has: the range of the float32 copy.
+    lo, hi = float(np.float32(lo)), float(np.float32(hi))
+    if dtype.kind == "f":
+        if lo >= 0.0 and hi <= 1.0:
+            return IntensityScale(0.0, 1.0, lo)
+        if lo >= 0.0 and hi <= 255.0:
+            return IntensityScale(0.0, 255.0, lo)
+    if hi <= lo:
+        return IntensityScale(lo, 0.0, lo)
+    return IntensityScale(lo, hi - lo, lo)
+
+
 def normalize_intensity(array: np.ndarray) -> np.ndarray:
-    """Float32 copy of ``array`` scaled to [0, 1] by the rule in this module's docstring."""
+    """Float32 copy of one image scaled to [0, 1] by the rule in this module's docstring (its own
+    :func:`intensity_scale`): what training does to each image; the values are refused with a reason."""
     a = np.asarray(array)
     if a.size == 0:
         raise UnsupportedImageError("the image is empty (zero size)")
     if np.iscomplexobj(a):
         raise UnsupportedImageError(f"complex images are not supported (dtype {a.dtype})")
-    if a.dtype == bool:
-        return a.astype(np.float32)
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0
-    if not np.issubdtype(a.dtype, np.number):
+    if a.dtype != bool and not np.issubdtype(a.dtype, np.number):
         raise UnsupportedImageError(f"dtype {a.dtype} is not a numeric image type")
-    f = a.astype(np.float32)
-    finite = np.isfinite(f)
-    if not finite.any():
-        raise UnsupportedImageError("the image has no finite values (all NaN or infinite)")
-    if not finite.all():
-        f = np.where(finite, f, np.nanmin(np.where(finite, f, np.nan)))
-    lo, hi = float(f.min()), float(f.max())
-    if np.issubdtype(a.dtype, np.floating):
-        if lo >= 0.0 and hi <= 1.0:
-            return f
-        if lo >= 0.0 and hi <= 255.0:
-            return f / 255.0
-    if hi <= lo:
-        return np.zeros_like(f)
-    return (f - lo) / (hi - lo)
+    return intensity_scale([a], a.dtype).apply(a)
 
 
 def channel_axis_kind(shape: tuple[int, ...], rgb: bool | None = None) -> str:

@@ -62,7 +62,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from napari_wavegms.core.images import ImageLayout, UnsupportedImageError, image_layout, resize_image
+from napari_wavegms.core.images import (
+    ImageLayout,
+    IntensityScale,
+    UnsupportedImageError,
+    image_layout,
+    intensity_scale,
+    resize_image,
+)
 from napari_wavegms.core.progress import Progress, run_to_end
 from napari_wavegms.inference.postprocess import NONE, PostProcess, card_postprocess
 from napari_wavegms.inference.presence import PresenceGate, card_presence
@@ -89,79 +96,6 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((-1,), (-2,), (-2, -1))
 
 class BlankImageWarning(UserWarning):
     """A slice had no intensity variation and was given an empty mask without running the model."""
-
-
-# ---------------------------------------------------------------- intensity
-@dataclass(frozen=True)
-class IntensityScale:
-    """``(x − offset) / divisor`` with non-finite values replaced by ``fill`` first.
-
-    It encodes :func:`preprocess.normalize_intensity`'s rule once for a whole stack (or one slice),
-    so it can be applied batch by batch. Division (not multiplication by a reciprocal) keeps the
-    result bit-identical to ``normalize_intensity`` for a 2D image.
-    """
-
-    offset: float = 0.0
-    divisor: float = 1.0
-    fill: float = 0.0
-
-    def apply(self, raw: np.ndarray) -> np.ndarray:
-        """Float32 copy of ``raw`` scaled to [0, 1]."""
-        raw = np.asarray(raw)
-        f = raw.astype(np.float32)  # always a copy
-        if raw.dtype.kind == "f":
-            bad = ~np.isfinite(f)
-            if bad.any():
-                f[bad] = self.fill
-        if self.divisor == 0.0:  # constant image
-            return np.zeros_like(f)
-        if self.offset:
-            f -= np.float32(self.offset)
-        if self.divisor != 1.0:
-            f /= np.float32(self.divisor)
-        return f
-
-
-def _finite_range(raw: np.ndarray) -> tuple[float, float]:
-    """Smallest and largest finite value (``nan`` when there is none), without copying the slice."""
-    if raw.dtype.kind != "f":
-        return float(raw.min()), float(raw.max())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
-        lo, hi = float(np.nanmin(raw)), float(np.nanmax(raw))
-    if math.isinf(lo) or math.isinf(hi):  # rare: ±inf present, take the finite values of this slice
-        finite = raw[np.isfinite(raw)]
-        return (float(finite.min()), float(finite.max())) if finite.size else (math.nan, math.nan)
-    return lo, hi
-
-
-def intensity_scale(slices: Iterable[np.ndarray], dtype: Any) -> IntensityScale:
-    """The :class:`IntensityScale` of the given slices (colour already without alpha) taken together.
-
-    ``bool`` and ``uint8`` need no pass over the data; other types get one pass of numpy reductions.
-    """
-    dtype = np.dtype(dtype)
-    if dtype.kind == "b":
-        return IntensityScale()
-    if dtype == np.uint8:
-        return IntensityScale(0.0, 255.0)
-    lo, hi = math.inf, -math.inf
-    for raw in slices:
-        a, b = _finite_range(np.asarray(raw))
-        if not math.isnan(a):
-            lo, hi = min(lo, a), max(hi, b)
-    if lo > hi:
-        raise UnsupportedImageError("the image has no finite values (all NaN or infinite)")
-    # The same float32 rounding as normalize_intensity, which takes its range from a float32 copy.
-    lo, hi = float(np.float32(lo)), float(np.float32(hi))
-    if dtype.kind == "f":
-        if lo >= 0.0 and hi <= 1.0:
-            return IntensityScale(0.0, 1.0, lo)
-        if lo >= 0.0 and hi <= 255.0:
-            return IntensityScale(0.0, 255.0, lo)
-    if hi <= lo:
-        return IntensityScale(lo, 0.0, lo)
-    return IntensityScale(lo, hi - lo, lo)
 
 
 # ---------------------------------------------------------------- objects
