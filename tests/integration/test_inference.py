@@ -13,7 +13,7 @@ import torch
 
 from conftest import BUSI, KVASIR, drain, soft_atol
 from napari_wavegms.core.device import native_bf16
-from napari_wavegms.core.images import normalize_intensity, resize_mask
+from napari_wavegms.core.images import image_layout, intensity_scale, normalize_intensity, resize_mask
 from napari_wavegms.core.io import read_image
 from napari_wavegms.core.progress import Progress, run_to_end
 from napari_wavegms.inference.segmenter import (
@@ -21,8 +21,6 @@ from napari_wavegms.inference.segmenter import (
     BlankImageWarning,
     Segmenter,
     UnsupportedImageError,
-    image_layout,
-    intensity_scale,
     label_mask,
     mask_confidence,
 )

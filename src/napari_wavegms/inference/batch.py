@@ -389,7 +389,7 @@ def overlay_image(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """RGB uint8 preview: the image (normalised for display), the mask tinted red and outlined in yellow."""
     from skimage.segmentation import find_boundaries
 
-    from napari_wavegms.inference.segmenter import image_layout, intensity_scale
+    from napari_wavegms.core.images import image_layout, intensity_scale
 
     layout = image_layout(image.shape, image.dtype)
     colour = image[..., :3] if layout.kind == "rgba" else image

@@ -2,8 +2,9 @@
 
 One :class:`Segmenter` holds a loaded model on one device and segments arrays as napari and image
 files hold them: 2D gray (H×W), RGB/RGBA (H×W×3/4), and stacks with any leading axes (Z, T or both),
-processed slice by slice in batches. Inside, each slice is normalised (:mod:`preprocess`'s rule),
-made RGB, resized to the model's size with :func:`preprocess.resize_image` (the resize of training),
+processed slice by slice in batches. Inside, each slice is normalised (:mod:`napari_wavegms.core.images`'
+one intensity rule, the one training uses), made RGB, resized to the model's size with
+:func:`~napari_wavegms.core.images.resize_image` (the resize of training),
 segmented, and its *soft* mask is resized back (bilinear) to the slice's size *before* thresholding,
 so mask edges follow the image rather than the model's coarse grid.
 
@@ -50,7 +51,6 @@ review. ``presence=False`` turns the gate off (``wavegms-predict --no-presence-c
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Generator, Iterable, Iterator
