@@ -16,12 +16,12 @@ from napari_wavegms.core.device import native_bf16
 from napari_wavegms.core.images import image_layout, intensity_scale, normalize_intensity, resize_mask
 from napari_wavegms.core.io import read_image
 from napari_wavegms.core.progress import Progress, run_to_end
+from napari_wavegms.inference.postprocess import label_mask
 from napari_wavegms.inference.segmenter import (
     TTA_FLIPS,
     BlankImageWarning,
     Segmenter,
     UnsupportedImageError,
-    label_mask,
     mask_confidence,
 )
 from napari_wavegms.zoo.registry import suggest_model

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "NONE", "PostProcess", "card_postprocess", "fill_holes", "keep_largest", "pixel_area", "postprocess",
-    "remove_small",
+    "NONE", "PostProcess", "card_postprocess", "fill_holes", "keep_largest", "label_mask", "pixel_area",
+    "postprocess", "remove_small",
 ]
 
 
@@ -53,6 +53,19 @@ def remove_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:
     small = np.bincount(labels.ravel()) < min_pixels
     small[0] = True  # background stays background
     return ~small[labels]
+
+
+def label_mask(mask: np.ndarray, min_size: float = 0, label_objects: bool = True) -> np.ndarray:
+    """8-connected objects of a 2D mask (> 0 is foreground), without those smaller than ``min_size``
+    pixels (:func:`remove_small`, the one speck removal of clean-up and labelling).
+
+    Returns int32 labels 1..n in scan order, or, with ``label_objects=False``, the cleaned uint8
+    {0, 1} mask. Labelling after the removal numbers the kept objects 1..n with no gaps.
+    """
+    kept = remove_small(mask, min_size)
+    if not label_objects:
+        return kept.astype(np.uint8)
+    return _labels(kept).astype(np.int32, copy=False)
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:

@@ -71,7 +71,7 @@ from napari_wavegms.core.images import (
     resize_image,
 )
 from napari_wavegms.core.progress import Progress, run_to_end
-from napari_wavegms.inference.postprocess import NONE, PostProcess, card_postprocess
+from napari_wavegms.inference.postprocess import NONE, PostProcess, card_postprocess, label_mask
 from napari_wavegms.inference.presence import PresenceGate, card_presence
 from napari_wavegms.inference.presence import features as presence_features
 
@@ -96,29 +96,6 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((-1,), (-2,), (-2, -1))
 
 class BlankImageWarning(UserWarning):
     """A slice had no intensity variation and was given an empty mask without running the model."""
-
-
-# ---------------------------------------------------------------- objects
-def label_mask(mask: np.ndarray, min_size: int = 0, label_objects: bool = True) -> np.ndarray:
-    """Connected components (8-connected) of a 2D binary mask, without those smaller than ``min_size``.
-
-    Returns int32 labels 1..n, or, with ``label_objects=False``, the cleaned uint8 {0, 1} mask.
-    Component sizes come from one ``bincount`` over scikit-image's labels (hand-written rather than
-    ``remove_small_objects``, whose ``min_size`` argument changed meaning across scikit-image versions).
-    """
-    from skimage.measure import label
-    from skimage.segmentation import relabel_sequential
-
-    labels = label(mask > 0, connectivity=2).astype(np.int32, copy=False)
-    if min_size > 1 and labels.max() > 0:
-        small = np.bincount(labels.ravel()) < min_size
-        small[0] = False
-        if small.any():
-            labels[small[labels]] = 0
-            labels = relabel_sequential(labels)[0].astype(np.int32, copy=False)
-    if not label_objects:
-        return (labels > 0).astype(np.uint8)
-    return labels
 
 
 # ---------------------------------------------------------------- confidence
@@ -406,7 +383,7 @@ class Segmenter:
             mask = post.apply(mask, scale)
         if not label_objects:
             return mask.astype(np.uint8, copy=False), offset
-        labels = label_mask(mask, 0, True)
+        labels = label_mask(mask)
         top = int(labels.max())
         if offset and top:
             labels[labels > 0] += offset
