@@ -328,7 +328,7 @@ def test_model_follows_the_kind_of_the_active_image_and_says_why(make_napari_vie
     tooltip; an ultrasound saved as RGB is still ultrasound; a dermoscopy image gets the skin model; a
     checkpoint file the user chose is never swapped."""
     from conftest import KVASIR, SHARED
-    from napari_wavegms.gui.widgets.segment import model_for_layer
+    from napari_wavegms.gui.widgets.segment import pick_model
     from napari_wavegms.zoo.registry import builtin_models
 
     busi_model = next(n for n in builtin_models() if "busi" in n)
@@ -362,8 +362,8 @@ def test_model_follows_the_kind_of_the_active_image_and_says_why(make_napari_vie
     viewer.layers.selection.active = polyp
     assert widget.model.model == str(random_checkpoint)
     assert "picked by hand" in widget.status.value
-    assert model_for_layer(polyp, str(random_checkpoint)) == str(random_checkpoint)
-    assert model_for_layer(polyp, None) == polyp_model
+    assert pick_model(polyp, str(random_checkpoint))[0] == str(random_checkpoint)
+    assert pick_model(polyp, None)[0] == polyp_model
 
 
 def test_a_builtin_model_picked_by_hand_stays_until_auto(make_napari_viewer, qtbot, busi_image, monkeypatch):

@@ -215,20 +215,19 @@ def test_torchrun_processes_split_the_files(tmp_path, folder, seg, monkeypatch):
 
 def test_without_a_model_the_folder_gets_the_builtin_model_for_its_kind_of_image(tmp_path, folder):
     """Grey ultrasound → the BUSI model, colour endoscopy → the Kvasir-SEG model; files that cannot be
-    read are looked past; a folder with nothing readable gets the default model."""
-    from napari_wavegms.inference.batch import check_paths, model_for_folder
-    from napari_wavegms.zoo.registry import default_model
+    read are looked past; a folder with nothing readable gets no choice."""
+    from napari_wavegms.inference.batch import check_paths, choice_for_folder
 
     out = tmp_path / "out"
-    assert "busi" in model_for_folder(check_paths(folder, out))
-    assert "kvasir-seg" in model_for_folder(check_paths(folder, out), pattern="*.jpg", recursive=True)
+    assert "busi" in choice_for_folder(check_paths(folder, out)).model
+    assert "kvasir-seg" in choice_for_folder(check_paths(folder, out), pattern="*.jpg", recursive=True).model
     polyps = tmp_path / "polyps"
     polyps.mkdir()
     (polyps / "a_broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     shutil.copy(KVASIR / "images" / f"{KVASIR_IMAGE}.jpg", polyps / "b.jpg")
-    assert "kvasir-seg" in model_for_folder(check_paths(polyps, out))
+    assert "kvasir-seg" in choice_for_folder(check_paths(polyps, out)).model
     (polyps / "b.jpg").unlink()
-    assert model_for_folder(check_paths(polyps, out)) == default_model()
+    assert choice_for_folder(check_paths(polyps, out)) is None  # the widget then keeps its model
 
 
 # ---------------------------------------------------------------- blank images, confidence, tta

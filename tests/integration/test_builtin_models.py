@@ -19,8 +19,8 @@ from napari_wavegms.training.evaluate import evaluate
 from napari_wavegms.zoo.registry import (
     KIND_IMAGES,
     builtin_models,
+    choose_model,
     default_model,
-    has_color,
     model_kind,
     resolve_model,
     suggest_model,
@@ -57,7 +57,7 @@ def test_the_old_preview_names_still_work(tmp_path):
     assert (out / "benign_3.png").is_file()
 
 
-def test_colour_images_get_the_polyp_model_and_grey_ones_the_ultrasound_model(tmp_path):
+def test_colour_images_get_the_polyp_model_and_grey_ones_the_ultrasound_model_also_saved_as_colour(tmp_path):
     from PIL import Image
 
     polyp = read_image(KVASIR / "images" / "cju16jgnyzp970878melv7r25.jpg")
@@ -66,15 +66,10 @@ def test_colour_images_get_the_polyp_model_and_grey_ones_the_ultrasound_model(tm
     grey_jpeg = read_image(tmp_path / "grey.jpg")  # grey saved as a colour JPEG: channels almost, not exactly, equal
     assert grey_jpeg.shape == (*grey.shape, 3)
 
-    assert has_color(polyp, rgb=True)
-    assert has_color(np.stack([polyp, polyp]), rgb=True)  # a stack of frames: its first frame decides
-    assert not has_color(polyp, rgb=False)
-    assert not has_color(grey, rgb=False)
-    assert not has_color(np.repeat(grey[..., None], 3, axis=-1), rgb=True)
-    assert not has_color(grey_jpeg, rgb=True)
-    assert not has_color(np.zeros((32, 32, 3), np.uint8), rgb=True)
-    assert suggest_model(True) in (suggest_model("endoscopy"), suggest_model("dermoscopy"))
-    assert "busi" in suggest_model(False)
+    assert choose_model(polyp).model == suggest_model("endoscopy")
+    assert choose_model(np.stack([polyp, polyp]), rgb=True).model == suggest_model("endoscopy")  # its first frame
+    for image in (grey, np.repeat(grey[..., None], 3, axis=-1), grey_jpeg):  # grey, also saved as colour
+        assert "busi" in choose_model(image).model
     for info in MODELS.values():
         assert info.card["images"] == KIND_IMAGES[model_kind(info)]
 

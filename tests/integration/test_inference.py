@@ -52,7 +52,7 @@ def test_reports_its_device_and_precision(seg):
     assert seg.device.type == "cpu"
     assert seg.device_name.startswith("cpu")
     # auto: bfloat16 exactly where this CPU computes it natively (or WAVEGMS_CPU_BF16 says so), else float32
-    assert seg.precision == ("bf16" if native_bf16(torch.device("cpu")) else "fp32") and not seg.half
+    assert seg.precision == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
     assert seg.image_size == 64 and seg.config["note"] == "untrained"
 
 

@@ -203,8 +203,6 @@ def test_each_kind_gets_its_built_in_model():
     assert "busi" in suggest_model("ultrasound")
     assert "kvasir-seg" in suggest_model("endoscopy")
     assert "isic" in suggest_model("dermoscopy")
-    assert suggest_model(True) in (suggest_model("endoscopy"), suggest_model("dermoscopy"))  # the older bool form
-    assert "busi" in suggest_model(False)
 
 
 def test_a_kind_without_its_model_gets_the_nearest_one_and_says_so(monkeypatch):

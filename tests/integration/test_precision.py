@@ -49,7 +49,8 @@ def test_forced_bf16_masks_agree_with_fp32(busi_images, fp32_masks):
     assert np.mean(scores) >= 0.97
 
 
-def test_precision_is_checked_and_half_still_reads():
+def test_precision_is_checked():
     with pytest.raises(ValueError, match="float16 needs a CUDA or MPS device"):
         Segmenter(MODEL, device="cpu", precision="fp16")
-    assert Segmenter(MODEL, device="cpu", half=True).precision == "fp32"  # the CPU has no float16
+    with pytest.raises(TypeError):  # the older half=True/False spelling is gone: precision= says it
+        Segmenter(MODEL, device="cpu", half=True)

@@ -324,13 +324,6 @@ def choice_for_folder(paths: BatchPaths, pattern: str = "*", recursive: bool = F
     return None
 
 
-def model_for_folder(paths: BatchPaths, pattern: str = "*", recursive: bool = False, look_at: int = 5) -> str | None:
-    """The model of :func:`choice_for_folder`; the default model when no image can be read."""
-    from napari_wavegms.zoo.registry import default_model
-
-    choice = choice_for_folder(paths, pattern, recursive, look_at)
-    return choice.model if choice is not None else default_model()
-
 
 #: Images read, evenly spread over a folder, to estimate which kinds of image it holds.
 FOLDER_SAMPLE = 100
@@ -705,7 +698,7 @@ def segment_folder(
     (:func:`napari_wavegms.inference.modality.folder_prior`); ``kind_per_image`` judges every image alone.
     A given ``model`` or ``segmenter`` is used for every file (with a ``segmenter``,
     ``model`` only names it in the CSV). ``segmenter_options`` go to every :class:`Segmenter` made
-    here (``half=``, say). Post-processing (``min_size`` in pixels, ``fill_holes``, ``keep_largest``):
+    here (``precision=``, say). Post-processing (``min_size`` in pixels, ``fill_holes``, ``keep_largest``):
     ``None`` takes each model's card default (:meth:`Segmenter.segment`). ``batch_size``: files read
     ahead (and a stack's slices per model call); images are segmented one at a time. Yields
     ``Progress(done_files, total_files, message=file)`` after each file; returns a :class:`BatchSummary`.

@@ -26,7 +26,7 @@ measured in ``training/measure_confidence.py`` to rank bad masks first); one bel
 :data:`REVIEW_BELOW` is worth a look (``Segmentation.review``). ``tta=True`` averages the soft masks of
 the image and its flips, at about 3× the time. With the built-in models (trained with flips and
 quarter turns) that gives better masks, so their cards turn it on where validation Dice says so
-(``training/RESULTS.md``). It no longer sharpens the confidence: with the 64² previews it ranked bad masks
+(``docs/results.md``). It no longer sharpens the confidence: with the 64² previews it ranked bad masks
 better; with the 128² models it ranks them no better (AUROC 0.829 with flips, 0.827 without). A slice
 with no intensity variation (:data:`BLANK_STD`: an all-black or all-grey image) holds nothing to
 segment: it gets an empty mask without running the model, whose output on a flat input is meaningless
@@ -86,7 +86,7 @@ __all__ = [
 BLANK_STD = 1.0 / 255.0
 #: Masks whose confidence is below this are flagged for review: the best F1 for "Dice < 0.5" on half of
 #: the BUSI, Kvasir-SEG and ISIC 2017 test images with the 128² built-in models, their cards' clean-up
-#: and presence check (training/measure_confidence.py; training/RESULTS.md).
+#: and presence check (training/measure_confidence.py; docs/results.md).
 REVIEW_BELOW = 0.898
 #: The same, fitted the same way, for ``tta=True``: averaging the flips lowers every confidence a little.
 REVIEW_BELOW_TTA = 0.809
@@ -155,12 +155,12 @@ class Segmenter:
     ``model`` is a built-in name, a checkpoint file or training folder (``models.resolve_model``),
     ``None`` for the default built-in model, or an already built ``WaveGMS`` module.
     ``precision``: ``auto`` (float16 on CUDA, bfloat16 on a CPU with native bfloat16, float32 elsewhere),
-    ``fp32``, ``bf16`` or ``fp16`` (:func:`napari_wavegms.core.device.autocast_dtype`); ``half=True/False`` is
-    the older spelling of ``fp16``/``fp32``. ``channels_last``: ``None`` = the whole model on CUDA and the
-    frozen Tiny-VAE alone on a CPU (where E_wave's narrow convolutions are slower that way), ``True`` =
-    the whole model, ``False`` = none. ``training/bench_inference.py`` holds the measurements behind these.
+    ``fp32``, ``bf16`` or ``fp16`` (:func:`napari_wavegms.core.device.autocast_dtype`).
+    ``channels_last``: ``None`` = the whole model on CUDA and the frozen Tiny-VAE alone on a CPU (where
+    E_wave's narrow convolutions are slower that way), ``True`` = the whole model, ``False`` = none;
+    ``training/bench_inference.py`` holds the measurements behind these.
     ``tta=True`` averages the soft masks of each slice and its :data:`TTA_FLIPS` (four model passes per
-    slice in one batch; its gain and cost are in ``training/RESULTS.md``); ``None`` = the built-in model
+    slice in one batch; its gain and cost are in ``docs/results.md``); ``None`` = the built-in model
     card's choice, made on validation (:func:`~napari_wavegms.zoo.registry.card_tta`; off for other checkpoints).
     ``postprocess``: the default clean-up of masks (:class:`~napari_wavegms.inference.postprocess.PostProcess`, or
     its dict); ``None`` = the built-in model card's choice (none for other checkpoints).
@@ -170,7 +170,7 @@ class Segmenter:
     """
 
     def __init__(self, model: str | os.PathLike | torch.nn.Module | None = None, device: str = "auto",
-                 batch_size: int = 8, half: bool | None = None, *, channels_last: bool | None = None,
+                 batch_size: int = 8, *, channels_last: bool | None = None,
                  precision: str = "auto", tta: bool | None = None,
                  postprocess: PostProcess | dict[str, Any] | None = None,
                  presence: PresenceGate | bool | None = None) -> None:
@@ -210,11 +210,8 @@ class Segmenter:
         self.flips: tuple[tuple[int, ...], ...] = TTA_FLIPS if tta else ()  # dims flipped, besides the image
         self.review_below = REVIEW_BELOW_TTA if tta else REVIEW_BELOW
         self.device_name = describe(self.device)
-        if half is not None:
-            precision = "fp16" if half and self.device.type in ("cuda", "mps") else "fp32"
         self.dtype = autocast_dtype(self.device, precision)
         self.precision = precision_name(self.dtype)
-        self.half = self.dtype == torch.float16
         cuda = self.device.type == "cuda"
         self.channels_last = bool(cuda if channels_last is None else channels_last)
         if self.channels_last:

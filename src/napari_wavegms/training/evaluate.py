@@ -1,7 +1,8 @@
 """Scoring a model on a folder of image/mask pairs, in the paper's protocol and at native resolution.
 
-What ``wavegms-eval`` runs, what a training run's final test uses, and what the built-in models'
-cards were made with. See :mod:`napari_wavegms.training.metrics` for the definitions.
+What ``wavegms-eval`` runs, what a training run's validation (:func:`validate`) and final test use, and
+what the built-in models' cards were made with: all through one :class:`Scorer`. See
+:mod:`napari_wavegms.training.metrics` for the definitions.
 
 Two things can be scored: the bare model (the default; training's validation and the papers' numbers)
 or, with ``as_predicted``, the masks a user gets from ``wavegms-predict`` and the widgets: the model
@@ -24,7 +25,7 @@ from torch.nn import functional as F
 from napari_wavegms.core.device import autocast_dtype
 from napari_wavegms.core.images import resize_image, resize_mask
 from napari_wavegms.core.progress import Progress
-from napari_wavegms.training.data import DataError, Pair, load_pair, read_split, resolve_split, scan_pairs
+from napari_wavegms.training.data import DataError, Pair, PairDataset, load_pair, read_split, resolve_split, scan_pairs
 from napari_wavegms.training.metrics import PAPER_SIZE, score, summarize, write_csv
 
 
@@ -63,6 +64,78 @@ class EvalResult:
         }
 
 
+
+class Scorer:
+    """Per-image Dice/IoU/HD95 rows and their summaries: the one scorer of training's :func:`validate` and
+    :func:`evaluate`, so validation Dice and ``wavegms-eval``'s numbers cannot drift apart.
+
+    A row holds the paper protocol (the prediction on its grid against the truth on the same grid) and,
+    when the original mask is given, the ``native_`` protocol (the prediction at the mask's own size).
+    """
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = threshold
+        self.rows: list[dict] = []
+
+    def add_prob(self, name: str, prob: torch.Tensor, *, truth: np.ndarray | None = None,
+                 mask: np.ndarray | None = None) -> None:
+        """One image from the model's soft mask ``prob`` (2D): against ``truth`` on its grid (by default
+        ``mask`` resized to :data:`PAPER_SIZE`) and, given ``mask``, resized bilinearly (as inference does)
+        to the mask's size."""
+        native = None
+        if mask is not None:
+            up = F.interpolate(prob[None, None], size=mask.shape, mode="bilinear", align_corners=False)
+            native = up[0, 0].cpu().numpy() > self.threshold
+        self.add(name, prob.cpu().numpy() > self.threshold, truth=truth, mask=mask, native=native)
+
+    def add(self, name: str, pred: np.ndarray, *, truth: np.ndarray | None = None, mask: np.ndarray | None = None,
+            native: np.ndarray | None = None) -> None:
+        """One image from a boolean prediction ``pred`` on the paper grid (and ``native`` at ``mask``'s size)."""
+        if truth is None:
+            truth = resize_mask(torch.from_numpy(mask)[None, None].float(), PAPER_SIZE)[0, 0].numpy() > 0.5
+        row = {"name": name, **score(pred, truth, "paper")}
+        if mask is not None:
+            row.update({f"native_{k}": v for k, v in score(native, mask, "native").items()})
+            row.update({"height": mask.shape[0], "width": mask.shape[1], "foreground_gt": float(mask.mean())})
+        self.rows.append(row)
+
+    def summary(self, prefix: str = "") -> dict[str, float]:
+        return summarize(self.rows, prefix)
+
+
+@torch.no_grad()
+def predict_probs(net: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype | None = None,
+                  channels_last: bool = False) -> torch.Tensor:
+    """The model's soft masks (float32) for a batch on its device, under autocast when ``dtype`` is given."""
+    device = next(net.parameters()).device
+    x = x.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        return net.predict(x).float()
+
+
+def validate(model: torch.nn.Module, data: PairDataset, *, batch_size: int = 32, threshold: float = 0.5,
+             amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+             ) -> tuple[list[dict], dict[str, float]]:
+    """Paper-protocol Dice/IoU/HD95 of ``model`` on a resized data set (per-image rows, summary): what a
+    training run selects its best model by, at the data set's size."""
+    was_training = model.training
+    model.eval()
+    scorer = Scorer(threshold)
+    try:
+        for start in range(0, len(data), batch_size):
+            idx = list(range(start, min(len(data), start + batch_size)))
+            x, m = data.batch(idx)
+            prob = predict_probs(model, x, amp_dtype, channels_last)
+            truth = m.cpu().numpy() > 0.5
+            for j, i in enumerate(idx):
+                scorer.add_prob(data.pairs[i].name, prob[j, 0], truth=truth[j, 0])
+    finally:
+        model.train(was_training)
+    return scorer.rows, scorer.summary()
+
+
 def evaluate(
     model: Any,
     data_dir: str | os.PathLike,
@@ -94,47 +167,39 @@ def evaluate(
         return (yield from _evaluate_as_predicted(model, data_dir, split=split, device=device,
                                                   batch_size=batch_size, threshold=threshold, images=images,
                                                   masks=masks, pairs=pairs, csv=csv, precision=precision))
-    if isinstance(model, torch.nn.Module) and hasattr(model, "predict") and hasattr(model, "image_size"):
-        net, label = model, "in-memory model"  # a WaveGMS, or any net with the same predict() (baselines)
-    else:
-        from napari_wavegms.zoo.registry import load_model, resolve_model
-
-        label = str(resolve_model(model))
-        net, _, _ = load_model(model, device)
-        if hasattr(net, "vae"):
-            net.vae.use_channels_last(True)  # faster on CPUs and GPUs alike (bench_inference.py)
+    net, label = _network(model, device)
     net.eval()
     dev = next(net.parameters()).device
     dtype = autocast_dtype(dev, precision)
     data_dir = Path(data_dir)
     pairs, problems = _pairs(data_dir, split, images, masks, pairs)
     size = PAPER_SIZE  # net.predict resizes to its own training size and back
-    rows: list[dict] = []
+    scorer = Scorer(threshold)
     total = len(pairs)
     yield Progress(0, total, "")
     for done, chunk in _batches(pairs, batch_size, problems):
         if chunk:
-            x = (
-                torch.cat(
-                    [
-                        resize_image(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None], size)
-                        for _, im, _ in chunk
-                    ]
-                )
-                .clamp(0, 1)
-                .to(dev)
-            )
-            with torch.no_grad(), torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                prob = net.predict(x).float()
+            x = torch.cat([resize_image(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None], size)
+                           for _, im, _ in chunk]).clamp(0, 1)
+            prob = predict_probs(net, x, dtype)
             for j, (pair, _, mask) in enumerate(chunk):
-                native_prob = F.interpolate(
-                    prob[j : j + 1], size=mask.shape, mode="bilinear", align_corners=False
-                )
-                rows.append(_row(pair.name, native_prob[0, 0].cpu().numpy() > threshold, mask,
-                                 prob[j, 0].cpu().numpy() > threshold))
+                scorer.add_prob(pair.name, prob[j, 0], mask=mask)
         yield Progress(done, total, chunk[-1][0].name if chunk else "")
-    return _result(rows, problems, label, csv, total, data_dir)
+    return _result(scorer, problems, label, csv, total, data_dir)
 
+
+
+def _network(model: Any, device: str | torch.device) -> tuple[torch.nn.Module, str]:
+    """The network to score and how results name it: an in-memory model as it is, else loaded."""
+    if isinstance(model, torch.nn.Module) and hasattr(model, "predict") and hasattr(model, "image_size"):
+        return model, "in-memory model"  # a WaveGMS, or any net with the same predict() (baselines)
+    from napari_wavegms.zoo.registry import load_model, resolve_model
+
+    label = str(resolve_model(model))
+    net, _, _ = load_model(model, device)
+    if hasattr(net, "vae"):
+        net.vae.use_channels_last(True)  # faster on CPUs and GPUs alike (bench_inference.py)
+    return net, label
 
 def _batches(pairs: Sequence[Pair], batch_size: int, problems: list[str], as_stored: bool = False,
              ) -> Iterator[tuple[int, list[tuple[Pair, np.ndarray, np.ndarray]]]]:
@@ -170,22 +235,13 @@ def _pairs(data_dir: Path, split: str | os.PathLike | None, images: str, masks: 
     return pairs, problems
 
 
-def _row(name: str, pred_native: np.ndarray, mask: np.ndarray, pred_paper: np.ndarray) -> dict:
-    """One image's scores: ``pred_paper`` (at 224²) against the resized truth, ``pred_native`` against it."""
-    gt_s = resize_mask(torch.from_numpy(mask)[None, None].float(), PAPER_SIZE)[0, 0].numpy() > 0.5
-    paper = score(pred_paper, gt_s, "paper")
-    native = score(pred_native, mask, "native")
-    return {"name": name, **paper, **{f"native_{k}": v for k, v in native.items()}, "height": mask.shape[0],
-            "width": mask.shape[1], "foreground_gt": float(mask.mean())}
-
-
-def _result(rows: list[dict], problems: list[str], label: str, csv: str | os.PathLike | None, total: int,
+def _result(scorer: Scorer, problems: list[str], label: str, csv: str | os.PathLike | None, total: int,
             data_dir: Path) -> EvalResult:
-    if not rows:
+    if not scorer.rows:
         raise DataError(f"none of the {total} pairs in {data_dir} could be read: {'; '.join(problems[:3])}")
-    result = EvalResult(rows, summarize(rows), summarize(rows, "native_"), problems, model=label)
+    result = EvalResult(scorer.rows, scorer.summary(), scorer.summary("native_"), problems, model=label)
     if csv is not None:
-        result.csv = write_csv(csv, rows)
+        result.csv = write_csv(csv, scorer.rows)
     return result
 
 
@@ -205,7 +261,7 @@ def _evaluate_as_predicted(model: Any, data_dir: str | os.PathLike, *, split: st
     gate = "on" if segmenter.presence is not None else "none"
     label = (f"{label} (as predicted: flips {'on' if segmenter.tta else 'off'}, clean-up "
              f"{segmenter.postprocess.describe()}, presence check {gate})")
-    rows: list[dict] = []
+    scorer = Scorer(threshold)
     total = len(pairs)
     yield Progress(0, total, "")
     for done, chunk in _batches(pairs, batch_size, problems, as_stored=True):
@@ -216,6 +272,6 @@ def _evaluate_as_predicted(model: Any, data_dir: str | os.PathLike, *, split: st
                 continue
             pred = np.asarray(pred) > 0
             small = resize_mask(torch.from_numpy(pred)[None, None].float(), PAPER_SIZE)[0, 0].numpy() > 0.5
-            rows.append(_row(pair.name, pred, mask, small))
+            scorer.add(pair.name, small, mask=mask, native=pred)
         yield Progress(done, total, chunk[-1][0].name if chunk else "")
-    return _result(rows, problems, label, csv, total, data_dir)
+    return _result(scorer, problems, label, csv, total, data_dir)

@@ -1,15 +1,14 @@
-"""Training and evaluation: a folder of image/mask pairs → a validated Wave-GMS checkpoint, honest numbers.
+"""Training: a folder of image/mask pairs → a validated Wave-GMS checkpoint, honest numbers.
 
 :func:`train` is a generator (the house convention for long jobs): it yields a :class:`TrainEvent`
 after every optimisation step and every epoch, so the CLI's progress bar and the napari widget show
 the same thing, and it stops cleanly when the consumer calls ``close()`` (or sets ``stop``), keeping
 ``last.safetensors`` and ``best.safetensors``.
 
-Recipes (:data:`RECIPES`): ``paper`` is docs/design.md §5–6, the Wave-GMS loss, AdamW (lr 2e-3, weight
-decay 0.01), a linear warm-up per *step* over ``warmup_epochs`` (never an epoch at lr 0, the reference's
-defect) then cosine to 0, seeded; ``fast`` (the default) spends a CPU's time where it buys Dice (see
-:class:`Recipe`); ``finetune`` is ``fast`` at full size throughout. A ``time_budget_s`` lays the warm-up
-and cosine over training time instead of steps.
+How a run spends its compute (the recipes, :mod:`~napari_wavegms.training.config`) and when its learning
+rate and image side change (:mod:`~napari_wavegms.training.schedule`) live beside it; the warm-up is per
+*step* (never an epoch at lr 0, the reference's defect), and a ``time_budget_s`` lays the warm-up and cosine
+over training time instead of steps.
 The model is selected on the validation split only (highest mean Dice, paper protocol) and the test
 split, if any, is scored once at the end with the selected model.
 
@@ -25,7 +24,6 @@ CPU) and a DistributedSampler; only rank 0 validates, writes files and yields ev
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -53,143 +51,16 @@ from napari_wavegms.network.checkpoint import (
     save_train_state,
 )
 from napari_wavegms.training.augment import AUGMENTATIONS, augment_batch
+from napari_wavegms.training.config import Recipe, TrainConfig, get_recipe
 from napari_wavegms.training.data import DataError, PairDataset, make_splits
-from napari_wavegms.training.evaluate import EvalResult, evaluate
-from napari_wavegms.training.metrics import score, summarize, write_csv
+from napari_wavegms.training.evaluate import EvalResult, evaluate, validate
+from napari_wavegms.training.metrics import write_csv
+from napari_wavegms.training.schedule import Schedule, stage_size
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = ("best.safetensors", "last.safetensors")
 STATE_FILE = "last.state.safetensors"
-
-
-# ---------------------------------------------------------------- configuration
-@dataclass
-class TrainConfig:
-    """Everything about a run; saved as ``config.yaml`` and inside every checkpoint's header.
-
-    Relative input paths in a YAML file (``data_dir``, ``val_dir``, ``weights_dir``, a checkpoint in
-    ``init_from``) are read relative to the YAML file's folder, so a config works from any current
-    folder; split files are relative to ``data_dir``; ``output_dir`` is relative to the current folder.
-    """
-
-    data_dir: str = ""
-    images: str = "images"
-    masks: str = "masks"
-    train_split: str | None = None  # list file of stems; None = every pair not in val/test
-    val_split: str | None = None  # list file; None = carve val_fraction from the training pairs
-    test_split: str | None = None  # list file; scored once at the end with the best model
-    val_fraction: float = 0.1
-    test_fraction: float = 0.0  # carve a test split from the training pairs when none is given
-    val_dir: str | None = None  # a separate validation folder with images/ and masks/
-    image_size: int = 224
-    epochs: int = 100
-    batch_size: int = 12
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    warmup_epochs: float = 5
-    seed: int = 2333
-    tiny_vae: str = "taef2"
-    weights_dir: str | None = None
-    device: str = "auto"
-    output_dir: str = "runs/wavegms"
-    init_from: str | None = None  # fine-tune: a built-in model name or a checkpoint / run folder
-    resume: bool = False  # continue output_dir's last.safetensors
-    overwrite: bool = False  # allow starting a fresh run in a folder that holds one
-    augment: bool = True
-    augmentation: str = "standard"  # standard (docs/design.md §6) | robust (+ what differs between devices)
-    preload: bool = True  # keep resized pairs in memory (bounded by preload_limit_mb)
-    preload_limit_mb: int = 4096
-    num_workers: int = 0  # DataLoader workers when pairs are not preloaded
-    amp: str = "auto"  # auto: CUDA bf16 (else fp16), CPU bf16 where native (fast recipe) | bf16 | fp16 | off
-    channels_last: bool = True  # CUDA only
-    val_every: int = 1  # validate every N epochs (and after the last)
-    val_batch_size: int = 32
-    threshold: float = 0.5
-    max_steps: int | None = None  # stop after this many optimisation steps in total (smoke tests)
-    name: str = ""  # a free description of the run
-    # fast (best Dice per CPU-second) | paper (docs/design.md §5–6) | finetune | auto (finetune with
-    # init_from, else fast; resolved when the config is made, so saved configs name the recipe); see RECIPES
-    recipe: str = "auto"
-    time_budget_s: float | None = None  # stop (and anneal the learning rate to 0) after this much training time
-    time_budget_clock: str = "wall"  # wall | process (this process's CPU seconds)
-
-    _PATH_FIELDS = ("data_dir", "val_dir", "weights_dir")
-
-    def __post_init__(self) -> None:
-        if self.recipe == "auto":
-            self.recipe = default_recipe(self.init_from)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
-        return cls(**{k: _number(k, kinds[k], v) for k, v in values.items()})
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> TrainConfig:
-        """Load a YAML config; ``overrides`` (e.g. from the command line, relative to the current
-        folder) replace its values; ``None`` overrides are ignored."""
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such config file")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path} is not valid YAML: {err}") from err
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of option: value")
-        base = path.resolve().parent
-        for key in cls._PATH_FIELDS:
-            if values.get(key):
-                values[key] = str(_resolve_from(values[key], base))
-        init = values.get("init_from")
-        if init and (base / os.path.expanduser(init)).exists() and not Path(init).is_absolute():
-            values["init_from"] = str((base / init).resolve())
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(values)
-
-    def to_yaml(self, path: str | os.PathLike) -> Path:
-        import yaml
-
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return Path(path)
-
-
-_NUMBERS = {"float": float, "float | None": float, "int": int, "int | None": int}
-
-
-def _number(option: str, kind: str, value: Any) -> Any:
-    """``value`` as the number option ``option`` needs, or a clear error naming it.
-
-    Why: YAML 1.1 (PyYAML) reads ``lr: 2e-3``, without a dot, as the *string* "2e-3"; AdamW then failed
-    deep inside PyTorch with a TypeError about comparing a float with a str."""
-    convert = _NUMBERS.get(kind)
-    if convert is None or value is None:
-        return value
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        number = math.nan
-    if math.isnan(number) or (convert is int and not number.is_integer()):
-        raise ValueError(f"training option {option}: {value!r} is not {'an integer' if convert is int else 'a number'}")
-    return convert(number)
-
-
-def _resolve_from(value: str, base: Path) -> Path:
-    p = Path(os.path.expandvars(os.path.expanduser(str(value))))
-    return p if p.is_absolute() else (base / p).resolve()
 
 
 # ---------------------------------------------------------------- events and results
@@ -274,102 +145,7 @@ class _LossView:
         return self.ddp(image)
 
 
-# ---------------------------------------------------------------- recipes and schedule
-@dataclass(frozen=True)
-class Recipe:
-    """How a run spends its compute: what the loss decodes, precision, memory layout, sizes, warm-up.
-
-    ``paper`` is docs/design.md §5–6 exactly (how we reproduce the paper on a GPU). ``fast``, the
-    default, buys the most validation Dice per CPU-second; each of its choices has an ablation row in
-    ``docs/results.md``.
-    """
-
-    name: str
-    dice_heads: tuple[str, ...]  # heads decoded through the frozen decoder for the soft Dice
-    cpu_bf16: bool  # bf16 autocast on CPUs that compute it natively (never on emulating CPUs)
-    vae_channels_last: bool  # the frozen Tiny-VAE in channels-last memory on the CPU
-    small_fraction: float  # this first fraction of the run trains at half the image size
-    warmup_cap: float  # warm-up lasts at most this fraction of the run
-    checkpoint_decoder: bool  # recompute the frozen decoder in the backward pass instead of storing it
-
-
-RECIPES: dict[str, Recipe] = {
-    "paper": Recipe("paper", ("level2", "level1", "out"), False, False, 0.0, 1.0, False),
-    "fast": Recipe("fast", ("out",), True, True, 0.5, 0.05, True),
-    # fast, all at full size: a model already trained at this size (``init_from``) has nothing to gain
-    # from the cheap half-size phase, which would first un-learn its full-size detail
-    "finetune": Recipe("finetune", ("out",), True, True, 0.0, 0.05, True),
-}
-
-
-def default_recipe(init_from: str | None) -> str:
-    """The recipe a run gets unless it names one: ``finetune`` when it starts from a trained model (a
-    built-in model or a checkpoint, trained at its size already), else ``fast``."""
-    return "finetune" if init_from else "fast"
-
-
-def get_recipe(name: str) -> Recipe:
-    try:
-        return RECIPES[name]
-    except KeyError:
-        raise ValueError(f"unknown recipe {name!r}; use one of {', '.join(RECIPES)}") from None
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps (first step at lr/warmup, not 0), then cosine to 0."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-class Schedule:
-    """How far a run is (0 → 1) and its learning-rate factor, by steps or by a time budget.
-
-    Without a budget the run is ``total`` steps (epochs × steps per epoch) and warm-up then cosine
-    follow the step count. With ``budget_s`` the same warm-up fraction and cosine follow the time spent
-    training instead, so a 30-minute run anneals to 0 at 30 minutes whatever one step costs: a schedule
-    that fits a short budget (an epoch count would leave it cut off at a high learning rate).
-    ``clock`` is ``wall`` or ``process`` (this process's CPU seconds: fair when other jobs share the CPU).
-    """
-
-    def __init__(self, total: int, warmup: int, budget_s: float | None = None, clock: str = "wall") -> None:
-        if clock not in ("wall", "process"):
-            raise ValueError(f"time_budget_clock must be 'wall' or 'process', not {clock!r}")
-        self.total, self.warmup, self.budget_s = max(1, total), warmup, budget_s
-        self._now = time.perf_counter if clock == "wall" else time.process_time
-        self.spent = 0.0
-        self._since: float | None = None
-
-    def resume(self) -> None:
-        """Start (or continue) counting training time; :meth:`pause` stops it (validation is not training)."""
-        self._since = self._now()
-
-    def pause(self) -> None:
-        if self._since is not None:
-            self.spent += self._now() - self._since
-            self._since = None
-
-    def elapsed(self) -> float:
-        return self.spent + (self._now() - self._since if self._since is not None else 0.0)
-
-    def progress(self, step: int) -> float:
-        if self.budget_s:
-            return min(1.0, self.elapsed() / self.budget_s)
-        return min(1.0, step / self.total)
-
-    def lr_factor(self, step: int) -> float:
-        if not self.budget_s:
-            return lr_factor(step, self.total, self.warmup)
-        p, w = self.progress(step), self.warmup / self.total
-        if w > 0 and p < w:
-            return max(p / w, 1.0 / max(1, self.warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (p - w) / max(1e-9, 1 - w))))
-
-    def exhausted(self, step: int) -> bool:
-        return bool(self.budget_s) and self.elapsed() >= self.budget_s
-
-
+# ---------------------------------------------------------------- precision and sizes
 def _amp_setup(amp: str, device: torch.device, recipe: Recipe) -> tuple[torch.dtype | None, Any]:
     """Autocast dtype and gradient scaler: CUDA as ``amp`` says; bf16 on a CPU only where it is native."""
     from napari_wavegms.core.device import native_bf16
@@ -399,14 +175,6 @@ def set_memory_layout(model: torch.nn.Module, device: torch.device, recipe: Reci
         model.vae.use_channels_last(True)
 
 
-def stage_size(image_size: int, progress: float, recipe: Recipe) -> int:
-    """The side a step trains at: half of ``image_size`` (a multiple of 8, at least 32) early in a
-    ``fast`` run, then the full size, which the model keeps for inference."""
-    if progress < recipe.small_fraction:
-        return max(32, (image_size // 2) // 8 * 8)
-    return image_size
-
-
 def _shrink(x: torch.Tensor, m: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch at a smaller side: the image as inference resizes it, the mask by area then ≥ 0.5."""
     from torch.nn import functional as F
@@ -416,40 +184,6 @@ def _shrink(x: torch.Tensor, m: torch.Tensor, size: int) -> tuple[torch.Tensor, 
     if x.shape[-1] == size:
         return x, m
     return resize_image(x, size), (F.interpolate(m.float(), size=(size, size), mode="area") >= 0.5).to(m.dtype)
-
-
-# ---------------------------------------------------------------- validation
-@torch.no_grad()
-def validate(
-    model: torch.nn.Module,
-    data: PairDataset,
-    *,
-    batch_size: int = 32,
-    threshold: float = 0.5,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-) -> tuple[list[dict], dict[str, float]]:
-    """Paper-protocol Dice/IoU/HD95 of ``model`` on a resized data set (per-image rows, summary)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    rows: list[dict] = []
-    try:
-        for start in range(0, len(data), batch_size):
-            idx = list(range(start, min(len(data), start + batch_size)))
-            x, m = data.batch(idx)
-            x = x.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                prob = model.predict(x)
-            pred = (prob.float() > threshold).cpu().numpy()
-            gt = m.cpu().numpy() > 0.5
-            for j, i in enumerate(idx):
-                rows.append({"name": data.pairs[i].name, **score(pred[j, 0], gt[j, 0], "paper")})
-    finally:
-        model.train(was_training)
-    return rows, summarize(rows)
 
 
 # ---------------------------------------------------------------- training

@@ -291,12 +291,3 @@ def _download(remote: RemoteFile, target: Path, help_text: str, verify: Verifier
         digest = sha256_of(Path(path))
         log.warning("%s has no pinned checksum; trusting this download (sha256 %s)", remote.name, digest)
     return Path(path)
-
-
-def tiny_vae_files(name: str, offline_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
-    """Verified local paths to the encoder and decoder ``.pth`` files of a registered Tiny-VAE."""
-    try:
-        spec = TINY_VAES[name]
-    except KeyError:
-        raise KeyError(f"unknown Tiny-VAE {name!r}; known: {', '.join(TINY_VAES)}") from None
-    return fetch(spec.encoder, offline_dir), fetch(spec.decoder, offline_dir)

@@ -108,43 +108,32 @@ def default_model() -> str | None:
 
 # What each kind of image looks like to a model: the fallback when no built-in model is made for a kind.
 KIND_IMAGES = {"ultrasound": "gray", "endoscopy": "rgb", "dermoscopy": "rgb"}
-_KIND_WORDS = {"ultrasound": ("ultrasound", "busi", "bus-bra"),
-               "endoscopy": ("endoscop", "colonoscop", "kvasir", "polyp"),
-               "dermoscopy": ("dermoscop", "skin", "isic")}
 
 
 def model_kind(info: ModelInfo) -> str | None:
-    """The kind of image a built-in model is made for: its card's ``"kind"``, else read from its
-    modality and data set (cards written before the field existed)."""
+    """The kind of image a built-in model is made for (its card's ``"kind"``)."""
     kind = info.card.get("kind")
-    if kind:
-        return str(kind)
-    text = " ".join(str(v) for v in (info.card.get("modality"), info.card.get("data", {}).get("folder"), info.name))
-    return next((k for k, words in _KIND_WORDS.items() if any(w in text.lower() for w in words)), None)
+    return str(kind) if kind else None
 
 
-def suggest_model(kind: str | bool) -> str | None:
+def suggest_model(kind: str) -> str | None:
     """The built-in model made for this kind of image (``"ultrasound"``, ``"endoscopy"``, ``"dermoscopy"``).
 
     When no built-in model is made for that kind, the first (by rank) whose training images look alike
-    (colour or grey, see :data:`KIND_IMAGES`), else the default model. A bool is the older question
-    "colour or not" (``True`` → a colour model, ``False`` → a grey one) and still works.
+    (colour or grey, see :data:`KIND_IMAGES`), else the default model.
     """
     return _suggest(kind)[0]
 
 
-def _suggest(kind: str | bool) -> tuple[str | None, bool]:
+def _suggest(kind: str) -> tuple[str | None, bool]:
     """``(model, made for this kind)``."""
     models = builtin_models()
-    if isinstance(kind, bool):
-        wanted = "rgb" if kind else "gray"
-    else:
-        exact = next((name for name, info in models.items() if model_kind(info) == kind), None)
-        if exact is not None:
-            return exact, True
-        wanted = KIND_IMAGES.get(kind, "")
+    exact = next((name for name, info in models.items() if model_kind(info) == kind), None)
+    if exact is not None:
+        return exact, True
+    wanted = KIND_IMAGES.get(kind, "")
     alike = next((name for name, info in models.items() if info.card.get("images") == wanted), None)
-    return (alike or default_model()), isinstance(kind, bool) and alike is not None
+    return (alike or default_model()), False
 
 
 @dataclass(frozen=True)
@@ -176,28 +165,6 @@ def choose_model(image: Any, rgb: bool | None = None, prior: Any = None) -> Mode
     found = classify(image, rgb, prior)
     model, exact = _suggest(found.kind)
     return ModelChoice(model, found.kind, found.reason, exact)
-
-
-def has_color(image: Any, rgb: bool) -> bool:
-    """Whether a (napari-style) image really carries colour: channels last and not all equal.
-
-    Grey ultrasound is often saved as RGB with three equal channels (or nearly equal, after JPEG), so
-    the channels of a strided sample of the first plane are compared; at most ~64k pixels are read,
-    which keeps this cheap for large and lazy (dask) images.
-    """
-    import numpy as np
-
-    if not rgb:
-        return False
-    plane = image
-    while getattr(plane, "ndim", 0) > 3:
-        plane = plane[0]
-    h, w = plane.shape[:2]
-    step = max(1, int(max(h, w) // 256))
-    sample = np.asarray(plane[::step, ::step, :3], dtype=np.float32)
-    spread = float(sample.max() - sample.min()) or 1.0
-    differences = np.abs(sample[..., 0] - sample[..., 1]) + np.abs(sample[..., 1] - sample[..., 2])
-    return float(differences.mean()) > 0.01 * spread
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:

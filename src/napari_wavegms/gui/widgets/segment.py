@@ -247,11 +247,6 @@ def pick_model(
     return choice.model, choice
 
 
-def model_for_layer(layer: napari.layers.Image, chosen: str | None, by_hand: bool = False) -> str | None:
-    """The model of :func:`pick_model` (the user's own, else the one made for this kind of image)."""
-    return pick_model(layer, chosen, by_hand)[0]
-
-
 def model_key(model: str | None, device: str) -> tuple[str, int, str]:
     """The cache key of a model on a device: its checkpoint file and that file's modification time (a
     model retrained into the same folder is loaded again)."""

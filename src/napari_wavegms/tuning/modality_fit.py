@@ -1,6 +1,6 @@
 """Fit the image-kind classifier of :mod:`napari_wavegms.inference.modality` and measure it on held-out images.
 
-    python training/fit_modality.py [--data DIR] [--copies 2] [--seed 0] [--write]
+    python -m napari_wavegms.tuning.modality_fit [--data DIR] [--copies 2] [--seed 0] [--write]
 
 Training images (training splits only): BUSI ``gms_train`` + ``normal_train`` and BUS-BRA folds 1-4
 (ultrasound), Kvasir-SEG ``medico2020_train`` (endoscopy), ISIC-2017 ``train`` (dermoscopy). Each image
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -32,10 +31,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from napari_wavegms.inference.modality import FEATURES, KINDS, PARAMS_PATH, image_features
+from napari_wavegms.tuning.common import shared_folder
+from napari_wavegms.zoo.downloads import DATA_ENV
 
-DATA = Path(os.environ.get("WAVEGMS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = shared_folder(DATA_ENV, "data")
 
 # (data set, kind, images sub-folder suffix, training lists, held-out lists)
 SETS = [
@@ -47,6 +47,7 @@ SETS = [
 
 
 def names(folder: Path, lists: list[str]) -> list[str]:
+    """The image names of a data set's split lists, in list order (the order fixes the augmentation draws)."""
     out: list[str] = []
     for name in lists:
         out += (folder / "splits" / name).read_text().split()
@@ -84,6 +85,7 @@ _OVERLAY_COLOURS = [(255, 255, 0), (0, 255, 0), (0, 255, 255), (255, 0, 0), (255
 
 
 def augment_ultrasound(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A BUSI / BUS-BRA scan as another scanner or report shows it: RGB, tinted, Doppler, bars, annotations."""
     img = _geometry(img.convert("L"), rng)
     a = _tone(np.asarray(img, np.float32) / 255, rng)
     rgb = np.repeat(a[..., None], 3, axis=-1)
@@ -146,6 +148,7 @@ def _dark_ring(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def augment_endoscopy(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A Kvasir-SEG frame as another endoscope gives it: other framing, white balance and exposure."""
     if rng.random() < 0.3:  # another endoscope's frame: the view fills the image, no black corners
         w, h = img.size
         f = rng.uniform(0.55, 0.8)
@@ -159,6 +162,7 @@ def augment_endoscopy(img: Image.Image, rng: np.random.Generator) -> Image.Image
 
 
 def augment_dermoscopy(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """An ISIC image as another dermatoscope gives it: other colours and exposure, sometimes a dark ring."""
     img = _geometry(img, rng)
     a = _colour_jitter(img, rng)
     if rng.random() < 0.25:  # a dermatoscope's dark ring
@@ -171,6 +175,7 @@ AUGMENT = {"ultrasound": augment_ultrasound, "endoscopy": augment_endoscopy, "de
 
 
 def feature_vector(image: np.ndarray) -> list[float]:
+    """The image's features in :data:`FEATURES` order, the columns the classifier is fitted on."""
     f = image_features(image)
     return [f[n] for n in FEATURES]
 
@@ -302,6 +307,7 @@ def probabilities(params: dict, x: np.ndarray) -> np.ndarray:
 
 
 def predict(params: dict, x: np.ndarray) -> np.ndarray:
+    """Each sample's most probable kind (an index into :data:`KINDS`)."""
     return np.argmax(probabilities(params, x), axis=1)
 
 
@@ -382,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     params["fitted_on"] = {name: len(lab) for name, (_, _, lab) in train.items()}
     params["copies"] = args.copies
     chosen = f"--cv {args.cv}" if args.cv else f"--rounds {args.rounds} --depth {args.depth} --rate {args.rate}"
-    params["command"] = f"python training/fit_modality.py --copies {args.copies} --seed {args.seed} {chosen} --write"
+    params["command"] = f"python -m napari_wavegms.tuning.modality_fit --copies {args.copies} --seed {args.seed} {chosen} --write"
 
     print("| data set (held-out split) | kind | images | correct as stored | correct, augmented copy | "
           "mistaken for (both columns) |")
