@@ -678,6 +678,34 @@ def _engine(model: str | os.PathLike | None, segmenter: Segmenter | None, device
     return None, picker, describe(resolve_device(device)), max(1, options.get("batch_size", 8))
 
 
+def _open_output(plan: _Plan) -> Path:
+    """Ready the output folder before any file is read: made, cleared of the temporary files a killed
+    run left, this run's CSV name reserved (two runs never share one) and the earlier runs' rows read
+    (a mask skipped as existing keeps what they said of it). Returns the CSV's path."""
+    out = plan.out
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(out, plan.paths.input_root)
+    csv_path = _reserve_summary(out, plan.rank, plan.world)
+    plan.earlier = earlier_rows(out, csv_path)
+    return csv_path
+
+
+def _events(plan: _Plan, models: _Models, convention: str, ahead: int, judge: ModelPicker | None,
+            summary: BatchSummary) -> Generator[Progress, None, None]:
+    """The run's progress: the file count (with ``summary``, so a caller that cancels still has it), the
+    folder's kinds judged by ``judge`` (``None``: each image alone), then one event per file. Each file
+    joins ``summary.results`` once its mask is on disk, before its event: a cancel keeps it in the CSV."""
+    info, results = summary.info, summary.results
+    total = sum(1 for _ in plan.files())
+    yield Progress(0, total, f"{total} files on {info['device']}", {**info, "summary": summary})
+    if judge is not None:
+        yield from judge.judge_folder((p for p in plan.files() if is_image_file(p)), total)
+    for result in _run(plan, models, convention, ahead):
+        results.append(result)
+        yield Progress(len(results), total, printable(result.file),
+                       {**info, "status": result.status, "model": result.model})
+
+
 def segment_folder(
     input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, model: str | os.PathLike | None = None,
     pattern: str = "*", recursive: bool = False, fmt: str = "png", convention: str = "0/255",
@@ -707,34 +735,21 @@ def segment_folder(
     paths = check_paths(input_dir, output_dir, fmt, convention)
     segmenter, picker, device_name, ahead = _engine(model, segmenter, device, batch_size, segmenter_options)
     where = placement()
-    rank, world = where.rank, where.world
-    plan = _Plan(paths, pattern, recursive, fmt, overlays, overwrite, rank, world)
+    plan = _Plan(paths, pattern, recursive, fmt, overlays, overwrite, where.rank, where.world)
     models = _Models(segmenter, picker, "" if model is None else str(model), {
         "threshold": threshold, "label_objects": convention == "labels", "min_size": min_size,
         "fill_holes": fill_holes, "keep_largest": keep_largest})
-    out = paths.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(out, paths.input_root)
-    csv_path = _reserve_summary(out, rank, world)
-    plan.earlier = earlier_rows(out, csv_path)
-    results: list[FileResult] = []
-    info = {"device": device_name, "rank": rank, "world_size": world}
+    csv_path = _open_output(plan)
     # The summary fills as files finish; a caller that cancels (close()) gets no return value, so the
     # first event hands it over: after a cancel it holds every file done, as the CSV does.
-    summary = BatchSummary(results, csv_path, out, info)
+    summary = BatchSummary([], csv_path, paths.output_dir,
+                           {"device": device_name, "rank": plan.rank, "world_size": plan.world})
     completed = False
     try:  # from here on, a cancel or a crash (even while the folder is judged) still writes the CSV
-        total = sum(1 for _ in plan.files())
-        yield Progress(0, total, f"{total} files on {device_name}", {**info, "summary": summary})
-        if picker is not None and not kind_per_image:
-            yield from picker.judge_folder((p for p in plan.files() if is_image_file(p)), total)
-        for result in _run(plan, models, convention, ahead):
-            results.append(result)  # its mask is on disk: in the CSV even if cancelled below
-            yield Progress(len(results), total, printable(result.file),
-                           {**info, "status": result.status, "model": result.model})
+        yield from _events(plan, models, convention, ahead, None if kind_per_image else picker, summary)
         completed = True
     finally:
         if not completed:  # cancelled or crashed: masks already on disk from earlier runs get their rows too
-            results.extend(plan.unreached({r.file for r in results}))
-        write_summary(csv_path, results)
+            summary.results.extend(plan.unreached({r.file for r in summary.results}))
+        write_summary(csv_path, summary.results)
     return summary
