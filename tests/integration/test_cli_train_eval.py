@@ -32,7 +32,7 @@ def busi10(tmp_path, busi_names):
 def write_config(folder: Path, data: Path) -> Path:
     cfg = folder / "cfg" / "tiny.yaml"
     cfg.parent.mkdir(parents=True, exist_ok=True)
-    rel = os.path.relpath(data, cfg.parent)  # relative to the YAML file, as in training/busi.yaml
+    rel = os.path.relpath(data, cfg.parent)  # relative to the YAML file, as in training/configs/busi.yaml
     cfg.write_text(f"data_dir: {rel}\ntrain_split: splits/train.txt\nval_split: splits/val.txt\n"
                    f"weights_dir: {WEIGHTS}\nwarmup_epochs: 1\nseed: 7\n")
     return cfg

@@ -126,24 +126,24 @@ def test_split_files_and_carving(tmp_path):
 def test_busi_config_splits():
     from conftest import REPO
 
-    cfg = TrainConfig.from_yaml(REPO / "training" / "busi.yaml")
+    cfg = TrainConfig.from_yaml(REPO / "training" / "configs" / "busi.yaml")
     s = make_splits(cfg)
     assert s.sizes() == {"train": 465, "val": 52, "test": 130}
     assert not {p.name for p in s.train} & {p.name for p in s.test}
     assert not {p.name for p in s.val} & {p.name for p in s.test}
-    kv = make_splits(TrainConfig.from_yaml(REPO / "training" / "kvasir-seg.yaml"))
+    kv = make_splits(TrainConfig.from_yaml(REPO / "training" / "configs" / "kvasir-seg.yaml"))
     assert kv.sizes() == {"train": 792, "val": 88, "test": 120} and kv.problems == []
 
 
 def test_the_ultrasound_model_data_holds_lesion_free_scans_everywhere_but_the_test(tmp_path):
-    """training/make_ultrasound_data.py: BUSI (lesion and lesion-free) + BUS-BRA joined by links;
+    """training/scripts/make_ultrasound_data.py: BUSI (lesion and lesion-free) + BUS-BRA joined by links;
     validation holds lesion-free scans and whole BUS-BRA patients; BUSI's test lists are never trained
     on; each lesion-free training scan is listed NORMAL_REPEAT times and trained on that often per epoch."""
     import importlib.util
 
     from conftest import REPO, SHARED
 
-    spec = importlib.util.spec_from_file_location("mud", REPO / "training" / "make_ultrasound_data.py")
+    spec = importlib.util.spec_from_file_location("mud", REPO / "training" / "scripts" / "make_ultrasound_data.py")
     mud = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mud)
     lists = mud.build(SHARED / "data", tmp_path / "us")

@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 from conftest import BUSI, REPO, WEIGHTS, drain, link_busi_pairs
 from napari_wavegms.core.progress import run_to_end
 from napari_wavegms.network.checkpoint import load_checkpoint, load_train_state, read_checkpoint, save_train_state
+from napari_wavegms.training import TrainConfig, train
 from napari_wavegms.training.data import PairDataset, scan_pairs
 from napari_wavegms.training.evaluate import evaluate
-from napari_wavegms.training.loop import TrainConfig, lr_factor, train
+from napari_wavegms.training.schedule import lr_factor
 
 
 @pytest.fixture
@@ -63,12 +64,12 @@ def test_the_builtin_models_configs_load_and_an_unknown_augmentation_is_refused(
     from napari_wavegms.cli import train_main
 
     for name in ("ultrasound", "kvasir-seg", "isic2017", "busi"):
-        cfg = TrainConfig.from_yaml(REPO / "training" / f"{name}.yaml")
+        cfg = TrainConfig.from_yaml(REPO / "training" / "configs" / f"{name}.yaml")
         assert cfg.augmentation == ("standard" if name in ("busi", "kvasir-seg") else "robust"), name
     with pytest.raises(ValueError, match="unknown augmentation 'strong'; use one of standard, robust"):
         next(train(TrainConfig(data_dir=str(tmp_path), augmentation="strong")))
     with pytest.raises(SystemExit):
-        train_main([str(REPO / "training" / "busi.yaml"), "--augment", "sturdy"])
+        train_main([str(REPO / "training" / "configs" / "busi.yaml"), "--augment", "sturdy"])
 
 
 TIMES = ("seconds", "train_seconds")  # wall-clock columns of the history: the only ones a resume may change

@@ -3,7 +3,7 @@
 Runs the widgets exactly as a user does (real viewer, real BUSI images, real jobs in workers) and saves
 ``viewer.screenshot(canvas_only=False)`` downscaled to at most 1000 px wide. Needs a display:
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python training/make_screenshots.py --model busi
+    xvfb-run -a -s "-screen 0 1600x1000x24" python training/scripts/make_screenshots.py --model busi
 
 (``--only batch --model M`` retakes one screenshot.)
 
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("WAVEGMS_SHARED", REPO.parent / "shared"))
 BUSI = SHARED / "data" / "busi"
 SHOTS = ("train", "segment", "batch")

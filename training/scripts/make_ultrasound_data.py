@@ -1,6 +1,6 @@
 """Build the breast-ultrasound training folder of the built-in ultrasound model: BUSI + BUS-BRA.
 
-    python training/make_ultrasound_data.py [--data ../shared/data] [--out runs/data/ultrasound]
+    python training/scripts/make_ultrasound_data.py [--data ../shared/data] [--out runs/data/ultrasound]
 
 Why a folder of links: ``wavegms-train`` reads one ``images/`` + ``masks/`` folder and split lists,
 and the two data sets' names do not collide (``benign_1`` … vs ``bus_0001-l`` …), so symbolic links
@@ -82,7 +82,7 @@ def build(data: Path, out: Path) -> dict[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    default_data = os.environ.get("WAVEGMS_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    default_data = os.environ.get("WAVEGMS_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=default_data, help="folder holding busi/ and bus-bra-256/")
     ap.add_argument("--out", default="runs/data/ultrasound", help="folder to create")

@@ -12,7 +12,7 @@ the review threshold are chosen on half A (highest AUROC; the threshold with the
 (``normal_test``: what the model draws where there is nothing), blank images, and the Dice gain and time
 cost of ``tta=True``.
 
-    OMP_NUM_THREADS=1 WAVEGMS_WEIGHTS_DIR=../shared/weights python training/measure_confidence.py
+    OMP_NUM_THREADS=1 WAVEGMS_WEIGHTS_DIR=../shared/weights python training/scripts/measure_confidence.py
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("WAVEGMS_SHARED", REPO.parent / "shared"))
 SETS = {  # data set: (folder, split, kind of the built-in model)
     "busi": ("busi", "gms_test.txt", "ultrasound"),

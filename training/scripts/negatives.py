@@ -1,6 +1,6 @@
 """Images of kinds the built-in models do not know, for fitting and testing the open-set image-kind check.
 
-    python training/negatives.py OUT [--copies 6] [--seed 0]
+    python training/scripts/negatives.py OUT [--copies 6] [--seed 0]
 
 Sources are what pip packages ship (``skimage.data``: natural photos, textures, text, a fundus photo,
 histology, microscopy, astronomy, a CT phantom), each used as it is and as ``--copies`` transformed

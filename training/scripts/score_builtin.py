@@ -1,6 +1,6 @@
 """Score the built-in models the way a user meets them: ``wavegms-predict`` at native resolution.
 
-    WAVEGMS_WEIGHTS_DIR=../shared/weights python training/score_builtin.py [--json out.json]
+    WAVEGMS_WEIGHTS_DIR=../shared/weights python training/scripts/score_builtin.py [--json out.json]
 
 For each test list below, the listed images are linked into a fresh folder, ``wavegms-predict`` (the
 real command-line entry point, with its automatic model choice and the card's post-processing) writes
@@ -26,7 +26,7 @@ from napari_wavegms.core.io import read_mask
 from napari_wavegms.training.data import read_split
 from napari_wavegms.training.metrics import dice_iou
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("WAVEGMS_DATA_DIR", REPO.parent / "shared" / "data"))
 #: name: (data folder, split list, what is measured, the issue's target)
 TESTS = {

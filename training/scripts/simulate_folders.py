@@ -1,6 +1,6 @@
 """How much a folder's images should inform each other's kind: simulated folders, training images only.
 
-    python training/simulate_folders.py --cache DIR [--folds 4] [--folders 300]
+    python training/scripts/simulate_folders.py --cache DIR [--folds 4] [--folders 300]
 
 A user's folder is nearly always one kind of image. :func:`napari_wavegms.inference.modality.folder_prior`
 estimates the kinds' shares in a folder from its images' probabilities, and
@@ -8,13 +8,13 @@ estimates the kinds' shares in a folder from its images' probabilities, and
 kind keeps at least (the floor) trades the folder's ambiguous images against the clear images of a rare
 kind. This script measures that trade without the held-out images:
 - the shipped classifier setting (``modality.json``'s rounds and depth, rate 0.2) is cross-validated on
-  the training images with their augmented copies (``fit_modality.py``'s folds: an image and its copies
-  in one fold), which gives every sample a probability from trees that never saw it;
+  the training images with their augmented copies (:mod:`napari_wavegms.tuning.modality_fit`'s folds: an
+  image and its copies in one fold), which gives every sample a probability from trees that never saw it;
 - folders are drawn from those samples: of one kind, of two kinds with a 2 % or 10 % minority, half and
   half, and all three kinds; 20 and 150 images each;
 - the mistakes per 1000 images are printed for images judged alone and for each floor.
 
-``--cache`` is ``fit_modality.py``'s feature cache (it is filled on the first run: 14 min on one thread).
+``--cache`` is ``modality_fit``'s feature cache (it is filled on the first run: 14 min on one thread).
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import fit_modality
 from napari_wavegms.inference.modality import KINDS, PARAMS_PATH, folder_prior, with_prior
+from napari_wavegms.tuning import modality_fit
 
 SCENARIOS = {
     "dermoscopy": {"dermoscopy": 1.0}, "endoscopy": {"endoscopy": 1.0}, "ultrasound": {"ultrasound": 1.0},
@@ -45,20 +44,20 @@ FLOORS = (0.2, 0.1, 0.05, 0.02, 0.01)
 def out_of_fold(train: dict, copies: int, folds: int, seed: int, rounds: int, depth: int, rate: float
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Each training sample's probabilities from the fold's classifier that never saw it, and its kind."""
-    x, y, f, _ = fit_modality.in_folds(train, copies, folds, seed)  # the folds of fit_modality.py --cv
+    x, y, f, _ = modality_fit.in_folds(train, copies, folds, seed)  # the folds of modality_fit --cv
     probs = np.zeros((len(y), len(KINDS)))
     for k in range(folds):
         held = f == k
-        params = fit_modality.fit(x[~held], y[~held], rounds, depth, rate)
-        probs[held] = fit_modality.probabilities(params, x[held])
+        params = modality_fit.fit(x[~held], y[~held], rounds, depth, rate)
+        probs[held] = modality_fit.probabilities(params, x[held])
         print(f"fold {k + 1}/{folds} fitted", file=sys.stderr)
     return probs, y
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=fit_modality.DATA)
-    p.add_argument("--cache", type=Path, help="fit_modality.py's feature cache folder")
+    p.add_argument("--data", type=Path, default=modality_fit.DATA)
+    p.add_argument("--cache", type=Path, help="modality_fit's feature cache folder")
     p.add_argument("--copies", type=int, default=2)
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--folders", type=int, default=300, help="folders drawn per scenario and size")
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     cache = None if args.cache is None else args.cache / "modality-train.npz"
-    train = fit_modality.extract_cached(cache, args.data, 0, args.copies, args.seed)
+    train = modality_fit.extract_cached(cache, args.data, 0, args.copies, args.seed)
     shipped = json.loads(PARAMS_PATH.read_text())
     probs, kind = out_of_fold(train, args.copies, args.folds, args.seed, shipped["rounds"], shipped["depth"],
                               float(shipped["rate"]))

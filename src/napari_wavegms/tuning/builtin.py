@@ -1,6 +1,6 @@
 """Turn a training run into a built-in model: a half-precision checkpoint and its model card.
 
-    python training/make_builtin.py runs/v2/ultrasound-128 --name breast-ultrasound-busi-busbra --dataset busi \
+    python -m napari_wavegms.tuning.builtin runs/v2/ultrasound-128 --name breast-ultrasound-busi-busbra --dataset busi \
         --trained-on busi bus-bra-256 --split splits/gms_test.txt --reference-also splits/normal_test.txt \
         --alias busi-wavegms-cpu64 --summary "..." --hardware "..."
 
@@ -9,9 +9,10 @@ the same ``evaluate`` that ``wavegms-eval`` runs, on the whole test split (never
 on the first 10 test images (the reference the test suite re-checks within 0.02). With
 ``--reference-also LIST`` the ten are the first 7 test images and the first 3 of LIST (the ultrasound
 model's lesion-free scans: an empty mask scores 1 there, any mask 0). Then, in this order, each choice
-made on validation on the masks the previous ones give: ``training/choose_tta.py --write-card`` (test-time
-flips), ``training/choose_postprocess.py --write-card`` (post-processing) and, for a model trained with
-lesion-free images, ``training/fit_presence.py --write-card`` (its presence gate). They belong to these
+made on validation on the masks the previous ones give: ``python -m napari_wavegms.tuning.tta_choice
+--write-card`` (test-time flips), ``python -m napari_wavegms.tuning.postprocess_choice --write-card``
+(post-processing) and, for a model trained with lesion-free images, ``python -m
+napari_wavegms.tuning.presence_fit --write-card`` (its presence gate). They belong to these
 weights: a rebuilt card has none of them until they are chosen again.
 """
 
@@ -21,6 +22,7 @@ import argparse
 import csv
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,7 @@ def portable(value: Any, places: dict[str, str]) -> Any:
     return value
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="training output folder (best.safetensors, history.csv)")
     p.add_argument("--name", required=True, help="built-in name; must contain the dataset name")
@@ -96,7 +98,7 @@ def main() -> None:
                    help="the data sets it was trained on (default: --dataset)")
     p.add_argument("--reference-also", help="split list whose first 3 images join the first 7 test images")
     p.add_argument("--alias", action="append", default=[], help="an old built-in name this model replaces")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.dataset.split("-")[0] not in args.name:
         p.error(f"the name must contain the dataset name {args.dataset.split('-')[0]!r}")
     data = args.data or Path(os.environ["WAVEGMS_DATA_DIR"]) / args.dataset
@@ -150,7 +152,8 @@ def main() -> None:
         tmp.write_text(json.dumps(card, indent=2, default=float) + "\n")
     print(json.dumps({"file": str(target), "bytes": target.stat().st_size, "test": card["test"],
                       "reference_check": card["reference_check"]}, indent=2, default=float))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     params["fitted_on"] = {name: len(lab) for name, (_, _, lab) in train.items()}
     params["copies"] = args.copies
     chosen = f"--cv {args.cv}" if args.cv else f"--rounds {args.rounds} --depth {args.depth} --rate {args.rate}"
-    params["command"] = f"python -m napari_wavegms.tuning.modality_fit --copies {args.copies} --seed {args.seed} {chosen} --write"
+    params["command"] = (f"python -m napari_wavegms.tuning.modality_fit --copies {args.copies} --seed {args.seed} "
+                         f"{chosen} --write")
 
     print("| data set (held-out split) | kind | images | correct as stored | correct, augmented copy | "
           "mistaken for (both columns) |")

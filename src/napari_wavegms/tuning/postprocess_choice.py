@@ -5,7 +5,8 @@ For a model and its training config, the validation pairs are the ones training 
 (``make_splits(TrainConfig.from_yaml(config)).val``: the config's validation list, or 10 % carved from
 the training list, seed 2333), so the choice never sees the test split. Each validation image is
 segmented once as a user's image is (:class:`Segmenter`, soft mask resized back to the image's size,
-the card's test-time flips; no presence gate, which ``fit_presence.py`` fits afterwards on these masks);
+the card's test-time flips; no presence gate, which :mod:`~napari_wavegms.tuning.presence_fit` fits
+afterwards on these masks);
 every combination of
 
 - speck removal: none, or objects below 0.05 %, 0.1 %, 0.25 %, 0.5 %, 1 % or 2 % of the image's area
@@ -23,7 +24,8 @@ the choice. ``--write-card`` stores the choice and the validation numbers behind
 (``"postprocess"``), which :class:`Segmenter` reads.
 
     OMP_NUM_THREADS=1 WAVEGMS_WEIGHTS_DIR=../shared/weights WAVEGMS_DATA_DIR=../shared/data \\
-        python training/choose_postprocess.py --model busi-wavegms-cpu64 --config training/busi.yaml \\
+        python -m napari_wavegms.tuning.postprocess_choice --model busi-wavegms-cpu64 \\
+        --config training/configs/busi.yaml \\
         --also splits/normal_train.txt --write-card
 """
 
@@ -43,8 +45,8 @@ import numpy as np
 from napari_wavegms.core.io import read_image
 from napari_wavegms.inference.postprocess import NONE, PostProcess
 from napari_wavegms.inference.segmenter import Segmenter
-from napari_wavegms.training.data import load_pair, make_splits, read_split, resolve_split
-from napari_wavegms.training.loop import TrainConfig
+from napari_wavegms.training.config import TrainConfig
+from napari_wavegms.training.data import load_pair, make_splits, read_split, resolve_split, scan_pairs
 from napari_wavegms.training.metrics import score, summarize
 from napari_wavegms.zoo.registry import set_card_entry
 
@@ -59,10 +61,12 @@ def candidates() -> list[PostProcess]:
 
 
 def steps(post: PostProcess) -> int:
+    """How many clean-up steps a combination applies: the last tie-break, so a step must earn its place."""
     return int(post.fill_holes) + int(post.keep_largest) + int(post.min_fraction > 0)
 
 
 def label(post: PostProcess) -> str:
+    """A combination as the results tables name it (``min 0.1 % + fill holes``, ``none``)."""
     parts = []
     if post.min_fraction:
         parts.append(f"min {100 * post.min_fraction:g} %")
@@ -153,8 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(config.data_dir)
     for extra in args.also:
         names = set(read_split(resolve_split(extra, data_dir)))
-        from napari_wavegms.training.data import scan_pairs
-
         pairs = scan_pairs(data_dir / config.images, data_dir / config.masks, names=sorted(names)).pairs
         empty[extra] = empty_fraction(soft_masks(seg, pairs, extra), posts)
     chosen = choose(val)
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             "split": f"validation: {len(splits.val)} pairs, {val_source}",
             "rule": "highest mean Dice (3 decimals), then lowest mean HD95, then fewest steps; "
                     f"speck removal at most {100 * MAX_DEFAULT_FRACTION:g} % of the image",
-            "command": f"python training/choose_postprocess.py --model {args.model} --config {args.config}"
+            "command": f"python -m napari_wavegms.tuning.postprocess_choice --model {args.model} --config {args.config}"
                        + "".join(f" --also {e}" for e in args.also) + " --write-card",
             "val_none": {k: round(val[NONE][k], 4) for k in ("dice", "iou", "hd95")},
             "val_chosen": {k: round(val[chosen][k], 4) for k in ("dice", "iou", "hd95")},

@@ -1,8 +1,9 @@
 """Fit a built-in model's presence gate (:mod:`napari_wavegms.inference.presence`) and choose its threshold
 on validation.
 
-    WAVEGMS_WEIGHTS_DIR=../shared/weights python training/fit_presence.py --model breast-ultrasound-busi-busbra \
-        --config training/ultrasound.yaml --also ../shared/data/busi splits/normal_test.txt --write-card
+    WAVEGMS_WEIGHTS_DIR=../shared/weights python -m napari_wavegms.tuning.presence_fit \
+        --model breast-ultrasound-busi-busbra --config training/configs/ultrasound.yaml \
+        --also ../shared/data/busi splits/normal_test.txt --write-card
 
 1. Features (:func:`napari_wavegms.inference.presence.features`) of every distinct training image, as a user's
    image reaches the model (:meth:`Segmenter.model_input`; averaged over the image and its flipped
@@ -35,9 +36,9 @@ from scipy.optimize import minimize
 from napari_wavegms.core.io import read_image
 from napari_wavegms.inference.presence import PresenceGate, features
 from napari_wavegms.inference.segmenter import Segmenter
+from napari_wavegms.training.config import TrainConfig
 from napari_wavegms.training.data import load_pair, make_splits, read_split, resolve_split, scan_pairs
-from napari_wavegms.training.loop import TrainConfig
-from napari_wavegms.training.metrics import dice_iou
+from napari_wavegms.tuning.common import dice_scores
 from napari_wavegms.zoo.registry import canonical_name, set_card_entry
 
 L2 = 1e-2
@@ -63,19 +64,6 @@ def image_features(seg: Segmenter, pairs: list, what: str) -> np.ndarray:
     return np.stack(rows)
 
 
-def dice_scores(seg: Segmenter, pairs: list, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Native-resolution Dice of each pair's mask (card post-processing, no gate) and whether its truth
-    holds a lesion."""
-    dice, lesion = [], []
-    for n, pair in enumerate(pairs, 1):
-        _, gt, _ = load_pair(pair)
-        dice.append(dice_iou(seg(read_image(pair.image)) > 0, gt)[0])
-        lesion.append(bool(gt.any()))
-        if n % 50 == 0 or n == len(pairs):
-            print(f"  {what}: {n}/{len(pairs)} segmented", file=sys.stderr)
-    return np.array(dice), np.array(lesion)
-
-
 def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Class-balanced L2 logistic regression on standardised features: (centre, scale, weights, bias)."""
     centre, scale = x.mean(0), x.std(0) + 1e-6
@@ -93,6 +81,7 @@ def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def gated(dice: np.ndarray, lesion: np.ndarray, logit: np.ndarray, threshold: float) -> dict:
+    """The scores with the gate at ``threshold``: a gated image scores 1 if lesion-free, else 0 (a missed lesion)."""
     absent = logit < threshold
     d = np.where(absent, (~lesion).astype(float), dice)
     free = ~lesion
@@ -103,6 +92,7 @@ def gated(dice: np.ndarray, lesion: np.ndarray, logit: np.ndarray, threshold: fl
 
 
 def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """How well the logit ranks lesions above lesion-free scans, whatever the threshold (ties count half)."""
     return float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
 
 
@@ -169,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             "rule": "highest mean Dice (3 decimals) over logit thresholds -4…4 by 0.5, a gated image scoring 1 "
                     "if lesion-free else 0; ties to the lower threshold",
             "fitted_on": f"{len(train)} distinct training images ({int(y_train.sum())} with a lesion)",
-            "command": f"python training/fit_presence.py --model {name} --config {args.config} --write-card",
+            "command": f"python -m napari_wavegms.tuning.presence_fit --model {name} --config {args.config} "
+                       "--write-card",
             "val_auroc": round(auroc(val_logit[val_lesion], val_logit[~val_lesion]), 4),
             "val_without": none, "val_with": table[best], "test": results,
             "note": "native resolution, threshold 0.5, the card's flips and post-processing; test lists scored "

@@ -1,9 +1,9 @@
 """Convert the frozen TAEF2 decoder *and encoder* into the copies shipped inside the package, once.
 
-    python training/make_shipped_decoder.py [--weights DIR]
+    python -m napari_wavegms.tuning.shipped_tiny_vae [--weights DIR]
 
-(The name is historical: it first shipped the decoder alone, which inference needs; the encoder
-followed so that training, which needs the encoder's target latents, works offline from a pip install.)
+Both halves ship: inference needs the decoder, and training needs the encoder's target latents, so both
+work offline from a pip install.
 
 For each of ``taef2_decoder.pth`` and ``taef2_encoder.pth`` it reads the file (sha256-checked against
 the weights registry) with ``torch.load(weights_only=True)``, stores its tensors unchanged as float16
@@ -16,7 +16,6 @@ the MIT licence notice ``LICENSE-taesd`` beside them, and prints each file's ten
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -25,9 +24,10 @@ import torch
 from safetensors.torch import save_file
 
 from napari_wavegms.network.tiny_vae import tensor_sha256
+from napari_wavegms.tuning.common import shared_folder
 from napari_wavegms.zoo import downloads as weights
 
-DEFAULT_WEIGHTS = Path(os.environ.get(weights.WEIGHTS_ENV, Path(__file__).resolve().parents[2] / "shared" / "weights"))
+DEFAULT_WEIGHTS = shared_folder(weights.WEIGHTS_ENV, "weights")
 
 
 def ship(remote: weights.RemoteFile, target: Path, folder: Path) -> str:

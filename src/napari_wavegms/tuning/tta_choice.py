@@ -1,8 +1,8 @@
 """Choose whether a built-in model averages test-time flips by default, on its validation split; then
 report the test split once.
 
-    WAVEGMS_WEIGHTS_DIR=../shared/weights python training/choose_tta.py --model polyp-kvasir-seg \
-        --config training/kvasir-seg.yaml --write-card
+    WAVEGMS_WEIGHTS_DIR=../shared/weights python -m napari_wavegms.tuning.tta_choice --model polyp-kvasir-seg \
+        --config training/configs/kvasir-seg.yaml --write-card
 
 Why a per-model choice: flips only help a model that learnt to see its images flipped. The 64² previews
 lost Dice with them on BUSI (an ultrasound scan upside down, skin line at the bottom, was new to them);
@@ -18,8 +18,8 @@ empty). Flips are turned on when they raise the validation mean Dice at 3 decima
 passes per image, about 3x the time on a CPU, so a tie goes to the faster setting. Only then is the
 test split scored, both ways, once. ``--write-card`` stores the choice and the numbers behind it as the
 card's ``"tta"``, which :class:`~napari_wavegms.inference.segmenter.Segmenter` (``tta=None``), ``wavegms-predict``
-and the Segment widget follow. Run it before ``choose_postprocess.py`` and ``fit_presence.py``, whose
-choices are made on the masks a user gets.
+and the Segment widget follow. Run it before :mod:`~napari_wavegms.tuning.postprocess_choice` and
+:mod:`~napari_wavegms.tuning.presence_fit`, whose choices are made on the masks a user gets.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fit_presence import dice_scores  # training/ is this script's folder
 from napari_wavegms.inference.segmenter import Segmenter
+from napari_wavegms.training.config import TrainConfig
 from napari_wavegms.training.data import make_splits
-from napari_wavegms.training.loop import TrainConfig
+from napari_wavegms.tuning.common import dice_scores
 from napari_wavegms.zoo.registry import canonical_name, set_card_entry
 
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"flips": use, "chosen_on": {
         "split": f"validation: {len(splits.val)} pairs ({splits.how.get('val', '')})",
         "rule": "flips on when they raise the validation mean Dice at 3 decimals (a tie: off, 4x fewer passes)",
-        "command": f"python training/choose_tta.py --model {name} --config {args.config} --write-card",
+        "command": f"python -m napari_wavegms.tuning.tta_choice --model {name} --config {args.config} --write-card",
         "validation": val, "test": test,
         "note": "native resolution, threshold 0.5, the card's post-processing, no presence gate; the test "
                 "split scored once, after the choice"}}
