@@ -9,16 +9,9 @@ from conftest import WEIGHTS, drain, link_busi_pairs
 from napari_wavegms.core import device as device_mod
 from napari_wavegms.core.device import autocast_dtype, precision_name
 from napari_wavegms.network.wavegms import wavegms_loss
-from napari_wavegms.training.loop import (
-    RECIPES,
-    Schedule,
-    TrainConfig,
-    _amp_setup,
-    _shrink,
-    get_recipe,
-    stage_size,
-    train,
-)
+from napari_wavegms.training.config import RECIPES, TrainConfig, get_recipe
+from napari_wavegms.training.loop import _amp_setup, _shrink, train
+from napari_wavegms.training.schedule import Schedule, stage_size
 
 CPU = torch.device("cpu")
 
