@@ -448,38 +448,58 @@ class Segmenter:
         it shrinks), then thresholded (``mask > threshold``, uint8) unless ``threshold`` is ``None``.
         Blank slices get an empty mask (of the soft or thresholded dtype) and no model call.
         """
-        batch: list[tuple[int, ImageLayout, int | None]] = []  # key, layout, row in the model batch
-        tensors: list[torch.Tensor] = []
         items = iter(items)
         while True:
             with torch.inference_mode():
-                for key, raw, layout, scale in items:
-                    x = self._prepare(raw, layout, scale)
-                    batch.append((key, layout, None if x is None else len(tensors)))
-                    if x is not None:
-                        tensors.append(x)
-                    if len(batch) == self.batch_size:
-                        break
+                batch, tensors = self._next_batch(items)
                 if not batch:
                     return
-                prob, absent = self._predict(torch.cat(tensors)) if tensors else (None, None)
-                confidence = mask_confidence(prob).tolist() if prob is not None else []
-                if absent is not None:  # after the confidence: an emptied doubtful mask stays flagged
-                    prob = prob.masked_fill(absent.view(-1, 1, 1, 1), 0.0)
-                results = []
-                for key, layout, j in batch:
-                    size = (layout.height, layout.width)
-                    if j is None:
-                        empty = np.zeros(size, np.uint8 if threshold is not None else np.float32)
-                        results.append((key, empty, 1.0, True))
-                        continue
-                    p = prob[j:j + 1]
-                    if p.shape[-2:] != size:
-                        shrink = layout.height < self.image_size or layout.width < self.image_size
-                        p = F.interpolate(p, size=size, mode="bilinear", align_corners=False,
-                                          antialias=shrink)
-                    p = p[0, 0]
-                    m = (p > threshold).to(torch.uint8) if threshold is not None else p.clamp(0.0, 1.0)
-                    results.append((key, m.cpu().numpy(), confidence[j], False))
-            batch, tensors = [], []
+                results = self._batch_masks(batch, tensors, threshold)
             yield from results
+
+    def _next_batch(self, items: Iterator[tuple[int, np.ndarray, ImageLayout, IntensityScale]],
+                    ) -> tuple[list[tuple[int, ImageLayout, int | None]], list[torch.Tensor]]:
+        """The next (up to) ``batch_size`` items made model inputs (:meth:`_prepare`): ``(key, layout,
+        row in the model batch)`` for each, the row ``None`` for a blank slice (the model never sees
+        it), and the inputs of the others."""
+        batch: list[tuple[int, ImageLayout, int | None]] = []
+        tensors: list[torch.Tensor] = []
+        for key, raw, layout, scale in items:
+            x = self._prepare(raw, layout, scale)
+            batch.append((key, layout, None if x is None else len(tensors)))
+            if x is not None:
+                tensors.append(x)
+            if len(batch) == self.batch_size:
+                break
+        return batch, tensors
+
+    def _batch_masks(self, batch: list[tuple[int, ImageLayout, int | None]], tensors: list[torch.Tensor],
+                     threshold: float | None) -> list[tuple[int, np.ndarray, float, bool]]:
+        """One model call for a batch of :meth:`_next_batch`: ``(key, mask, confidence, blank)`` per item.
+
+        The confidence is taken before the presence gate empties a mask, so an emptied doubtful mask
+        stays flagged for review."""
+        prob, absent = self._predict(torch.cat(tensors)) if tensors else (None, None)
+        confidence = mask_confidence(prob).tolist() if prob is not None else []
+        if absent is not None:
+            prob = prob.masked_fill(absent.view(-1, 1, 1, 1), 0.0)
+        results = []
+        for key, layout, j in batch:
+            if j is None:
+                empty = np.zeros((layout.height, layout.width), np.uint8 if threshold is not None else np.float32)
+                results.append((key, empty, 1.0, True))
+            else:
+                results.append((key, self._full_size(prob[j:j + 1], layout, threshold), confidence[j], False))
+        return results
+
+    def _full_size(self, prob: torch.Tensor, layout: ImageLayout, threshold: float | None) -> np.ndarray:
+        """One soft mask (1×1×S×S) at its slice's size, resized on the device before thresholding so that
+        edges follow the image, not the model's grid; uint8 ``prob > threshold``, or with ``threshold``
+        ``None`` the soft mask clamped to [0, 1]."""
+        size = (layout.height, layout.width)
+        if prob.shape[-2:] != size:
+            shrink = layout.height < self.image_size or layout.width < self.image_size
+            prob = F.interpolate(prob, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+        p = prob[0, 0]
+        m = (p > threshold).to(torch.uint8) if threshold is not None else p.clamp(0.0, 1.0)
+        return m.cpu().numpy()
