@@ -174,7 +174,7 @@ class Segmenter:
                  precision: str = "auto", tta: bool | None = None,
                  postprocess: PostProcess | dict[str, Any] | None = None,
                  presence: PresenceGate | bool | None = None) -> None:
-        from napari_wavegms.core.device import autocast_dtype, describe, precision_name, resolve_device
+        from napari_wavegms.core.device import describe, resolve_device
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -210,6 +210,13 @@ class Segmenter:
         self.flips: tuple[tuple[int, ...], ...] = TTA_FLIPS if tta else ()  # dims flipped, besides the image
         self.review_below = REVIEW_BELOW_TTA if tta else REVIEW_BELOW
         self.device_name = describe(self.device)
+        self._set_speed(precision, channels_last)
+
+    def _set_speed(self, precision: str, channels_last: bool | None) -> None:
+        """The autocast dtype and memory layout on this device (the class docstring's defaults): the
+        dtype decides speed and rounding, channels-last memory speed alone."""
+        from napari_wavegms.core.device import autocast_dtype, precision_name
+
         self.dtype = autocast_dtype(self.device, precision)
         self.precision = precision_name(self.dtype)
         cuda = self.device.type == "cuda"
