@@ -5,7 +5,7 @@ out for validation as usual), ``--epochs 1 --image-size 128``, the same threads,
 process one after the other. Prints the epoch's ``seconds`` (``history.csv``: training and validation)
 and the process's peak resident memory (``/usr/bin/time``-style, from ``wait4``), and their ratios.
 
-    OMP_WAIT_POLICY=PASSIVE python training/bench_epoch.py [--data ../shared/data/busi] [--threads 2]
+    OMP_WAIT_POLICY=PASSIVE python training/benchmarks/bench_epoch.py [--data ../shared/data/busi] [--threads 2]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def link_pairs(data: Path, names: list[str], root: Path) -> Path:
@@ -34,7 +34,7 @@ def config_without_splits(out: Path) -> Path:
     """``busi.yaml`` minus its split lists: the linked folder is the training data (10 % for validation)."""
     import yaml
 
-    values = yaml.safe_load((REPO / "training" / "busi.yaml").read_text())
+    values = yaml.safe_load((REPO / "training" / "configs" / "busi.yaml").read_text())
     for key in ("train_split", "test_split", "data_dir"):
         values.pop(key, None)
     path = out / "busi-96.yaml"

@@ -1,7 +1,7 @@
 """Inference speed of Wave-GMS beside a U-Net baseline, in one run on the same machine (not a test).
 
-    python training/bench_inference.py                 # CPU, and CUDA when there is one
-    python training/bench_inference.py --device cuda --reps 20
+    python training/benchmarks/bench_inference.py                 # CPU, and CUDA when there is one
+    python training/benchmarks/bench_inference.py --device cuda --reps 20
 
 Prints markdown tables:
 1. images/s at 224² (batch 1 and 8, the model alone) and the latency of one 512×512 uint8 image end
@@ -14,8 +14,8 @@ Prints markdown tables:
    autocast, with the agreement of float16 masks with float32 ones.
 
 Wave-GMS uses the real TAEF2 decoder and random E_wave/LMM weights (cost does not depend on the
-values). The U-Net is MONAI's ``UNet`` with channels (64, 128, 256, 512, 1024), strides (2, 2, 2, 2)
-and ``num_res_units=1``: 13.4M parameters, the size of the paper's 14.0M U-Net (``num_res_units=2``
+values). The U-Net is ``unet.py``'s baseline, MONAI's ``UNet`` with channels (64, 128, 256, 512, 1024),
+strides (2, 2, 2, 2) and ``num_res_units=1``: 13.4M parameters, the size of the paper's 14.0M U-Net (``num_res_units=2``
 would be 26M). Both run at 224², the training size of the paper. The default run takes about
 2-3 minutes on 2 CPU cores.
 """
@@ -32,35 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.networks.nets import UNet
 from torch import nn
-from torch.nn import functional as F
+from unet import UNetBaseline  # this script's folder
 
 from napari_wavegms.core.device import describe, resolve_device
-from napari_wavegms.core.images import resize_image
 from napari_wavegms.inference.segmenter import Segmenter
 from napari_wavegms.network import WaveGMS, load_tiny_vae
 
 SIZE = 224
-
-
-class UNetBaseline(nn.Module):
-    """MONAI U-Net behind the same ``image_size`` / ``predict`` interface as :class:`WaveGMS`."""
-
-    def __init__(self, image_size: int = SIZE) -> None:
-        super().__init__()
-        self.image_size = image_size
-        self.net = UNet(spatial_dims=2, in_channels=3, out_channels=1, channels=(64, 128, 256, 512, 1024),
-                        strides=(2, 2, 2, 2), num_res_units=1)
-
-    @torch.inference_mode()
-    def predict(self, image: torch.Tensor) -> torch.Tensor:
-        size = tuple(image.shape[-2:])
-        x = resize_image(image, self.image_size) if size != (self.image_size,) * 2 else image
-        prob = torch.sigmoid(self.net(x))
-        if tuple(prob.shape[-2:]) != size:
-            prob = F.interpolate(prob, size=size, mode="bilinear", align_corners=False)
-        return prob
 
 
 def sync(device: torch.device) -> None:
@@ -95,7 +74,7 @@ def params(module: nn.Module, trainable_only: bool = False) -> float:
 def build(device: torch.device, weights: str | None) -> dict[str, nn.Module]:
     torch.manual_seed(0)
     vae = load_tiny_vae("taef2", weights, need_encoder=False)
-    return {"Wave-GMS": WaveGMS(vae, SIZE).to(device).eval(), "U-Net (MONAI)": UNetBaseline().to(device).eval()}
+    return {"Wave-GMS": WaveGMS(vae, SIZE).to(device).eval(), "U-Net (MONAI)": UNetBaseline(SIZE).to(device).eval()}
 
 
 def throughput_and_latency(models: dict[str, nn.Module], device: torch.device, reps: int,
@@ -190,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder with taef2_decoder.pth (default: $WAVEGMS_WEIGHTS_DIR, then ../shared/weights)")
     args = parser.parse_args(argv)
     if args.weights is None:
-        shared = Path(__file__).resolve().parents[2] / "shared" / "weights"
+        shared = Path(__file__).resolve().parents[3] / "shared" / "weights"
         args.weights = str(shared) if shared.is_dir() else None
 
     names = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]

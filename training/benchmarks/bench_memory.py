@@ -7,8 +7,9 @@ loss, backward, AdamW) of:
 - ``wavegms``: Wave-GMS with the frozen TAEF2 (real weights when ``WAVEGMS_WEIGHTS_DIR`` or
   ``--weights`` points at them, else random weights of the same shape: the cost is identical);
   its own loss (three heads decoded through the frozen decoder, alignment to the Tiny-VAE encoder).
-- ``unet``: MONAI's ``UNet`` (channels 64…1024, one residual unit per level: 13.4M parameters, the
-  size of the 14.0M U-Net baseline of the GMS paper), no pretrained weights, Dice + BCE loss.
+- ``unet``: ``unet.py``'s baseline, MONAI's ``UNet`` (channels 64…1024, one residual unit per level:
+  13.4M parameters, the size of the 14.0M U-Net baseline of the GMS paper), no pretrained weights,
+  Dice + BCE loss.
 - ``gms``: GMS's architecture for cost only: diffusers' ``AutoencoderKL`` with the Stable Diffusion
   VAE configuration (83.7M parameters, random weights, frozen) and the latent mapping model with
   C = 4 as the only trainable part. Loss as GMS: image and mask encoded by the frozen VAE
@@ -22,8 +23,8 @@ increase of the process's peak RSS over its level after building the model and t
 (activations + optimizer state + allocator overhead). Time per step: mean over ``--steps`` steps
 after one warm-up step.
 
-    python training/bench_memory.py [--device cpu|cuda] [--batch 12 32] [--models wavegms unet gms]
-                                    [--steps 3] [--size 224] [--amp]
+    python training/benchmarks/bench_memory.py [--device cpu|cuda] [--batch 12 32] [--models wavegms unet gms]
+                                               [--steps 3] [--size 224] [--amp]
 """
 
 from __future__ import annotations
@@ -55,16 +56,10 @@ def _build(name: str, device, size: int):
         model = WaveGMS(vae, image_size=size).to(device).train()
         return model, lambda x, m: wavegms_loss(model, x, m)[0]
     if name == "unet":
-        from monai.networks.nets import UNet
+        from unet import UNetBaseline, unet_loss  # this script's folder
 
-        model = UNet(2, 3, 1, channels=(64, 128, 256, 512, 1024), strides=(2, 2, 2, 2), num_res_units=1)
-        model = model.to(device).train()
-
-        def unet_loss(x, m):
-            logits = model(x).float()
-            return F.binary_cross_entropy_with_logits(logits, m) + soft_dice_loss(torch.sigmoid(logits), m)
-
-        return model, unet_loss
+        model = UNetBaseline(size).to(device).train()
+        return model, lambda x, m: unet_loss(model, x, m)
     if name == "gms":
         from diffusers import AutoencoderKL
 

@@ -7,10 +7,10 @@ peak memory (CPU: the process's peak RSS above its level after building the mode
 are those of ``training.RECIPES`` with the real TAEF2 (``WAVEGMS_WEIGHTS_DIR``), in the precision and
 memory layout ``training`` gives them on this device; the fast recipe's first half runs at half the
 side, so its row at S/2 is shown too (a whole fast run costs about the mean of its two rows). The
-U-Net is ``compare_unet.py``'s (MONAI, 13.4M parameters, Dice + BCE).
+U-Net is ``unet.py``'s baseline (MONAI, 13.4M parameters, Dice + BCE).
 
-    OMP_WAIT_POLICY=PASSIVE python training/bench_model.py [--device cpu] [--threads 2] [--sizes 128 224]
-                                                         [--batch 12] [--steps 2]
+    OMP_WAIT_POLICY=PASSIVE python training/benchmarks/bench_model.py [--device cpu] [--threads 2]
+                                                                    [--sizes 128 224] [--batch 12] [--steps 2]
 """
 
 from __future__ import annotations
@@ -21,31 +21,27 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 
 def measure(kind: str, size: int, device: str, batch: int, steps: int) -> dict:
     import resource
 
     import torch
-    from torch.nn import functional as F
 
     from napari_wavegms.network import WaveGMS, load_tiny_vae, wavegms_loss
-    from napari_wavegms.network.wavegms import soft_dice_loss
-    from napari_wavegms.training.loop import _amp_setup, get_recipe, set_memory_layout
+    from napari_wavegms.training.config import get_recipe
+    from napari_wavegms.training.loop import _amp_setup, set_memory_layout
 
     dev = torch.device(device)
     torch.manual_seed(0)
     if kind == "unet":
-        sys.path.insert(0, str(Path(__file__).parent))
-        from compare_unet import UNetSegmenter
+        from unet import UNetBaseline, unet_loss  # this script's folder
 
-        model = UNetSegmenter(size).to(dev)
+        model = UNetBaseline(size).to(dev)
         amp = None
 
         def loss_fn(x, m):
-            logits = model(x).float()
-            return F.binary_cross_entropy_with_logits(logits, m) + soft_dice_loss(torch.sigmoid(logits), m)
+            return unet_loss(model, x, m)
     else:
         recipe = get_recipe(kind)
         model = WaveGMS(load_tiny_vae("taef2", need_encoder=True), image_size=size).to(dev)

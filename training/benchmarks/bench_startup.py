@@ -14,7 +14,7 @@ background warm-up off (``WAVEGMS_WARMUP=0``: what every first click cost before
 the same run, interleaved. The longest pause of the GUI thread while the user "thinks" is reported too
 (the warm-up must not freeze the window).
 
-Run under a display, e.g. ``xvfb-run -a python training/bench_startup.py --repeats 5``.
+Run under a display, e.g. ``xvfb-run -a python training/benchmarks/bench_startup.py --repeats 5``.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--think", type=float, nargs="+", default=[0.0, 3.0, 6.0],
                         help="seconds between the dock opening and the click (--first-mask)")
     parser.add_argument("--image", type=Path,
-                        default=Path(__file__).resolve().parents[2] / "shared/data/busi/images/malignant_5.png")
+                        default=Path(__file__).resolve().parents[3] / "shared/data/busi/images/malignant_5.png")
     args = parser.parse_args(argv)
     if args.first_mask:
         first_mask(args.repeats, args.think, args.image)

@@ -1,16 +1,15 @@
 """Wave-GMS against a plain U-Net, trained on the same split with the same budget, in one run.
 
-Both models get the same data (a training config such as ``training/busi.yaml``, GMS's 517/130 split,
-or ``training/kvasir-seg.yaml``, the official 880/120 split; 10 % of the training images carved out
-for validation with the same seed), the same augmentations (``augment.py``), the
-same optimiser and schedule (AdamW lr 2e-3, weight decay 0.01, per-step warm-up then cosine), batch,
-image size and number of epochs; each is selected on validation Dice and scored once on the test
-split in both protocols (``metrics.py``). The U-Net is MONAI's ``UNet`` (channels 64…1024, one
-residual unit per level, 13.4M parameters, random initialisation) with Dice + BCE loss.
+Both models get the same data (a training config such as ``training/configs/busi.yaml``, GMS's 517/130
+split, or ``training/configs/kvasir-seg.yaml``, the official 880/120 split; 10 % of the training images
+carved out for validation with the same seed), the same augmentations (``augment.py``), the same optimiser
+and schedule (AdamW lr 2e-3, weight decay 0.01, per-step warm-up then cosine), batch, image size and
+number of epochs; each is selected on validation Dice and scored once on the test
+split in both protocols (``metrics.py``). The U-Net is ``unet.py``'s baseline (MONAI's ``UNet``, channels
+64…1024, one residual unit per level, 13.4M parameters, random initialisation) with Dice + BCE loss.
 
-    python training/compare_unet.py [--config training/busi.yaml] [--epochs 50] [--device auto]
-                                    [--output runs/compare] [--image-size 224] [--batch-size 12]
-                                    [--wavegms-run runs/busi]
+    python training/benchmarks/compare_unet.py [--config training/configs/busi.yaml] [--epochs 50]
+        [--device auto] [--output runs/compare] [--image-size 224] [--batch-size 12] [--wavegms-run runs/busi]
 
 ``--wavegms-run`` reuses a finished ``wavegms-train`` run made with the same config and budget instead of
 training Wave-GMS again (on a CPU one run can take an hour); its ``best`` checkpoint is scored here
@@ -24,101 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
-import torch
-from torch.nn import functional as F
+from unet import train_unet  # this script's folder
 
-from napari_wavegms.core.device import describe, resolve_device
 from napari_wavegms.core.progress import relay, run_to_end
-from napari_wavegms.network.wavegms import soft_dice_loss
-from napari_wavegms.training.augment import AUGMENTATIONS, augment_batch
-from napari_wavegms.training.data import PairDataset, make_splits
+from napari_wavegms.training.config import TrainConfig
+from napari_wavegms.training.data import make_splits
 from napari_wavegms.training.evaluate import evaluate
-from napari_wavegms.training.loop import Schedule, TrainConfig, train, validate
-
-
-class UNetSegmenter(torch.nn.Module):
-    """MONAI's U-Net with Wave-GMS's ``predict`` interface, so the same validation and evaluation apply."""
-
-    def __init__(self, image_size: int) -> None:
-        super().__init__()
-        from monai.networks.nets import UNet
-
-        self.image_size = image_size
-        self.net = UNet(2, 3, 1, channels=(64, 128, 256, 512, 1024), strides=(2, 2, 2, 2), num_res_units=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    @torch.no_grad()
-    def predict(self, image: torch.Tensor) -> torch.Tensor:
-        from napari_wavegms.core.images import resize_image
-
-        size = image.shape[-2:]
-        x = resize_image(image, self.image_size) if tuple(size) != (self.image_size,) * 2 else image
-        prob = torch.sigmoid(self.net(x).float())
-        if prob.shape[-2:] != size:
-            prob = F.interpolate(prob, size=tuple(size), mode="bilinear", align_corners=False)
-        return prob
-
-
-def train_unet(cfg: TrainConfig, out: Path, budget_s: float | None = None, clock: str = "wall") -> dict:
-    """The same loop as :func:`training.train`, minus its bookkeeping, for the U-Net.
-
-    With ``budget_s`` it trains until that much training time is spent (``clock`` as in
-    :class:`training.Schedule`, which also anneals the learning rate over the budget) rather than for
-    ``cfg.epochs``; the result's ``curve`` lists (training seconds, validation Dice) after each epoch.
-    """
-    device = resolve_device(cfg.device)
-    splits = make_splits(cfg)
-    train_data = PairDataset(splits.train, cfg.image_size).to(device)
-    val_data = PairDataset(splits.val, cfg.image_size).to(device)
-    torch.manual_seed(cfg.seed)
-    model = UNetSegmenter(cfg.image_size).to(device)
-    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed * 1009)
-    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
-    schedule = Schedule(steps_per_epoch * cfg.epochs, round(cfg.warmup_epochs * steps_per_epoch), budget_s, clock)
-    best, best_state, step, epoch_seconds, curve = -1.0, None, 0, [], []
-    for epoch in range(cfg.epochs):
-        t = time.perf_counter()
-        model.train()
-        schedule.resume()
-        order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
-        for i in range(0, len(order), cfg.batch_size):
-            x, m = train_data.batch(order[i:i + cfg.batch_size])
-            if cfg.augment:  # the same set as the Wave-GMS run of this config (standard or robust)
-                x, m = augment_batch(x, m, gen, AUGMENTATIONS[cfg.augmentation])
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * schedule.lr_factor(step)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(x).float()
-            loss = F.binary_cross_entropy_with_logits(logits, m) + soft_dice_loss(torch.sigmoid(logits), m)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if schedule.exhausted(step):
-                break
-        schedule.pause()
-        _, val = validate(model, val_data, batch_size=cfg.val_batch_size)
-        epoch_seconds.append(time.perf_counter() - t)
-        curve.append((schedule.elapsed(), val["dice"]))
-        if val["dice"] > best:
-            best = val["dice"]
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        print(f"unet epoch {epoch + 1}/{cfg.epochs} loss {float(loss.detach()):.3f} val Dice {val['dice']:.4f} "
-              f"({epoch_seconds[-1]:.1f} s, {schedule.elapsed():.0f} s training)", flush=True)
-        if schedule.exhausted(step):
-            break
-    model.load_state_dict(best_state)
-    test = run_to_end(evaluate(model, cfg.data_dir, pairs=splits.test, csv=out / "unet_test.csv")).to_json()
-    return {"test": test, "best_val_dice": best, "trainable": sum(p.numel() for p in model.parameters()),
-            "s_per_epoch": sum(epoch_seconds) / len(epoch_seconds), "device": describe(device), "curve": curve}
+from napari_wavegms.training.loop import train
 
 
 def train_wavegms(cfg: TrainConfig) -> dict:
@@ -164,7 +78,7 @@ def reuse_wavegms(run: Path, cfg: TrainConfig) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=str(Path(__file__).with_name("busi.yaml")))
+    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "busi.yaml"))
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--device", default="auto")
     p.add_argument("--output", default="runs/compare")

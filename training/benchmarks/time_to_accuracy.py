@@ -1,6 +1,6 @@
 """Time to accuracy: the paper recipe, the fast recipe and a U-Net, each given the same training time.
 
-Every run trains on the same data (a config such as ``training/busi.yaml``: BUSI's GMS training split
+Every run trains on the same data (a config such as ``training/configs/busi.yaml``: BUSI's GMS training split
 with 10 % carved out for validation, seed 2333), at the same final image size and batch, in a fresh
 process with the same number of threads, one after another. Each gets the same budget of *training*
 time (validation excluded), measured as this process's CPU seconds so that another job on the machine
@@ -9,7 +9,7 @@ budget (``training.Schedule``), as a user with a fixed amount of time would want
 prints the validation Dice against the training seconds spent; at the end each run's selected model
 is scored once on the test split.
 
-    OMP_WAIT_POLICY=PASSIVE python training/time_to_accuracy.py [--config training/busi.yaml]
+    OMP_WAIT_POLICY=PASSIVE python training/benchmarks/time_to_accuracy.py [--config training/configs/busi.yaml]
         [--minutes 30] [--threads 2] [--image-size 128] [--runs paper fast unet] [--output runs/tta]
 
 ``--minutes`` is wall-clock minutes on an idle machine: the CPU budget is minutes × 60 × threads.
@@ -31,13 +31,13 @@ RUNS = ("paper", "fast", "unet")
 def run_one(kind: str, config: str, budget_s: float, image_size: int, out: Path) -> dict:
     """One budgeted run in this process: a Wave-GMS recipe through ``training.train``, or the U-Net."""
     from napari_wavegms.core.progress import relay, run_to_end
-    from napari_wavegms.training.loop import TrainConfig, train
+    from napari_wavegms.training.config import TrainConfig
+    from napari_wavegms.training.loop import train
 
     base = TrainConfig.from_yaml(config, image_size=image_size, epochs=1000, output_dir=str(out / kind),
                                  overwrite=True)
     if kind == "unet":
-        sys.path.insert(0, str(Path(__file__).parent))
-        from compare_unet import train_unet
+        from unet import train_unet  # this script's folder
 
         (out / kind).mkdir(parents=True, exist_ok=True)
         result = train_unet(base, out / kind, budget_s=budget_s, clock="process")
@@ -65,7 +65,7 @@ def dice_at(curve: list, seconds: float, final: bool = False) -> float | None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=str(Path(__file__).with_name("busi.yaml")))
+    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "busi.yaml"))
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--image-size", type=int, default=128)
