@@ -160,7 +160,7 @@ def test_a_modified_shipped_decoder_is_not_trusted(tmp_path, monkeypatch, caplog
 
 
 def test_each_card_says_whether_test_time_flips_helped_on_validation_and_the_segmenter_follows_it():
-    """``"tta"`` in a card is a validated choice (``training/choose_tta.py``): on exactly when flips raised
+    """``"tta"`` in a card is a validated choice (``napari_wavegms.tuning.tta_choice``): on exactly when flips raised
     the validation Dice at 3 decimals; ``Segmenter`` and ``card_tta`` follow it, and an explicit setting wins."""
     from napari_wavegms.inference.segmenter import Segmenter
     from napari_wavegms.zoo.registry import card_tta

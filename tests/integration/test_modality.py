@@ -1,6 +1,6 @@
 """The image-kind classifier and the model choice built on it, on real images of each data set.
 
-The accuracy on whole held-out splits is measured by ``training/fit_modality.py`` (docs/results.md);
+The accuracy on whole held-out splits is measured by ``napari_wavegms.tuning.modality_fit`` (docs/results.md);
 these tests re-check a few held-out images of each set, the shapes, dtypes and array types a napari
 layer can hold, and the disguises an ultrasound image arrives in from other devices.
 """

@@ -211,9 +211,9 @@ def test_wavegms_predict_uses_the_card_and_its_flags_override_it(carded, tmp_pat
 def test_each_builtin_card_records_its_validated_choice(name):
     card = builtin_models()[name].card
     record = card.get("postprocess")
-    assert record is not None, f"{name}: run training/choose_postprocess.py --write-card"
+    assert record is not None, f"{name}: run python -m napari_wavegms.tuning.postprocess_choice --write-card"
     chosen = record["chosen_on"]
-    assert "validation" in chosen["split"] and "choose_postprocess.py" in chosen["command"]
+    assert "validation" in chosen["split"] and "napari_wavegms.tuning.postprocess_choice" in chosen["command"]
     assert chosen["val_chosen"]["dice"] >= chosen["val_none"]["dice"]  # chosen on validation: never worse there
     assert Path(builtin_models()[name].path).is_file()
     assert card_postprocess(name) == PostProcess.from_dict(record)

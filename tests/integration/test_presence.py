@@ -16,7 +16,7 @@ from napari_wavegms.zoo.registry import builtin_models, suggest_model
 
 ULTRASOUND = suggest_model("ultrasound")
 #: Lesion-free BUSI test scans (never trained on) that the ultrasound model draws a mask on and whose
-#: mask its gate empties (from training/fit_presence.py's test run), and a lesion scan it keeps.
+#: mask its gate empties (from napari_wavegms.tuning.presence_fit's test run), and a lesion scan it keeps.
 GATED = ("normal_1", "normal_19")
 LESION = "benign_3"
 
@@ -82,9 +82,9 @@ def test_only_the_ultrasound_card_has_a_gate_and_it_was_chosen_on_validation():
         if name != ULTRASOUND:
             assert gate is None, f"{name} was trained without lesion-free images: no gate"
             continue
-        assert gate is not None, f"{name}: run training/fit_presence.py --write-card"
+        assert gate is not None, f"{name}: run python -m napari_wavegms.tuning.presence_fit --write-card"
         chosen = gate.chosen_on
-        assert "validation" in chosen["split"] and "fit_presence.py" in chosen["command"]
+        assert "validation" in chosen["split"] and "napari_wavegms.tuning.presence_fit" in chosen["command"]
         assert chosen["val_with"]["dice"] > chosen["val_without"]["dice"]
         assert len(gate.weights) == 5 * 32  # TAEF2's 32 latent channels
     assert card_presence("busi-wavegms-cpu64") == card_presence(ULTRASOUND)  # old names lead to it too

@@ -172,7 +172,7 @@ def train_main(argv: list[str] | None = None) -> int:
         description="Train Wave-GMS on a folder of image/mask pairs (DIR/images + DIR/masks, matched by file "
         "name). Under torchrun it trains on every process's device with DistributedDataParallel.",
     )
-    p.add_argument("config", help="YAML config (see training/busi.yaml); options below override it")
+    p.add_argument("config", help="YAML config (see training/configs/busi.yaml); options below override it")
     p.add_argument("--data", help="data folder holding images/ and masks/ (replaces data_dir)")
     p.add_argument("--output", help="output folder for checkpoints, config and history")
     p.add_argument("--epochs", type=int)

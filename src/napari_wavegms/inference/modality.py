@@ -4,7 +4,7 @@ The built-in models are each made for one kind of image, and grey-or-colour no l
 apart once there is a skin model. This module looks at a few cheap, explainable image statistics
 (how grey the image is, how much strong colour it has, its hues, dark corners and borders, speckle,
 lighting, specular highlights) and weighs them with small gradient-boosted trees (90 trees of depth 2,
-a few kB of JSON in ``modality.json``), fitted by ``training/fit_modality.py`` on training splits only,
+a few kB of JSON in ``modality.json``), fitted by ``napari_wavegms.tuning.modality_fit`` on training splits only,
 with augmentations that mimic other devices: grey saved as RGB JPEG, colour annotations and Doppler
 overlays on ultrasound, other white balance, framing and crops for the colour kinds. Trees rather than
 one linear score because the colour kinds are told apart by combinations (dark corners *and* speckle).
@@ -210,7 +210,8 @@ def image_features(image: Any, rgb: bool | None = None) -> dict[str, float]:
 def _params() -> dict[str, Any]:
     params = json.loads(PARAMS_PATH.read_text())
     if params.get("features") != list(FEATURES) or params.get("kinds") != list(KINDS):
-        raise RuntimeError(f"{PARAMS_PATH} was fitted for other features or kinds: refit with training/fit_modality.py")
+        raise RuntimeError(f"{PARAMS_PATH} was fitted for other features or kinds: refit with "
+                           "python -m napari_wavegms.tuning.modality_fit")
     return params
 
 

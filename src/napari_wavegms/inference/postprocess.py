@@ -16,7 +16,7 @@ read as background). Three steps, each optional, in this order:
 Removing specks comes first so that a speck cannot be the "largest" object of a mask whose lesion is
 gone, and filling comes before keeping the largest so that objects are measured with their holes filled.
 
-The defaults of each built-in model are chosen on its validation split (``training/choose_postprocess.py``)
+The defaults of each built-in model are chosen on its validation split (``napari_wavegms.tuning.postprocess_choice``)
 and stored in its model card as ``"postprocess"``; :class:`PostProcess` merges them with what a user
 gave (anything given wins). Pure numpy / scipy / scikit-image: no torch, Qt or napari.
 """

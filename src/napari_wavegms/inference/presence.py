@@ -6,7 +6,7 @@ training on lesion-free scans five times over; the soft mask's own statistics (f
 maximum, confidence) separate them poorly (validation AUROC 0.90 in a design probe). The model's
 latents know more: a logistic regression on pooled statistics of E_wave's latent μ and of the LMM's
 ``out`` latent (:func:`features`) tells lesion-free validation scans from lesion scans with AUROC 0.98
-(``training/fit_presence.py``). The regression costs nothing at inference: the latents are computed
+(``napari_wavegms.tuning.presence_fit``). The regression costs nothing at inference: the latents are computed
 anyway.
 
 A :class:`PresenceGate` holds the regression (the features' centre and scale, weights, bias) and the

@@ -22,7 +22,7 @@ float slice exists beside the (small) model batch. The output mask is the only f
 Inputs may be any array-like with ``shape``, ``dtype`` and numpy indexing (numpy, dask, zarr).
 
 Every slice also gets a **confidence** in [0, 1] from the model's own soft mask (:func:`mask_confidence`,
-measured in ``training/measure_confidence.py`` to rank bad masks first); one below
+measured in ``training/scripts/measure_confidence.py`` to rank bad masks first); one below
 :data:`REVIEW_BELOW` is worth a look (``Segmentation.review``). ``tta=True`` averages the soft masks of
 the image and its flips, at about 3× the time. With the built-in models (trained with flips and
 quarter turns) that gives better masks, so their cards turn it on where validation Dice says so
@@ -35,11 +35,11 @@ segment: it gets an empty mask without running the model, whose output on a flat
 Speed: ``torch.inference_mode``; on CUDA channels-last memory and float16 autocast; on a CPU the frozen
 Tiny-VAE in channels-last memory, and bfloat16 autocast where the CPU computes it natively (float32 on
 others, where emulated bfloat16 is many times slower); ``precision=`` forces one (see
-``training/bench_inference.py`` for the measurements behind these defaults).
+``training/benchmarks/bench_inference.py`` for the measurements behind these defaults).
 
 Post-processing (:mod:`postprocess`: speck removal in pixels, physical units² or a fraction of the
 image, hole filling, keeping the largest object) runs on each thresholded slice. A built-in model's
-card holds the defaults chosen on its validation split (``training/choose_postprocess.py``); whatever
+card holds the defaults chosen on its validation split (``napari_wavegms.tuning.postprocess_choice``); whatever
 the caller gives wins. The confidence is always the model's own: it is measured on the soft mask the
 model drew, before any clean-up, so removing a doubtful speck cannot make a mask look surer.
 
@@ -86,7 +86,7 @@ __all__ = [
 BLANK_STD = 1.0 / 255.0
 #: Masks whose confidence is below this are flagged for review: the best F1 for "Dice < 0.5" on half of
 #: the BUSI, Kvasir-SEG and ISIC 2017 test images with the 128² built-in models, their cards' clean-up
-#: and presence check (training/measure_confidence.py; docs/results.md).
+#: and presence check (training/scripts/measure_confidence.py; docs/results.md).
 REVIEW_BELOW = 0.898
 #: The same, fitted the same way, for ``tta=True``: averaging the flips lowers every confidence a little.
 REVIEW_BELOW_TTA = 0.809
@@ -105,7 +105,7 @@ def mask_confidence(prob: torch.Tensor) -> torch.Tensor:
     The model's margin over what it drew: the mean of ``2p − 1`` over the pixels it calls foreground
     (``p > 0.5``), from 0 (every one a coin toss) to 1 (every one certain). A mask with no foreground
     scores 1. It costs nothing beyond the soft mask, and ranked masks with Dice < 0.5 below the others
-    better than the other scores tried that cost nothing (``training/measure_confidence.py``).
+    better than the other scores tried that cost nothing (``training/scripts/measure_confidence.py``).
     """
     p = prob.float().flatten(1)
     fg = p > 0.5
@@ -158,7 +158,7 @@ class Segmenter:
     ``fp32``, ``bf16`` or ``fp16`` (:func:`napari_wavegms.core.device.autocast_dtype`).
     ``channels_last``: ``None`` = the whole model on CUDA and the frozen Tiny-VAE alone on a CPU (where
     E_wave's narrow convolutions are slower that way), ``True`` = the whole model, ``False`` = none;
-    ``training/bench_inference.py`` holds the measurements behind these.
+    ``training/benchmarks/bench_inference.py`` holds the measurements behind these.
     ``tta=True`` averages the soft masks of each slice and its :data:`TTA_FLIPS` (four model passes per
     slice in one batch; its gain and cost are in ``docs/results.md``); ``None`` = the built-in model
     card's choice, made on validation (:func:`~napari_wavegms.zoo.registry.card_tta`; off for other checkpoints).

@@ -122,7 +122,7 @@ class TinyVAE(nn.Module):
         """Run the frozen networks in channels-last memory (inputs are converted on the way in).
 
         Its 64-channel convolutions run about a quarter faster that way on a CPU
-        (``training/bench_model.py``), while E_wave's 12–32-channel UNets run slower, so this is a switch of
+        (``training/benchmarks/bench_model.py``), while E_wave's 12–32-channel UNets run slower, so this is a switch of
         the Tiny-VAE alone rather than of the whole model.
         """
         self.channels_last = enabled

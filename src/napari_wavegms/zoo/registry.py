@@ -77,7 +77,7 @@ def builtin_card(model: str | os.PathLike | None) -> dict[str, Any] | None:
 
 def card_tta(model: str | os.PathLike | None) -> bool:
     """Whether a built-in model's card turns test-time flips on (``"tta": {"flips": true, ...}``, chosen
-    on validation by ``training/choose_tta.py``); ``False`` for other checkpoints. No torch: the widgets
+    on validation by ``napari_wavegms.tuning.tta_choice``); ``False`` for other checkpoints. No torch: the widgets
     read it to set their box before a run."""
     card = builtin_card(model) or {}
     return bool(card.get("tta", {}).get("flips", False))
