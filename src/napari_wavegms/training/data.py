@@ -75,14 +75,6 @@ class PairScan:
     def names(self) -> list[str]:
         return [p.name for p in self.pairs]
 
-    def summary(self, limit: int = 10) -> str:
-        """A few lines for a terminal or a widget: the count, then the first problems."""
-        lines = [f"{len(self.pairs)} pairs, {len(self.problems)} problems"]
-        lines += [f"  {p}" for p in self.problems[:limit]]
-        if len(self.problems) > limit:
-            lines.append(f"  … and {len(self.problems) - limit} more")
-        return "\n".join(lines)
-
 
 def _image_files(folder: Path) -> tuple[dict[str, Path], list[str]]:
     """Image files of ``folder`` by stem, and problems (duplicate stems such as ``a.png`` + ``a.jpg``)."""
@@ -385,61 +377,76 @@ def make_splits(config: TrainConfig) -> Splits:
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: data folder not found")
     scan = scan_pairs(data_dir / config.images, data_dir / config.masks)
-    problems = list(scan.problems)
     by_name = {p.name: p for p in scan.pairs}
-    how: dict[str, str] = {}
-    notes: list[str] = []
-
-    def listed(split: str, what: str) -> list[Pair]:
-        path = resolve_split(split, data_dir)
-        names = read_split(path)
-        missing = [n for n in names if n not in by_name]
-        if missing:
-            problems.append(
-                f"{path}: {len(missing)} of {len(names)} {what} names have no image/mask pair "
-                f"(e.g. {', '.join(missing[:5])})"
-            )
-        how[what] = str(path)
-        if what == "train":  # a name listed k times is trained on k times per epoch (oversampling)
-            repeated = len(names) - len(set(names))
-            if repeated:
-                notes.append(f"{path}: {repeated} repeated training names, each seen as often as listed")
-            return [by_name[n] for n in names if n in by_name]
-        return [by_name[n] for n in dict.fromkeys(names) if n in by_name]
-
-    test = listed(config.test_split, "test") if config.test_split else []
-    val = listed(config.val_split, "val") if config.val_split else []
+    splits = Splits([], [], [], list(scan.problems))
+    if config.test_split:
+        splits.test = _listed(config.test_split, "test", data_dir, by_name, splits)
+    if config.val_split:
+        splits.val = _listed(config.val_split, "val", data_dir, by_name, splits)
     if config.train_split:
-        train = listed(config.train_split, "train")
+        splits.train = _listed(config.train_split, "train", data_dir, by_name, splits)
     else:
-        held = {p.name for p in test + val}
-        train = [p for p in scan.pairs if p.name not in held]
-        how["train"] = "all pairs not in the other splits"
-    held_out = {p.name for p in test} | {p.name for p in val}
-    overlap = [p.name for p in train if p.name in held_out]
+        held = {p.name for p in splits.test + splits.val}
+        splits.train = [p for p in scan.pairs if p.name not in held]
+        splits.how["train"] = "all pairs not in the other splits"
+    _drop_held_out(splits)
+    _carve_missing(splits, config)
+    if not splits.train:
+        detail = "; ".join(splits.problems[:5]) or "no pairs left for training after the validation/test splits"
+        raise DataError(f"no image/mask pairs to train on in {data_dir} ({detail})")
+    return splits
+
+
+def _listed(split: str, what: str, data_dir: Path, by_name: dict[str, Pair], splits: Splits) -> list[Pair]:
+    """The pairs a split file names; the file goes to ``splits.how``, names without a pair to its problems.
+
+    A name listed k times for training is trained on k times per epoch (oversampling); the other splits
+    score each name once."""
+    path = resolve_split(split, data_dir)
+    names = read_split(path)
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        splits.problems.append(
+            f"{path}: {len(missing)} of {len(names)} {what} names have no image/mask pair "
+            f"(e.g. {', '.join(missing[:5])})"
+        )
+    splits.how[what] = str(path)
+    if what == "train":
+        repeated = len(names) - len(set(names))
+        if repeated:
+            splits.notes.append(f"{path}: {repeated} repeated training names, each seen as often as listed")
+        return [by_name[n] for n in names if n in by_name]
+    return [by_name[n] for n in dict.fromkeys(names) if n in by_name]
+
+
+def _drop_held_out(splits: Splits) -> None:
+    """Training names that are also validation or test names leave training (a problem says so)."""
+    held_out = {p.name for p in splits.test} | {p.name for p in splits.val}
+    overlap = [p.name for p in splits.train if p.name in held_out]
     if overlap:
-        problems.append(
+        splits.problems.append(
             f"{len(overlap)} training names are also in the validation or test split and are left "
             f"out of training (e.g. {', '.join(overlap[:5])})"
         )
-        train = [p for p in train if p.name not in held_out]
-    if not test and config.test_fraction > 0:
-        train, test = _carve_pairs(train, config.test_fraction, config.seed + 1)
-        how["test"] = f"{config.test_fraction:g} of the training pairs (seed {config.seed + 1})"
+        splits.train = [p for p in splits.train if p.name not in held_out]
+
+
+def _carve_missing(splits: Splits, config: TrainConfig) -> None:
+    """A test split carved from training when asked and none is listed; validation from ``val_dir`` or,
+    when no list names it, carved from training."""
+    if not splits.test and config.test_fraction > 0:
+        splits.train, splits.test = _carve_pairs(splits.train, config.test_fraction, config.seed + 1)
+        splits.how["test"] = f"{config.test_fraction:g} of the training pairs (seed {config.seed + 1})"
     if config.val_dir:
         vdir = Path(config.val_dir)
         vscan = scan_pairs(vdir / config.images, vdir / config.masks)
-        problems += vscan.problems
-        val = vscan.pairs
-        how["val"] = str(vdir)
+        splits.problems += vscan.problems
+        splits.val = vscan.pairs
+        splits.how["val"] = str(vdir)
     elif not config.val_split:
-        train, val = _carve_pairs(train, config.val_fraction, config.seed)
-        if not val:
-            notes.append(
-                f"{len(train)} training pair(s): no validation split; the best model is the last one"
+        splits.train, splits.val = _carve_pairs(splits.train, config.val_fraction, config.seed)
+        if not splits.val:
+            splits.notes.append(
+                f"{len(splits.train)} training pair(s): no validation split; the best model is the last one"
             )
-        how["val"] = f"{config.val_fraction:g} of the training pairs (seed {config.seed})"
-    if not train:
-        detail = "; ".join(problems[:5]) or "no pairs left for training after the validation/test splits"
-        raise DataError(f"no image/mask pairs to train on in {data_dir} ({detail})")
-    return Splits(train, val, test, problems, notes, how)
+        splits.how["val"] = f"{config.val_fraction:g} of the training pairs (seed {config.seed})"

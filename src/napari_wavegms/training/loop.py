@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -56,6 +56,12 @@ from napari_wavegms.training.data import DataError, PairDataset, make_splits
 from napari_wavegms.training.evaluate import EvalResult, evaluate, validate
 from napari_wavegms.training.metrics import write_csv
 from napari_wavegms.training.schedule import Schedule, stage_size
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from napari_wavegms.network import WaveGMS
+    from napari_wavegms.training.data import Splits
 
 log = logging.getLogger(__name__)
 
@@ -248,21 +254,60 @@ def train(
     return result
 
 
+@dataclass(eq=False)
 class _Run:
-    """What one training run holds while it runs, shared by the pieces of :func:`_train`."""
+    """The whole state of one training run, declared in one place and shared by the pieces of :func:`_train`.
 
-    def __init__(self, config: TrainConfig, device: torch.device, dist: _Dist) -> None:
-        self.config, self.device, self.dist = config, device, dist
-        self.recipe = get_recipe(config.recipe)
-        self.out = Path(config.output_dir).expanduser()
-        self.dev_name = describe(device) + (f" ×{dist.world} (DDP)" if dist.active else "")
+    What it is given, what follows from that at once, what each stage builds (``None`` until
+    :func:`_build_model`, :func:`_prepare_data` or :func:`_build_training` sets it) and the progress that
+    ``last.state.safetensors`` keeps for a resume.
+    """
+
+    config: TrainConfig
+    device: torch.device
+    dist: _Dist
+    # from the above, at once
+    recipe: Recipe = field(init=False)
+    out: Path = field(init=False)
+    dev_name: str = field(init=False)
+    t_start: float = field(init=False)
+    cuda: bool = field(init=False)
+    channels_last: bool = field(init=False)
+    # _build_model
+    model: WaveGMS | None = None
+    origin: dict[str, str] = field(default_factory=dict)  # where the weights came from (resume, init_from)
+    # _prepare_data
+    splits: Splits | None = None
+    train_data: PairDataset | None = None
+    val_data: PairDataset | None = None
+    data_info: dict[str, Any] = field(default_factory=dict)
+    # _build_training
+    amp_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    sampler: DistributedSampler | None = None
+    loader: DataLoader | None = None  # None when the pairs are preloaded (batches are sliced from memory)
+    net: WaveGMS | _LossView | None = None  # what the loss calls: the model, or its DDP wrapper
+    schedule: Schedule | None = None
+    aug_gen: torch.Generator | None = None
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+    header_base: dict[str, Any] = field(default_factory=dict)
+    # progress (restored by a resume)
+    epoch: int = 0
+    step: int = 0
+    best_dice: float = -math.inf
+    history: list[dict] = field(default_factory=list)
+    val_summary: dict[str, float] = field(default_factory=dict)
+    dirty: bool = False  # trained since ``last`` was saved
+
+    def __post_init__(self) -> None:
+        self.recipe = get_recipe(self.config.recipe)
+        self.out = Path(self.config.output_dir).expanduser()
+        self.dev_name = describe(self.device) + (f" ×{self.dist.world} (DDP)" if self.dist.active else "")
         self.t_start = time.perf_counter()
-        self.cuda = device.type == "cuda"
-        self.channels_last = self.cuda and config.channels_last
-        self.epoch = self.step = 0
-        self.best_dice = -math.inf
-        self.history: list[dict] = []
-        self.val_summary: dict[str, float] = {}
+        self.cuda = self.device.type == "cuda"
+        self.channels_last = self.cuda and self.config.channels_last
 
     def event(self, kind: str, done: int, total: int, message: str = "", **kw: Any) -> TrainEvent:
         seconds = kw.pop("seconds", time.perf_counter() - self.t_start)
@@ -560,7 +605,7 @@ def _train(run: _Run, should_stop: Callable[[], bool]) -> Generator[TrainEvent, 
     dist.barrier()
     yield from _prepare_data(run)
     _build_training(run)
-    run.dirty, stopped = False, False
+    stopped = False
     try:
         stopped = yield from _epochs(run, should_stop)
     finally:
@@ -592,7 +637,7 @@ def train_with_progress(config: TrainConfig, quiet: bool = False) -> int:
 
     from napari_wavegms.zoo.downloads import HashMismatchError, WeightsUnavailableError
 
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = placement().main
     job = train(config)
     bar = tqdm(desc="training", unit="step", disable=quiet or not main, dynamic_ncols=True)
     say = (lambda msg: None) if quiet or not main else (lambda msg: tqdm.write(msg, file=sys.stderr))
@@ -603,35 +648,7 @@ def train_with_progress(config: TrainConfig, quiet: bool = False) -> int:
             except StopIteration as stop_it:
                 result: TrainResult = stop_it.value
                 break
-            if ev.kind == "prepare":
-                bar.set_description_str(ev.message[:60])
-                if "problems" in ev.info and ev.info["problems"] and "notes" in ev.info:
-                    probs = ev.info["problems"]
-                    say(f"{len(probs)} data problem(s) (details in {config.output_dir}/data.json):")
-                    for p in probs[:10]:
-                        say(f"  {p}")
-                    if len(probs) > 10:
-                        say(f"  … and {len(probs) - 10} more")
-                if "notes" in ev.info:
-                    say(f"data: {ev.message} on {ev.device}")
-            elif ev.kind == "step":
-                bar.set_description_str(f"epoch {ev.epoch}/{ev.epochs}")
-                bar.total, bar.n = ev.total, ev.done
-                bar.set_postfix(
-                    loss=f"{ev.losses.get('total', math.nan):.3f}",
-                    lr=f"{ev.info.get('lr', 0):.2e}",
-                    refresh=False,
-                )
-                bar.refresh()
-            elif ev.kind == "epoch":
-                say(f"{ev.message}  ({ev.seconds:.1f} s)")
-            elif ev.kind == "done" and ev.info.get("test"):
-                t = ev.info["test"]
-                say(
-                    f"test ({t['n']} images, best model): Dice {t['dice']:.4f}  IoU {t['iou']:.4f}  "
-                    f"HD95 {t['hd95']:.2f} px  |  native Dice {t['native']['dice']:.4f}  "
-                    f"IoU {t['native']['iou']:.4f}  HD95 {t['native']['hd95'] or math.nan:.2f} px"
-                )
+            _show(ev, bar, say, config.output_dir)
     except KeyboardInterrupt:
         job.close()
         bar.close()
@@ -645,3 +662,36 @@ def train_with_progress(config: TrainConfig, quiet: bool = False) -> int:
     if main and not quiet:
         print(f"best: {result.best}\nlast: {result.last}")
     return 0
+
+
+def _show(ev: TrainEvent, bar: Any, say: Callable[[str], None], output_dir: str) -> None:
+    """One event on the terminal: the bar follows steps; data problems, epochs and the test get a line."""
+    if ev.kind == "prepare":
+        bar.set_description_str(ev.message[:60])
+        if "problems" in ev.info and ev.info["problems"] and "notes" in ev.info:
+            probs = ev.info["problems"]
+            say(f"{len(probs)} data problem(s) (details in {output_dir}/data.json):")
+            for p in probs[:10]:
+                say(f"  {p}")
+            if len(probs) > 10:
+                say(f"  … and {len(probs) - 10} more")
+        if "notes" in ev.info:
+            say(f"data: {ev.message} on {ev.device}")
+    elif ev.kind == "step":
+        bar.set_description_str(f"epoch {ev.epoch}/{ev.epochs}")
+        bar.total, bar.n = ev.total, ev.done
+        bar.set_postfix(
+            loss=f"{ev.losses.get('total', math.nan):.3f}",
+            lr=f"{ev.info.get('lr', 0):.2e}",
+            refresh=False,
+        )
+        bar.refresh()
+    elif ev.kind == "epoch":
+        say(f"{ev.message}  ({ev.seconds:.1f} s)")
+    elif ev.kind == "done" and ev.info.get("test"):
+        t = ev.info["test"]
+        say(
+            f"test ({t['n']} images, best model): Dice {t['dice']:.4f}  IoU {t['iou']:.4f}  "
+            f"HD95 {t['hd95']:.2f} px  |  native Dice {t['native']['dice']:.4f}  "
+            f"IoU {t['native']['iou']:.4f}  HD95 {t['native']['hd95'] or math.nan:.2f} px"
+        )
