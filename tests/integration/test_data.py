@@ -13,6 +13,7 @@ import torch
 from conftest import BUSI
 from napari_wavegms.core.images import normalize_intensity, resize_image, to_rgb
 from napari_wavegms.training.augment import AUGMENTATIONS, AugmentConfig, augment_batch, hsv_to_rgb, rgb_to_hsv
+from napari_wavegms.training.config import TrainConfig
 from napari_wavegms.training.data import (
     DataError,
     Pair,
@@ -24,7 +25,6 @@ from napari_wavegms.training.data import (
     read_split,
     scan_pairs,
 )
-from napari_wavegms.training.loop import TrainConfig
 
 
 def make_folder(root, names, src=BUSI):

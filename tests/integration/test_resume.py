@@ -20,7 +20,7 @@ from test_training import assert_same_training, run_until
 
 from conftest import WEIGHTS, drain, link_busi_pairs
 from napari_wavegms.network.checkpoint import CheckpointError, checkpoint_header
-from napari_wavegms.training.loop import TrainConfig, train
+from napari_wavegms.training import TrainConfig, train
 
 
 def strip_weights(state: Path) -> None:
