@@ -96,7 +96,7 @@ def test_sample_licence_wording_matches_readme_and_model_card():
 
     assert KVASIR_LICENCE in KVASIR_CITATION
     assert KVASIR_LICENCE in " ".join((REPO / "README.md").read_text().split())
-    card = builtin_models()[suggest_model("endoscopy")].card
+    card = builtin_models()[suggest_model("endoscopy")].card.record
     assert "research and education" in card["data"]["licence"] and "commercial use needs" in card["data"]["licence"]
     sample = PluginManifest.from_file(REPO / "napari.yaml").contributions.sample_data[0]
     assert "research and education" in sample.display_name and "CC BY" not in sample.display_name

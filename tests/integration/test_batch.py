@@ -216,7 +216,8 @@ def test_torchrun_processes_split_the_files(tmp_path, folder, seg, monkeypatch):
 def test_without_a_model_the_folder_gets_the_builtin_model_for_its_kind_of_image(tmp_path, folder):
     """Grey ultrasound → the BUSI model, colour endoscopy → the Kvasir-SEG model; files that cannot be
     read are looked past; a folder with nothing readable gets no choice."""
-    from napari_wavegms.inference.batch import check_paths, choice_for_folder
+    from napari_wavegms.inference.batch import check_paths
+    from napari_wavegms.inference.routing import choice_for_folder
 
     out = tmp_path / "out"
     assert "busi" in choice_for_folder(check_paths(folder, out)).model

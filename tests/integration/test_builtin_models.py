@@ -14,17 +14,10 @@ from conftest import BUSI, KVASIR, SHARED
 from napari_wavegms.cli import predict_main
 from napari_wavegms.core.io import read_image
 from napari_wavegms.core.progress import run_to_end
+from napari_wavegms.inference.routing import choose_model
 from napari_wavegms.training.data import scan_pairs
 from napari_wavegms.training.evaluate import evaluate
-from napari_wavegms.zoo.registry import (
-    KIND_IMAGES,
-    builtin_models,
-    choose_model,
-    default_model,
-    model_kind,
-    resolve_model,
-    suggest_model,
-)
+from napari_wavegms.zoo.registry import KIND_IMAGES, builtin_models, default_model, resolve_model, suggest_model
 
 MODELS = builtin_models()
 #: what each kind's model must be named after (its data)
@@ -34,7 +27,7 @@ OLD_NAMES = {"busi-wavegms-cpu64": "ultrasound", "kvasir-seg-wavegms-cpu64": "en
 
 
 def test_one_model_per_kind_ships_named_after_its_data_and_ultrasound_is_the_default():
-    kinds = {name: model_kind(info) for name, info in MODELS.items()}
+    kinds = {name: info.card.kind for name, info in MODELS.items()}
     assert sorted(kinds.values()) == sorted(NAMED_AFTER)
     for name, kind in kinds.items():
         assert NAMED_AFTER[kind] in name
@@ -48,7 +41,7 @@ def test_the_old_preview_names_still_work(tmp_path):
 
     for old, kind in OLD_NAMES.items():
         new = suggest_model(kind)
-        assert old not in MODELS and old in MODELS[new].card["aliases"]
+        assert old not in MODELS and old in MODELS[new].card.aliases
         assert resolve_model(old) == resolve_model(new) == MODELS[new].path
         assert card_postprocess(old) == card_postprocess(new)
     out = tmp_path / "out"
@@ -71,21 +64,21 @@ def test_colour_images_get_the_polyp_model_and_grey_ones_the_ultrasound_model_al
     for image in (grey, np.repeat(grey[..., None], 3, axis=-1), grey_jpeg):  # grey, also saved as colour
         assert "busi" in choose_model(image).model
     for info in MODELS.values():
-        assert info.card["images"] == KIND_IMAGES[model_kind(info)]
+        assert info.card.images == KIND_IMAGES[info.card.kind]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_builtin_model_matches_its_card(name: str):
     from napari_wavegms.training.data import read_split
 
-    card = MODELS[name].card
+    card = MODELS[name].card.record
     for key in ("summary", "modality", "data", "trained_on", "split", "recipe", "training", "tiny_vae", "test",
                 "postprocess"):
         assert card[key], key
     data = SHARED / "data" / card["data"]["folder"]
     names = card["reference_check"]["images"]
     assert len(names) == 10
-    if model_kind(MODELS[name]) == "ultrasound":  # lesion-free scans among them: empty masks are checked
+    if MODELS[name].card.kind == "ultrasound":  # lesion-free scans among them: empty masks are checked
         assert len(set(names) & set(read_split(data / "splits" / "normal_test.txt"))) == 3
     pairs = scan_pairs(data / "images", data / "masks", names=names).pairs
     assert [p.name for p in pairs] == names
@@ -166,7 +159,7 @@ def test_each_card_says_whether_test_time_flips_helped_on_validation_and_the_seg
     from napari_wavegms.zoo.registry import card_tta
 
     for name, info in MODELS.items():
-        record = info.card["tta"]
+        record = info.card.record["tta"]
         val = record["chosen_on"]["validation"]
         assert record["flips"] == (round(val["dice_flips"], 3) > round(val["dice_plain"], 3)), name
         assert val["n"] > 50 and "validation" in record["chosen_on"]["split"]
@@ -190,7 +183,7 @@ def test_card_entries_are_written_atomically_and_only_for_builtin_models(tmp_pat
     monkeypatch.setattr(models, "BUILTIN_DIR", tmp_path)
     before = json.loads((tmp_path / f"{name}.json").read_text())
 
-    path = models.set_card_entry(MODELS[name].card["aliases"][0], "tta", {"flips": False})  # an old name too
+    path = models.set_card_entry(MODELS[name].card.aliases[0], "tta", {"flips": False})  # an old name too
     after = json.loads(path.read_text())
     assert path == tmp_path / f"{name}.json" and after["tta"] == {"flips": False}
     assert {k: v for k, v in after.items() if k != "tta"} == {k: v for k, v in before.items() if k != "tta"}

@@ -144,9 +144,9 @@ def test_a_folder_mixing_kinds_is_segmented_as_if_each_kind_were_alone(tmp_path,
     """Per file: the two BUSI scans get the masks they get in a folder of their own, the polyp the polyp
     model's; the CLI and the summary CSV say which model each file got and why."""
     from conftest import KVASIR
-    from napari_wavegms.zoo.registry import builtin_models, model_kind
+    from napari_wavegms.zoo.registry import builtin_models
 
-    kinds = {name: model_kind(info) for name, info in builtin_models().items()}
+    kinds = {name: info.card.kind for name, info in builtin_models().items()}
     alone, mixed = tmp_path / "busi", tmp_path / "mixed"
     for folder in (alone, mixed):
         folder.mkdir()

@@ -16,7 +16,8 @@ from PIL import Image, ImageDraw
 from conftest import BUSI, KVASIR, SHARED
 from napari_wavegms.core.io import read_image
 from napari_wavegms.inference.modality import FOLDER_FLOOR, KINDS, classify, folder_prior, with_prior
-from napari_wavegms.zoo.registry import builtin_models, choose_model, model_kind, suggest_model
+from napari_wavegms.inference.routing import choose_model
+from napari_wavegms.zoo.registry import builtin_models, suggest_model
 
 BUSBRA = SHARED / "data" / "bus-bra-256"
 ISIC = SHARED / "data" / "isic2017-256"
@@ -190,7 +191,7 @@ def test_folder_prior_and_bayes_rule():
 # ---------------------------------------------------------------- the model choice
 def test_each_kind_gets_its_built_in_model():
     models = builtin_models()
-    assert {model_kind(info) for info in models.values()} == set(KINDS)
+    assert {info.card.kind for info in models.values()} == set(KINDS)
     for path, kind in (
         (BUSI / "images" / "benign_3.png", "ultrasound"),
         (KVASIR / "images" / "cju16jgnyzp970878melv7r25.jpg", "endoscopy"),
@@ -198,7 +199,7 @@ def test_each_kind_gets_its_built_in_model():
     ):
         choice = choose_model(read_image(path))
         assert choice.kind == kind and choice.exact
-        assert model_kind(models[choice.model]) == kind
+        assert models[choice.model].card.kind == kind
         assert choice.message.startswith(choice.model) and kind in choice.message and choice.reason in choice.message
     assert "busi" in suggest_model("ultrasound")
     assert "kvasir-seg" in suggest_model("endoscopy")
@@ -211,14 +212,14 @@ def test_a_kind_without_its_model_gets_the_nearest_one_and_says_so(monkeypatch):
     from napari_wavegms.zoo import registry as models_module
 
     everything = builtin_models()
-    without_skin = {n: i for n, i in everything.items() if model_kind(i) != "dermoscopy"}
+    without_skin = {n: i for n, i in everything.items() if i.card.kind != "dermoscopy"}
     monkeypatch.setattr(models_module, "builtin_models", lambda: without_skin)
     choice = choose_model(read_image(held_out(ISIC, "val.txt", ".jpg")[1]))
     assert choice.kind == "dermoscopy" and not choice.exact
-    assert without_skin[choice.model].card["images"] == "rgb"
+    assert without_skin[choice.model].card.images == "rgb"
     assert "no built-in model for dermoscopy" in choice.message and "choose a dermoscopy model" in choice.message
 
 
 def test_cards_say_their_kind():
     for name, info in builtin_models().items():
-        assert info.card.get("kind") in KINDS, name
+        assert info.card.kind in KINDS, name

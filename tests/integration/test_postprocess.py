@@ -209,8 +209,7 @@ def test_wavegms_predict_uses_the_card_and_its_flags_override_it(carded, tmp_pat
 # ---------------------------------------------------------------- the shipped cards
 @pytest.mark.parametrize("name", sorted(builtin_models()))
 def test_each_builtin_card_records_its_validated_choice(name):
-    card = builtin_models()[name].card
-    record = card.get("postprocess")
+    record = builtin_models()[name].card.record.get("postprocess")
     assert record is not None, f"{name}: run python -m napari_wavegms.tuning.postprocess_choice --write-card"
     chosen = record["chosen_on"]
     assert "validation" in chosen["split"] and "napari_wavegms.tuning.postprocess_choice" in chosen["command"]

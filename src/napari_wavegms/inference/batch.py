@@ -54,7 +54,6 @@ from napari_wavegms.core.io import (
     MASK_FORMATS,
     ImageReadError,
     is_image_file,
-    read_image,
     read_image_or_stack,
     write_mask,
 )
@@ -68,8 +67,8 @@ CONVENTIONS = ("0/255", "0/1", "labels")
 OVERLAY_DIR = "overlays"
 
 if TYPE_CHECKING:  # torch is imported only when a run starts, so the widgets can use this module freely
+    from napari_wavegms.inference.routing import FolderRouter
     from napari_wavegms.inference.segmenter import Segmentation, Segmenter
-    from napari_wavegms.zoo.registry import ModelChoice
 
 
 class BatchUsageError(ValueError):
@@ -303,71 +302,16 @@ def iter_inputs(paths: BatchPaths, pattern: str = "*", recursive: bool = False) 
     yield from walk(paths.input_root, (paths.input_root,))
 
 
-def choice_for_folder(paths: BatchPaths, pattern: str = "*", recursive: bool = False,
-                      look_at: int = 5) -> ModelChoice | None:
-    """The built-in model for the kind of the first readable image among the first ``look_at`` files,
-    with the reason (:func:`napari_wavegms.zoo.registry.choose_model`); ``None`` when none can be read.
-
-    A run without a chosen model still decides per file (:func:`segment_folder`); this is what a
-    widget shows when a folder is picked."""
-    from napari_wavegms.zoo.registry import choose_model
-
-    for n, path in enumerate(iter_inputs(paths, pattern, recursive)):
-        if n >= look_at:
-            break
-        if is_image_file(path):
-            try:
-                image = read_image(path)
-            except ImageReadError:
-                continue
-            return choose_model(image)
-    return None
-
-
-
-#: Images read, evenly spread over a folder, to estimate which kinds of image it holds.
-FOLDER_SAMPLE = 100
-
-
-class ModelPicker:
-    """Per-file choice of the built-in model, for runs where the user chose none: each image is
-    segmented by the model made for its kind (ultrasound, endoscopy, dermoscopy), so a folder that mixes
-    kinds gives each of its clear images what it would get alone. With :attr:`prior` (the kinds' shares
-    in the folder, :meth:`judge_folder`) an image the classifier finds ambiguous is judged as an image of
-    its folder. One :class:`Segmenter` per model, loaded on first use.
-    """
+class _ModelPerFile:
+    """The models of a run where the user chose none: :class:`~napari_wavegms.inference.routing.FolderRouter`
+    picks one per file; one :class:`Segmenter` per model, loaded on first use."""
 
     def __init__(self, **segmenter_options) -> None:
+        from napari_wavegms.inference.routing import FolderRouter
+
+        self.router = FolderRouter()
         self.options = segmenter_options
         self.segmenters: dict[str | None, Segmenter] = {}
-        self.prior: np.ndarray | None = None
-
-    def choose(self, image: np.ndarray) -> ModelChoice:
-        from napari_wavegms.zoo.registry import ModelChoice, choose_model, default_model
-
-        try:
-            return choose_model(image, prior=self.prior)
-        except Exception as err:  # an image the statistics cannot judge still gets segmented
-            return ModelChoice(default_model(), "unknown", f"could not judge the image: {err}", False)
-
-    def judge_folder(self, files: Iterator[Path], count: int) -> Generator[Progress, None, None]:
-        """Set :attr:`prior` from up to :data:`FOLDER_SAMPLE` of ``files`` (``count`` of them, taken evenly
-        spread); yields progress. Unreadable files are left to the run, which reports them."""
-        from napari_wavegms.inference.modality import KINDS, classify, folder_prior
-
-        step = max(1, -(-count // FOLDER_SAMPLE))
-        probs = []
-        for n, path in enumerate(files):
-            if n % step:
-                continue
-            try:
-                found = classify(read_image(path))
-            except Exception:  # the run itself reports what is wrong with this file
-                continue
-            probs.append([found.scores[k] for k in KINDS])
-            if len(probs) % 10 == 0:
-                yield Progress(0, count, f"judging the kinds of the folder's images: {len(probs)}")
-        self.prior = folder_prior(np.array(probs)) if len(probs) > 1 else None
 
     def segmenter(self, model: str | None) -> Segmenter:
         if model not in self.segmenters:
@@ -576,7 +520,7 @@ class _Models:
     """The model(s) of a run: a given one for every file, or per file the one made for its kind."""
 
     segmenter: Segmenter | None
-    picker: ModelPicker | None
+    picker: _ModelPerFile | None
     name: str  # the given model's name in the CSV ("" when none)
     options: dict  # threshold, label_objects and post-processing, for every file
 
@@ -598,9 +542,9 @@ class _Models:
         if self.picker is None:
             result.model = self.name
             return self.segmenter
-        choice = self.picker.choose(image)
+        choice = self.picker.router.choose(image)
         result.model = choice.model or ""
-        result.choice = f"{choice.kind}: {choice.reason}" + ("" if choice.exact else "; no built-in model for it")
+        result.choice = choice.note
         return self.picker.segmenter(choice.model)
 
 
@@ -663,10 +607,10 @@ def _run(plan: _Plan, models: _Models, convention: str, ahead: int) -> Generator
 
 
 def _engine(model: str | os.PathLike | None, segmenter: Segmenter | None, device: str, batch_size: int | None,
-            segmenter_options: dict | None) -> tuple[Segmenter | None, ModelPicker | None, str, int]:
+            segmenter_options: dict | None) -> tuple[Segmenter | None, _ModelPerFile | None, str, int]:
     """The run's segmenter (or per-file picker), its device's name and how many files to read ahead."""
     options = {"device": device, **(segmenter_options or {}), **({"batch_size": batch_size} if batch_size else {})}
-    picker = ModelPicker(**options) if segmenter is None and model is None else None
+    picker = _ModelPerFile(**options) if segmenter is None and model is None else None
     if segmenter is None and picker is None:
         from napari_wavegms.inference.segmenter import Segmenter
 
@@ -690,7 +634,7 @@ def _open_output(plan: _Plan) -> Path:
     return csv_path
 
 
-def _events(plan: _Plan, models: _Models, convention: str, ahead: int, judge: ModelPicker | None,
+def _events(plan: _Plan, models: _Models, convention: str, ahead: int, judge: FolderRouter | None,
             summary: BatchSummary) -> Generator[Progress, None, None]:
     """The run's progress: the file count (with ``summary``, so a caller that cancels still has it), the
     folder's kinds judged by ``judge`` (``None``: each image alone), then one event per file. Each file
@@ -720,8 +664,9 @@ def segment_folder(
     (``a/b.jpg`` → ``output/a/b.png``); overlay previews go to ``output/overlays/``. ``convention``
     ``labels`` numbers connected objects. A multi-page TIFF gets a stack mask (``fmt="tif"``; as PNG it
     fails with the reason). Without ``model`` (or ``segmenter``) each image is segmented by
-    the built-in model made for its kind (:class:`ModelPicker`; the CSV's ``model`` and ``model_choice``
-    say which and why). The kinds of up to :data:`FOLDER_SAMPLE` of the folder's images are judged first,
+    the built-in model made for its kind (:class:`~napari_wavegms.inference.routing.FolderRouter`; the CSV's
+    ``model`` and ``model_choice`` say which and why). The kinds of up to
+    :data:`~napari_wavegms.inference.routing.FOLDER_SAMPLE` of the folder's images are judged first,
     so that an image the classifier finds ambiguous is judged as an image of its folder
     (:func:`napari_wavegms.inference.modality.folder_prior`); ``kind_per_image`` judges every image alone.
     A given ``model`` or ``segmenter`` is used for every file (with a ``segmenter``,
@@ -746,7 +691,8 @@ def segment_folder(
                            {"device": device_name, "rank": plan.rank, "world_size": plan.world})
     completed = False
     try:  # from here on, a cancel or a crash (even while the folder is judged) still writes the CSV
-        yield from _events(plan, models, convention, ahead, None if kind_per_image else picker, summary)
+        judge = None if kind_per_image or picker is None else picker.router
+        yield from _events(plan, models, convention, ahead, judge, summary)
         completed = True
     finally:
         if not completed:  # cancelled or crashed: masks already on disk from earlier runs get their rows too

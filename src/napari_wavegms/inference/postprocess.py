@@ -207,4 +207,4 @@ def card_postprocess(model: str | os.PathLike | None) -> PostProcess:
     from napari_wavegms.zoo.registry import builtin_card
 
     card = builtin_card(model)
-    return PostProcess.from_dict(card.get("postprocess")) if card is not None else NONE
+    return card.postprocess if card is not None else NONE

@@ -103,5 +103,4 @@ def card_presence(model: Any) -> PresenceGate | None:
     from napari_wavegms.zoo.registry import builtin_card
 
     card = builtin_card(model)
-    record = (card or {}).get("presence")
-    return PresenceGate.from_dict(record) if record else None
+    return card.presence if card is not None else None

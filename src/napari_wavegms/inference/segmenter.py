@@ -71,8 +71,8 @@ from napari_wavegms.core.images import (
     resize_image,
 )
 from napari_wavegms.core.progress import Progress, run_to_end
-from napari_wavegms.inference.postprocess import NONE, PostProcess, card_postprocess, label_mask
-from napari_wavegms.inference.presence import PresenceGate, card_presence
+from napari_wavegms.inference.postprocess import PostProcess, card_postprocess, label_mask
+from napari_wavegms.inference.presence import PresenceGate
 from napari_wavegms.inference.presence import features as presence_features
 
 __all__ = [
@@ -161,7 +161,7 @@ class Segmenter:
     ``training/benchmarks/bench_inference.py`` holds the measurements behind these.
     ``tta=True`` averages the soft masks of each slice and its :data:`TTA_FLIPS` (four model passes per
     slice in one batch; its gain and cost are in ``docs/results.md``); ``None`` = the built-in model
-    card's choice, made on validation (:func:`~napari_wavegms.zoo.registry.card_tta`; off for other checkpoints).
+    card's choice, made on validation (:attr:`~napari_wavegms.zoo.card.ModelCard.tta`; off for other checkpoints).
     ``postprocess``: the default clean-up of masks (:class:`~napari_wavegms.inference.postprocess.PostProcess`, or
     its dict); ``None`` = the built-in model card's choice (none for other checkpoints).
     ``presence``: the image-level check that empties the mask of an image without a lesion
@@ -186,24 +186,27 @@ class Segmenter:
             from napari_wavegms.zoo.registry import load_model
 
             self.model, self.config, self.device = load_model(model, device)
+        from napari_wavegms.zoo.card import NO_CARD
+        from napari_wavegms.zoo.registry import builtin_card
+
+        # the defaults below that are not given: a built-in model's card, none for any other model
+        card = NO_CARD if isinstance(model, torch.nn.Module) else builtin_card(model) or NO_CARD
         if isinstance(postprocess, PostProcess):
             self.postprocess = postprocess
         elif postprocess is not None:
             self.postprocess = PostProcess.from_dict(postprocess)
         else:
-            self.postprocess = NONE if isinstance(model, torch.nn.Module) else card_postprocess(model)
+            self.postprocess = card.postprocess
         if isinstance(presence, PresenceGate):
             self.presence: PresenceGate | None = presence
-        elif presence is False or isinstance(model, torch.nn.Module):
+        elif presence is False:
             self.presence = None
         else:
-            self.presence = card_presence(model)
+            self.presence = card.presence
         if self.presence is not None and not hasattr(self.model, "predict_with_latents"):
             raise ValueError("a presence gate needs a Wave-GMS model (its latents); this model has none")
         if tta is None:
-            from napari_wavegms.zoo.registry import card_tta
-
-            tta = False if isinstance(model, torch.nn.Module) else card_tta(model)
+            tta = card.tta
         self.image_size = int(self.model.image_size)
         self.batch_size = int(batch_size)
         self.tta = bool(tta)

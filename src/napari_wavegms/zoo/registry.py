@@ -4,17 +4,20 @@ A built-in model is ``builtin/<name>.safetensors`` with its model card ``builtin
 (kind of image, modality, data, licence, recipe, test scores). Names contain their dataset (``busi``,
 ``kvasir-seg``, ``isic``). A card's ``"aliases"`` keep the names of the models it replaced working
 (``busi-wavegms-cpu64`` → today's ultrasound model), so scripts and saved settings do not break.
-:func:`choose_model` picks the one made for an image's kind (ultrasound, endoscopy, dermoscopy)
-and says why; a model the user chose is never replaced by it (callers keep theirs).
+Cards are read as typed :class:`~napari_wavegms.zoo.card.ModelCard` objects, once per file.
+:func:`suggest_model` names the built-in model made for a kind of image; which model an *image* gets
+is decided in :mod:`napari_wavegms.inference.routing`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from napari_wavegms.zoo.card import ModelCard, forget, read_card
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 
@@ -25,11 +28,11 @@ class ModelInfo:
 
     name: str
     path: Path
-    card: dict[str, Any] = field(default_factory=dict)
+    card: ModelCard
 
     @property
     def summary(self) -> str:
-        return self.card.get("summary", self.name)
+        return self.card.summary
 
 
 def builtin_models() -> dict[str, ModelInfo]:
@@ -38,9 +41,8 @@ def builtin_models() -> dict[str, ModelInfo]:
     for card_path in sorted(BUILTIN_DIR.glob("*.json")):
         weights = card_path.with_suffix(".safetensors")
         if weights.is_file():
-            card = json.loads(card_path.read_text())
-            found.append(ModelInfo(card_path.stem, weights, card))
-    found.sort(key=lambda m: (m.card.get("rank", 99), m.name))
+            found.append(ModelInfo(card_path.stem, weights, read_card(card_path)))
+    found.sort(key=lambda m: (m.card.rank, m.name))
     return {m.name: m for m in found}
 
 
@@ -53,10 +55,10 @@ def canonical_name(name: str) -> str | None:
 def _canonical(name: str, models: dict[str, ModelInfo]) -> str | None:
     if name in models:
         return name
-    return next((n for n, info in models.items() if name in info.card.get("aliases", ())), None)
+    return next((n for n, info in models.items() if name in info.card.aliases), None)
 
 
-def builtin_card(model: str | os.PathLike | None) -> dict[str, Any] | None:
+def builtin_card(model: str | os.PathLike | None) -> ModelCard | None:
     """The card of a built-in model found by name, old alias or the path of its weights (the widgets
     pass the resolved path); ``None`` (the default model) gives the default's card; ``None`` for any
     other checkpoint. Reads only the JSON cards (no torch), so a widget can show a card's defaults
@@ -79,8 +81,8 @@ def card_tta(model: str | os.PathLike | None) -> bool:
     """Whether a built-in model's card turns test-time flips on (``"tta": {"flips": true, ...}``, chosen
     on validation by ``napari_wavegms.tuning.tta_choice``); ``False`` for other checkpoints. No torch: the widgets
     read it to set their box before a run."""
-    card = builtin_card(model) or {}
-    return bool(card.get("tta", {}).get("flips", False))
+    card = builtin_card(model)
+    return card.tta if card is not None else False
 
 
 def set_card_entry(name: str, key: str, value: Any) -> Path:
@@ -98,6 +100,7 @@ def set_card_entry(name: str, key: str, value: Any) -> Path:
         card[key] = value
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(card, indent=2, default=float) + "\n")
+    forget(path)
     return path
 
 
@@ -110,61 +113,18 @@ def default_model() -> str | None:
 KIND_IMAGES = {"ultrasound": "gray", "endoscopy": "rgb", "dermoscopy": "rgb"}
 
 
-def model_kind(info: ModelInfo) -> str | None:
-    """The kind of image a built-in model is made for (its card's ``"kind"``)."""
-    kind = info.card.get("kind")
-    return str(kind) if kind else None
-
-
 def suggest_model(kind: str) -> str | None:
     """The built-in model made for this kind of image (``"ultrasound"``, ``"endoscopy"``, ``"dermoscopy"``).
 
     When no built-in model is made for that kind, the first (by rank) whose training images look alike
     (colour or grey, see :data:`KIND_IMAGES`), else the default model.
     """
-    return _suggest(kind)[0]
-
-
-def _suggest(kind: str) -> tuple[str | None, bool]:
-    """``(model, made for this kind)``."""
     models = builtin_models()
-    exact = next((name for name, info in models.items() if model_kind(info) == kind), None)
+    exact = next((name for name, info in models.items() if info.card.kind == kind), None)
     if exact is not None:
-        return exact, True
+        return exact
     wanted = KIND_IMAGES.get(kind, "")
-    alike = next((name for name, info in models.items() if info.card.get("images") == wanted), None)
-    return (alike or default_model()), False
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """The built-in model picked for an image, and why, in words a user can check."""
-
-    model: str | None
-    kind: str  # what the image looks like: ultrasound, endoscopy or dermoscopy
-    reason: str  # the evidence: "grey, speckle texture"
-    exact: bool  # a built-in model is made for this kind (False: the nearest one was taken)
-
-    @property
-    def message(self) -> str:
-        if self.model is None:
-            return f"{self.kind} image ({self.reason}); no built-in model is installed"
-        if self.exact:
-            return f"{self.model} for {self.kind} ({self.reason})"
-        made_for = model_kind(builtin_models()[self.model]) if self.model in builtin_models() else None
-        return (f"{self.model} (made for {made_for or 'other images'}): no built-in model for {self.kind} "
-                f"({self.reason}); choose a {self.kind} model for better masks")
-
-
-def choose_model(image: Any, rgb: bool | None = None, prior: Any = None) -> ModelChoice:
-    """The built-in model for a napari-style image (numpy or dask, any dtype; stacks by their first
-    plane), from :func:`napari_wavegms.inference.modality.classify`. Cheap: at most ~64k pixels are read.
-    ``prior``: the kinds' shares in the image's folder (:func:`napari_wavegms.inference.modality.folder_prior`)."""
-    from napari_wavegms.inference.modality import classify
-
-    found = classify(image, rgb, prior)
-    model, exact = _suggest(found.kind)
-    return ModelChoice(model, found.kind, found.reason, exact)
+    return next((name for name, info in models.items() if info.card.images == wanted), None) or default_model()
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:

@@ -199,17 +199,15 @@ class BatchWidget(DockContainer):
         """Whether the model is still the automatic one: then each file gets the built-in model made for
         its kind (``model=None`` to the engine; an ambiguous image is judged with its folder, see
         :func:`napari_wavegms.inference.batch.segment_folder`). A model picked by hand, or a checkpoint file, is used
-        for every file."""
-        from napari_wavegms.zoo.registry import builtin_models
-
-        chosen = self.model.model
-        return not self.model.by_hand and (chosen is None or chosen in builtin_models())
+        for every file (:func:`napari_wavegms.inference.routing.users_model`)."""
+        return not self.model.users_model
 
     def _follow_folder(self, *_: Any) -> None:
         """Show what the automatic choice makes of the chosen folder: the model for its first readable
-        image and why (:func:`napari_wavegms.inference.batch.choice_for_folder`), said to be per image; a model
+        image and why (:func:`napari_wavegms.inference.routing.choice_for_folder`), said to be per image; a model
         the user chose stays and is said to be used for every file."""
-        from napari_wavegms.inference.batch import BatchPaths, choice_for_folder
+        from napari_wavegms.inference.batch import BatchPaths
+        from napari_wavegms.inference.routing import choice_for_folder
 
         src = folder_or_none(self.input.value)
         if src is None or not src.is_dir():

@@ -188,10 +188,11 @@ def device_choices(remembered: str | None = None) -> list[str]:
 class ModelPicker(Container):
     """A combo box of models plus a "Browse…" button for any checkpoint file.
 
-    With ``automatic=True`` (Segment, Batch) the widget may set the model itself, from the kind of image
-    (:func:`napari_wavegms.zoo.registry.choose_model`), until the user picks one by hand: :attr:`by_hand` says
-    which, so a model the user chose is never replaced. An "Auto" button undoes a pick by hand;
-    :attr:`mode_changed` tells the owner when :attr:`by_hand` changes.
+    With ``automatic=True`` (Segment, Batch) the widget may set the model itself, from the kind of image,
+    until the user picks one by hand: :attr:`by_hand` says which, so a model the user chose is never
+    replaced. An "Auto" button undoes a pick by hand; :attr:`mode_changed` tells the owner when
+    :attr:`by_hand` changes. What is chosen, and when the user's model wins, is decided in
+    :mod:`napari_wavegms.inference.routing` (see :attr:`users_model`); this is only the widget.
     """
 
     HELP = (
@@ -293,6 +294,14 @@ class ModelPicker(Container):
     def model(self) -> str | None:
         value = self.combo.value
         return value or None
+
+    @property
+    def users_model(self) -> bool:
+        """Whether the model shown is the user's own, kept for every image
+        (:func:`napari_wavegms.inference.routing.users_model`)."""
+        from napari_wavegms.inference.routing import users_model
+
+        return users_model(self.model, self.by_hand)
 
     def set_model(self, value: str | None, by_hand: bool | None = None) -> None:
         """Select ``value`` (``None``: keep the current one); ``by_hand`` marks it as the user's choice

@@ -56,7 +56,7 @@ from napari_wavegms.zoo.registry import card_tta
 if TYPE_CHECKING:
     import napari
 
-    from napari_wavegms.zoo.registry import ModelChoice
+    from napari_wavegms.inference.routing import ModelChoice
 
 SUFFIX = "_wavegms"
 TRANSFORMS = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")
@@ -207,13 +207,14 @@ def capture(
 
 def choice_for_layer(layer: napari.layers.Image) -> ModelChoice | None:
     """The built-in model made for this layer's kind of image (ultrasound, endoscopy, dermoscopy) and
-    why (:func:`napari_wavegms.zoo.registry.choose_model`); ``None`` for a layer that cannot be segmented.
+    why (:func:`napari_wavegms.inference.routing.choice_for_image`); ``None`` for a layer that cannot be
+    segmented or judged.
 
     The engine's reading of the layer (:func:`layer_layout`) decides the channels rather than napari's
     ``rgb`` flag alone, so a grey + alpha PNG (H×W×2) is judged on its grey channel and an RGBA array
     napari did not mark as RGB on its colours. Cheap: a strided sample of the first plane is read.
     """
-    from napari_wavegms.zoo.registry import choose_model
+    from napari_wavegms.inference.routing import choice_for_image
 
     try:
         layout = layer_layout(layer)
@@ -222,10 +223,7 @@ def choice_for_layer(layer: napari.layers.Image) -> ModelChoice | None:
     data = layer.data[0] if layer.multiscale else layer.data
     if layout.squeeze and len(layout.shape) > 2:
         data = data[..., 0]
-    try:
-        return choose_model(data, layout.kind != "gray")
-    except Exception:  # an image the statistics cannot judge keeps the current model; following must not break
-        return None
+    return choice_for_image(data, layout.kind != "gray")
 
 
 def pick_model(
@@ -235,16 +233,12 @@ def pick_model(
     user's model is kept).
 
     A model the user chose always wins: a checkpoint file, or a built-in model picked by hand
-    (``by_hand``). Otherwise the built-in model made for the layer's kind of image is taken.
+    (``by_hand``). Otherwise the built-in model made for the layer's kind of image is taken
+    (:func:`napari_wavegms.inference.routing.pick`).
     """
-    from napari_wavegms.zoo.registry import builtin_models
+    from napari_wavegms.inference.routing import pick
 
-    if chosen and (by_hand or chosen not in builtin_models()):
-        return chosen, None
-    choice = choice_for_layer(layer)
-    if choice is None or choice.model is None:
-        return chosen, choice
-    return choice.model, choice
+    return pick(chosen, by_hand, lambda: choice_for_layer(layer))
 
 
 def model_key(model: str | None, device: str) -> tuple[str, int, str]:
@@ -792,9 +786,7 @@ class SegmentWidget(DockContainer):
             return None
         model, choice = pick_model(layer, self.model.model, self.model.by_hand)
         if choice is None:  # the user's model, or an image that cannot be judged: the model stays
-            from napari_wavegms.zoo.registry import builtin_models
-
-            if self.model.by_hand or (model and model not in builtin_models()):
+            if self.model.by_hand or self.model.users_model:
                 self.status.value = f"model picked by hand: {model} (Auto: the one made for each image)"
             return None
         if model != self.model.model:
