@@ -8,7 +8,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 from napari.viewer import Viewer
 
-from napari_wavegms.gui import settings as _settings
+from napari_wavegms.gui.settings import SegmentSettings
 from napari_wavegms.gui.worker import Job
 
 
@@ -22,7 +22,6 @@ def segment_selected(viewer: Viewer) -> Job | None:
     """
     from napari_wavegms.gui.widgets.segment import (
         SUFFIX,
-        cleanup_from,
         describe_confidence,
         kept_note,
         pick_model,
@@ -33,8 +32,8 @@ def segment_selected(viewer: Viewer) -> Job | None:
     if not isinstance(layer, Image):
         show_error("Wave-GMS: select an Image layer to segment")
         return None
-    saved = _settings.load("segment")
-    model, choice = pick_model(layer, saved.get("model"), bool(saved.get("model_by_hand", False)))
+    saved = SegmentSettings.load()
+    model, choice = pick_model(layer, saved.model, saved.model_by_hand)
     if not model:
         show_error(
             "Wave-GMS: no model chosen yet. Pick one (or a checkpoint file) in the Wave-GMS Segment "
@@ -54,12 +53,12 @@ def segment_selected(viewer: Viewer) -> Job | None:
         viewer,
         layer,
         model=model,
-        device=saved.get("device", "auto"),
-        threshold=float(saved.get("threshold", 0.5)),
-        whole_stack=saved.get("scope", "whole stack") == "whole stack",
-        tta=saved.get("tta"),  # None (the widget never used): the model card's choice
-        postprocess=cleanup_from(saved),  # the widget's clean-up: the card's unless set by hand there
-        presence=bool(saved.get("presence", True)),
+        device=saved.device,
+        threshold=saved.threshold,
+        whole_stack=saved.whole_stack,
+        tta=saved.tta,  # None (the widget never used): the model card's choice
+        postprocess=saved.cleanup(),  # the widget's clean-up: the card's unless set by hand there
+        presence=saved.presence,
         model_choice=choice.message if choice is not None else "",
         on_done=_done,
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import asdict, dataclass, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +72,89 @@ def apply_cache_setting() -> None:
     folder = load("general").get("cache_dir")
     if folder and not os.environ.get(CACHE_ENV):
         os.environ[CACHE_ENV] = str(folder)
+
+
+class Scope(str, Enum):
+    """What of a stack the Segment widget and the menu command segment. The values are the widget's
+    labels, which is also how earlier versions saved the choice, so their settings files still load."""
+
+    WHOLE_STACK = "whole stack"
+    CURRENT_SLICE = "current slice"
+
+
+@dataclass
+class SegmentSettings:
+    """The Segment widget's choices, saved by the widget and read by Layers ▸ Segment ▸ Segment selected
+    image, so that the menu command segments as the widget would without a picker of its own.
+
+    Saved under the same keys, with the same values, as before this class existed, so settings from
+    earlier versions load; a key that is missing or holds a value of the wrong kind takes its default.
+    """
+
+    SECTION = "segment"
+
+    model: str | None = None
+    model_by_hand: bool = False  # a model the user picked is kept for every image (see pick_model)
+    device: str = "auto"
+    threshold: float = 0.5
+    tta: bool | None = None  # test-time flips; None: the model card's choice (the widget never used)
+    scope: Scope = Scope.WHOLE_STACK
+    presence: bool = True  # the model card's presence gate, where it has one
+    cleanup_default: bool = True  # the model card's clean-up; False: the three options below
+    fill_holes: bool = False
+    keep_largest: bool = False
+    min_area: float = 0.0  # in the image layer's units²
+
+    @property
+    def whole_stack(self) -> bool:
+        return self.scope is Scope.WHOLE_STACK
+
+    def cleanup(self) -> dict[str, Any] | None:
+        """``Segmenter.segment`` clean-up options; ``None`` = the model card's choice. One reading for
+        the widget and the menu command, so both clean up alike."""
+        if self.cleanup_default:
+            return None
+        return {"fill_holes": self.fill_holes, "keep_largest": self.keep_largest, "min_area": self.min_area}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SegmentSettings:
+        """Settings from a saved section; what cannot be read keeps its default (a settings file written
+        by another version, or edited by hand, must never stop the widget or the command)."""
+        settings = cls()
+        for f in fields(cls):
+            if values.get(f.name) is None:
+                continue
+            try:
+                setattr(settings, f.name, _coerce(f.name, values[f.name]))
+            except (TypeError, ValueError):
+                log.warning("ignoring the saved %s setting %r", f.name, values[f.name])
+        return settings
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON section (the scope as its label, as earlier versions wrote it)."""
+        values = asdict(self)
+        values["scope"] = self.scope.value
+        return values
+
+    @classmethod
+    def load(cls) -> SegmentSettings:
+        return cls.from_dict(load(cls.SECTION))
+
+    def save(self) -> None:
+        save(self.SECTION, self.to_dict())
+
+
+_BOOLS = {"model_by_hand", "tta", "presence", "cleanup_default", "fill_holes", "keep_largest"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """A saved value as its field's type; raises ValueError or TypeError for one that does not fit."""
+    if name in _BOOLS:
+        if not isinstance(value, (bool, int)):
+            raise TypeError(f"{name} must be true or false")
+        return bool(value)
+    if name in ("threshold", "min_area"):
+        return float(value)
+    if name == "scope":
+        return Scope(value)
+    return str(value)

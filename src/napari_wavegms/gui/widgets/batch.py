@@ -17,7 +17,6 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
-    FloatSlider,
     Label,
     LineEdit,
     ProgressBar,
@@ -26,17 +25,19 @@ from magicgui.widgets import (
     TextEdit,
 )
 
+from napari_wavegms.core.io import MASK_FORMATS
 from napari_wavegms.gui import settings as _settings
 from napari_wavegms.gui.widgets.common import (
     DockContainer,
-    ModelPicker,
-    device_combo,
     fit_label,
     folder_or_none,
+    model_controls,
+    presence_checkbox,
     restore,
     snapshot,
 )
 from napari_wavegms.gui.worker import Job, start_job
+from napari_wavegms.inference.batch import CONVENTIONS
 
 if TYPE_CHECKING:
     import napari
@@ -60,6 +61,24 @@ class BatchWidget(DockContainer):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self._viewer = viewer
         saved = _settings.load(self.SETTINGS)
+        self._build_folder_controls()
+        self.model, self.device, self.threshold = model_controls(saved.get("device"))
+        self._build_model_options()
+        self._build_run_controls()
+        super().__init__(widgets=self._rows())
+        self._remembered = [
+            self.input, self.pattern, self.recursive, self.output, self.fmt, self.convention,
+            self.skip_existing, self.overlays, self.device, self.threshold, self.tta, self.presence,
+            self.open_count,
+        ]
+        self._restore(saved)
+        self.job: Job | None = None
+        self.summary: Any = None
+        self._connect()
+
+    # --- building -------------------------------------------------------------------------------
+    def _build_folder_controls(self) -> None:
+        """Where the images come from and where the masks go, in which format."""
         self.input = FileEdit(
             mode="d", label="input folder", name="input", tooltip="The folder of images to segment (never written to)"
         )
@@ -79,11 +98,12 @@ class BatchWidget(DockContainer):
             tooltip="Masks keep the input's file names; the input folder itself is refused",
         )
         self.fmt = ComboBox(
-            choices=["png", "tif"], value="png", label="format", name="fmt", tooltip="File type of the masks"
+            choices=list(MASK_FORMATS), value=MASK_FORMATS[0], label="format", name="fmt",
+            tooltip="File type of the masks",
         )
         self.convention = ComboBox(
-            choices=["0/255", "0/1", "labels"],
-            value="0/255",
+            choices=list(CONVENTIONS),
+            value=CONVENTIONS[0],
             label="mask values",
             name="convention",
             tooltip="0/255 or 0/1 binary masks, or numbered objects",
@@ -100,18 +120,9 @@ class BatchWidget(DockContainer):
             name="overlays",
             tooltip="PNG previews of each image with its mask, in overlays/ of the output folder",
         )
-        self.model = ModelPicker(label="model", name="model", automatic=True)
-        self.device = device_combo(saved.get("device"))
-        self.device.name = "device"
-        self.threshold = FloatSlider(
-            value=0.5,
-            min=0.01,
-            max=0.99,
-            step=0.01,
-            label="threshold",
-            name="threshold",
-            tooltip="Foreground where the soft mask is above this",
-        )
+
+    def _build_model_options(self) -> None:
+        """How each model is used: test-time flips and the presence check."""
         self.tta = ComboBox(
             choices=list(FLIPS),
             value="model's choice",
@@ -120,13 +131,10 @@ class BatchWidget(DockContainer):
             tooltip="Average each image's masks over its three flips (four model passes, about 3× the time): "
             "\"model's choice\" follows each model card (on where it raised validation Dice); off for speed",
         )
-        self.presence = CheckBox(
-            value=True,
-            text="empty mask if no lesion",
-            name="presence",
-            tooltip="The model's own check (its card's presence gate, chosen on validation): an image it finds "
-            "lesion-free gets an empty mask. Only models trained with lesion-free images have one",
-        )
+        self.presence = presence_checkbox()
+
+    def _build_run_controls(self) -> None:
+        """Run/Cancel, progress, the summary and opening the results."""
         self.run_button = PushButton(text="Run", tooltip="Segment the folder in the background")
         self.cancel_button = PushButton(
             text="Cancel", enabled=False, tooltip="Stop after the image being segmented; finished masks are kept"
@@ -145,29 +153,9 @@ class BatchWidget(DockContainer):
             enabled=False,
             tooltip="Open the first images with their masks, side by side in napari's grid view",
         )
-        super().__init__(
-            widgets=[
-                self.input,
-                self.pattern,
-                self.recursive,
-                self.output,
-                self.fmt,
-                self.convention,
-                self.skip_existing,
-                self.overlays,
-                self.model,
-                self.device,
-                self.threshold,
-                self.tta,
-                self.presence,
-                Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
-                self.progress,
-                self.status,
-                self.summary_label,
-                Container(widgets=[self.open_count, self.open_button], layout="horizontal"),
-            ]
-        )
-        self._remembered = [
+
+    def _rows(self) -> list[Any]:
+        return [
             self.input,
             self.pattern,
             self.recursive,
@@ -176,16 +164,24 @@ class BatchWidget(DockContainer):
             self.convention,
             self.skip_existing,
             self.overlays,
+            self.model,
             self.device,
             self.threshold,
             self.tta,
             self.presence,
-            self.open_count,
+            Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
+            self.progress,
+            self.status,
+            self.summary_label,
+            Container(widgets=[self.open_count, self.open_button], layout="horizontal"),
         ]
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        """Last session's choices (the device was offered when its combo was built)."""
         restore(self._remembered, saved)
         self.model.set_model(saved.get("model"), by_hand=bool(saved.get("model_by_hand", False)))
-        self.job: Job | None = None
-        self.summary: Any = None
+
+    def _connect(self) -> None:
         for widget in [*self._remembered, self.model.combo]:
             widget.changed.connect(self._save)
         self.model.mode_changed.connect(self._model_mode_changed)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from magicgui.widgets import ComboBox, Container, PushButton, Widget
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, PushButton, Widget
 from psygnal import Signal
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import QFrame, QScrollArea
@@ -328,6 +328,37 @@ def device_combo(remembered: str | None = None) -> ComboBox:
     if remembered in combo.choices:
         combo.value = remembered
     return combo
+
+
+class ModelControls(NamedTuple):
+    """The model, device and threshold rows the Segment and Batch widgets share."""
+
+    model: ModelPicker
+    device: ComboBox
+    threshold: FloatSlider
+
+
+def model_controls(device: str | None = None) -> ModelControls:
+    """The rows that say which model runs where and how its soft mask is cut, built once for both
+    widgets that segment, so they look, read and are remembered alike (the names are settings keys).
+    ``device``: the one remembered from last time (offered even before torch is loaded)."""
+    combo = device_combo(device)
+    combo.name = "device"
+    return ModelControls(
+        model=ModelPicker(label="model", name="model", automatic=True),
+        device=combo,
+        threshold=FloatSlider(value=0.5, min=0.01, max=0.99, step=0.01, label="threshold", name="threshold",
+                              tooltip="Foreground where the soft mask is above this"),
+    )
+
+
+def presence_checkbox() -> CheckBox:
+    """The "empty mask if no lesion" box of the widgets that segment (the model card's presence gate)."""
+    return CheckBox(
+        value=True, text="empty mask if no lesion", name="presence",
+        tooltip="The model's own check (its card's presence gate, chosen on validation): an image it finds "
+        "lesion-free gets an empty mask. Only models trained with lesion-free images have one",
+    )
 
 
 def restore(widgets: Iterable[Widget], values: dict[str, Any]) -> None:

@@ -28,7 +28,6 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
-    FloatSlider,
     FloatSpinBox,
     Label,
     ProgressBar,
@@ -39,16 +38,16 @@ from magicgui.widgets import (
 from napari_wavegms.core.images import ImageLayout, UnsupportedImageError, image_layout
 from napari_wavegms.core.progress import Progress
 from napari_wavegms.gui import settings as _settings
+from napari_wavegms.gui.settings import Scope, SegmentSettings
 from napari_wavegms.gui.widgets.common import (
     DockContainer,
-    ModelPicker,
     collapsible,
-    device_combo,
     fit_label,
     folder_or_none,
+    model_controls,
     narrow_combo,
+    presence_checkbox,
     restore,
-    snapshot,
 )
 from napari_wavegms.gui.worker import Job, start_job
 from napari_wavegms.zoo.registry import card_tta
@@ -378,16 +377,6 @@ def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any,
     return result, segmenter.device_name, applied, segmenter.presence is not None, segmenter.tta
 
 
-def cleanup_from(values: dict[str, Any]) -> dict[str, Any] | None:
-    """``Segmenter.segment`` clean-up options from the Segment widget's values (live or saved); ``None``
-    = the model card's choice. One reading for the widget and the menu command, so both clean up alike."""
-    if values.get("cleanup_default", True):
-        return None
-    return {"fill_holes": bool(values.get("fill_holes", False)),
-            "keep_largest": bool(values.get("keep_largest", False)),
-            "min_area": float(values.get("min_area", 0.0))}
-
-
 def card_has_gate(model: str | None) -> bool:
     """Whether this model's card has a presence gate (read from the JSON card: no torch, no model load)."""
     from napari_wavegms.inference.presence import card_presence
@@ -585,14 +574,32 @@ class SegmentWidget(DockContainer):
     Image layer is selected in the layer list).
     """
 
-    SETTINGS = "segment"
+    SETTINGS = SegmentSettings.SECTION
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self._viewer = viewer
+        saved = SegmentSettings.load()
+        _settings.apply_cache_setting()
+        self._build_controls(saved.device)
+        self._build_cleanup_controls()
+        super().__init__(widgets=self._rows())
+        self._add_advanced()
+        self._restore(saved)
+        self.job: Job | None = None
+        self._target = ""  # the name of the result layer of the last run
+        self._picked_by_hand = False  # the user chose in the picker since the last selection
+        self._following = False  # the picker is being set by this widget, not by the user
+        self._inserted: Any = None
+        self._follow_viewer(viewer)
+        self._connect()
+        self._show_cleanup()
+        self._prepare_warm_up()
+
+    # --- building -------------------------------------------------------------------------------
+    def _build_controls(self, device: str) -> None:
+        """The main rows: image, model, device, threshold, flips, stack scope, Run/Cancel and status."""
         import napari
 
-        self._viewer = viewer
-        saved = _settings.load(self.SETTINGS)
-        _settings.apply_cache_setting()
         self.image = narrow_combo(
             create_widget(
                 annotation=napari.layers.Image,
@@ -602,18 +609,7 @@ class SegmentWidget(DockContainer):
                          "unless you pick one here"},
             )
         )
-        self.model = ModelPicker(label="model", name="model", automatic=True)
-        self.device = device_combo(saved.get("device"))
-        self.device.name = "device"
-        self.threshold = FloatSlider(
-            value=0.5,
-            min=0.01,
-            max=0.99,
-            step=0.01,
-            label="threshold",
-            name="threshold",
-            tooltip="Foreground where the soft mask is above this",
-        )
+        self.model, self.device, self.threshold = model_controls(device)
         self.tta = CheckBox(
             value=card_tta(None),
             text="test-time flips (3× slower)",
@@ -622,8 +618,8 @@ class SegmentWidget(DockContainer):
             "the built-in models. Set to the model card's choice (made on validation) whenever the model changes",
         )
         self.scope = ComboBox(
-            choices=["whole stack", "current slice"],
-            value="whole stack",
+            choices=[scope.value for scope in Scope],
+            value=Scope.WHOLE_STACK.value,
             label="stacks",
             name="scope",
             tooltip="For 3D / time stacks: every slice, or only the one shown",
@@ -635,6 +631,9 @@ class SegmentWidget(DockContainer):
         self.status = fit_label(Label(value="", tooltip="What the last run did"))
         self.device_used = fit_label(Label(value="device in use: (not run yet)",
                                            tooltip="The device the last run actually used"))
+
+    def _build_cleanup_controls(self) -> None:
+        """The Advanced section's controls: presence check, clean-up, and the cache folder."""
         self.cleanup_default = CheckBox(
             value=True,
             text="the model's clean-up",
@@ -647,11 +646,7 @@ class SegmentWidget(DockContainer):
                                    tooltip="Background enclosed by a lesion becomes lesion")
         self.keep_largest = CheckBox(value=False, text="largest object only", name="keep_largest",
                                      tooltip="Keep only the largest object of each mask (one lesion per image)")
-        self.presence = CheckBox(
-            value=True, text="empty mask if no lesion", name="presence",
-            tooltip="The model's own check (its card's presence gate, chosen on validation): an image it finds "
-            "lesion-free gets an empty mask. Only models trained with lesion-free images have one",
-        )
+        self.presence = presence_checkbox()
         self.min_area = FloatSpinBox(
             value=0.0, min=0.0, max=1e6, step=1.0, label="smallest object", name="min_area",
             tooltip="Remove objects smaller than this area, in the image layer's units² (its scale: mm² "
@@ -665,20 +660,24 @@ class SegmentWidget(DockContainer):
             tooltip="Where downloaded weights and sample data are kept (empty: the default "
             "per-user cache; the WAVEGMS_CACHE_DIR environment variable wins)",
         )
-        super().__init__(
-            widgets=[
-                self.image,
-                self.model,
-                self.device,
-                self.threshold,
-                self.tta,
-                self.scope,
-                Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
-                self.progress,
-                self.status,
-                self.device_used,
-            ]
-        )
+
+    def _rows(self) -> list[Any]:
+        return [
+            self.image,
+            self.model,
+            self.device,
+            self.threshold,
+            self.tta,
+            self.scope,
+            Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
+            self.progress,
+            self.status,
+            self.device_used,
+        ]
+
+    def _add_advanced(self) -> None:
+        """The collapsed Advanced section under the main rows, then a stretch that keeps a tall dock's
+        controls together at the top."""
         # a column of its own (no label column), so the long "smallest object (mm²)" does not widen the dock
         self.min_area.native.setMaximumWidth(110)
         self.min_area_label = Label(value="smallest object", tooltip=self.min_area.tooltip)
@@ -689,18 +688,24 @@ class SegmentWidget(DockContainer):
             box.margins = (0, 0, 0, 0)
         self.advanced = collapsible("Advanced", [cleanup, self.cache], "Settings most users never change")
         self.form.layout().addWidget(self.advanced)
-        self.form.layout().addStretch(1)  # a tall dock keeps its controls together at the top
-        restore([self.threshold, self.tta, self.scope, *self._cleanup_controls()], saved)
-        self.model.set_model(saved.get("model"), by_hand=bool(saved.get("model_by_hand", False)))
-        self.job: Job | None = None
-        self._target = ""  # the name of the result layer of the last run
-        self._picked_by_hand = False  # the user chose in the picker since the last selection
-        self._following = False  # the picker is being set by this widget, not by the user
-        self._inserted: Any = None
+        self.form.layout().addStretch(1)
+
+    def _restore(self, saved: SegmentSettings) -> None:
+        """Last session's choices (the device was offered when its combo was built)."""
+        restore([self.threshold, self.tta, self.scope, *self._cleanup_controls()], saved.to_dict())
+        self.model.set_model(saved.model, by_hand=saved.model_by_hand)
+
+    def _follow_viewer(self, viewer: napari.viewer.Viewer) -> None:
+        """Start on the selected Image layer and its model."""
+        import napari
+
         active = viewer.layers.selection.active
         if isinstance(active, napari.layers.Image):
             self._follow_layer(active)
         self._follow_image()
+
+    def _connect(self) -> None:
+        viewer = self._viewer
         self.image.changed.connect(self._follow_image)
         self.image.native.activated.connect(self._pick_by_hand)
         viewer.layers.events.inserted.connect(self._layer_inserted)
@@ -714,11 +719,12 @@ class SegmentWidget(DockContainer):
         self.model.combo.changed.connect(self._show_cleanup)
         self.model.combo.changed.connect(self._card_flips)
         self.image.changed.connect(self._show_cleanup)
-        self._show_cleanup()
         self.model.mode_changed.connect(self._model_mode_changed)
         self.cache.changed.connect(self._cache_changed)
-        # Once the dock is on screen, the model the next Run will use is loaded in the background, so the
-        # first click does not wait for torch and the weights (a hidden viewer, as in scripts, never does)
+
+    def _prepare_warm_up(self) -> None:
+        """Once the dock is on screen, the model the next Run will use is loaded in the background, so the
+        first click does not wait for torch and the weights (a hidden viewer, as in scripts, never does)."""
         self.warmer = Warmer()
         self._warming = False
         warmer = self.warmer
@@ -848,16 +854,26 @@ class SegmentWidget(DockContainer):
 
     def cleanup_options(self) -> dict[str, Any] | None:
         """``Segmenter.segment`` options from the Advanced section; ``None`` = the model card's choice."""
-        return cleanup_from(snapshot(self._cleanup_controls()))
+        return self.settings().cleanup()
 
-    def settings(self) -> dict[str, Any]:
-        values = snapshot([self.device, self.threshold, self.tta, self.scope, *self._cleanup_controls()])
-        values["model"] = self.model.model
-        values["model_by_hand"] = self.model.by_hand  # the menu command keeps a model picked by hand
-        return values
+    def settings(self) -> SegmentSettings:
+        """The widget's choices now: what a Run uses, what is saved, what the menu command reads."""
+        return SegmentSettings(
+            model=self.model.model,
+            model_by_hand=self.model.by_hand,  # the menu command keeps a model picked by hand
+            device=str(self.device.value),
+            threshold=float(self.threshold.value),
+            tta=bool(self.tta.value),
+            scope=Scope(self.scope.value),
+            presence=bool(self.presence.value),
+            cleanup_default=bool(self.cleanup_default.value),
+            fill_holes=bool(self.fill_holes.value),
+            keep_largest=bool(self.keep_largest.value),
+            min_area=float(self.min_area.value),
+        )
 
     def _save(self, *_: Any) -> None:
-        _settings.save(self.SETTINGS, self.settings())
+        self.settings().save()
 
     # --- running --------------------------------------------------------------------------------
     def run(self, *_: Any) -> Job | None:
@@ -876,18 +892,19 @@ class SegmentWidget(DockContainer):
             return None
         if model != self.model.model:
             self.model.set_model(model)
-        self._save()
+        chosen = self.settings()
+        chosen.save()
         self._target = f"{layer.name}{SUFFIX}"
         job = segment_layer(
             self._viewer,
             layer,
             model=model,
-            device=self.device.value,
-            threshold=float(self.threshold.value),
-            whole_stack=self.scope.value == "whole stack",
-            tta=bool(self.tta.value),
-            postprocess=self.cleanup_options(),
-            presence=bool(self.presence.value),
+            device=chosen.device,
+            threshold=chosen.threshold,
+            whole_stack=chosen.whole_stack,
+            tta=chosen.tta,
+            postprocess=chosen.cleanup(),
+            presence=chosen.presence,
             model_choice=choice.message if choice is not None else "",
             on_done=self._done,
             on_event=self._event,

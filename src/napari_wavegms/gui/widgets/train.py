@@ -92,7 +92,7 @@ def write_layer_pairs(image: Any, labels: Any, rgb: bool, folder: Path) -> int:
 
 def train_job(request: TrainRequest) -> Generator[Any, None, Any]:
     """Engine work (worker thread): write layer pairs if asked, then run :func:`training.train`."""
-    from napari_wavegms.training.loop import TrainConfig, train
+    from napari_wavegms.training import TrainConfig, train
 
     tmp = None
     try:
@@ -109,8 +109,8 @@ def train_job(request: TrainRequest) -> Generator[Any, None, Any]:
 
 def _estimate_job(image_size: int, epochs: int, n_train: int, device: str, n_val: int, init_from: str | None
                   ) -> Generator[None, None, Any]:
+    from napari_wavegms.training.config import default_recipe
     from napari_wavegms.training.cost import estimate_training
-    from napari_wavegms.training.loop import default_recipe
 
     yield
     return estimate_training(image_size, epochs, n_train, recipe=default_recipe(init_from), device=device,
@@ -130,10 +130,35 @@ class TrainWidget(DockContainer):
     SETTINGS = "train"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        import napari
-
         self._viewer = viewer
         saved = _settings.load(self.SETTINGS)
+        self._build_data_controls()
+        self._build_training_controls(saved.get("device"))
+        self._build_run_controls()
+        super().__init__(widgets=self._rows())
+        self._lay_out_extras()
+        self._remembered = [
+            self.source, self.images, self.masks, self.validation, self.val_percent, self.val_dir,
+            self.epochs, self.lr, self.batch_size, self.image_size, self.device, self.output,
+        ]
+        restore(self._remembered, saved)
+        self.init.set_model(saved.get("init") or None)
+        self.job: Job | None = None
+        self.output_dir: Path | None = None
+        self.result: Any = None
+        self.best_dice: float | None = None  # the run's best validation Dice, once known
+        self._scan: Job | None = None
+        self._n_pairs: int | None = None  # matched pairs of the chosen folders, once counted
+        self._estimating: Job | None = None
+        self._estimate_again = False
+        self._connect()
+        self._visibility()
+
+    # --- building -------------------------------------------------------------------------------
+    def _build_data_controls(self) -> None:
+        """What to train on (folders of pairs or layers) and what to validate on."""
+        import napari
+
         self.source = ComboBox(
             choices=[FOLDERS, LAYERS],
             value=FOLDERS,
@@ -187,6 +212,9 @@ class TrainWidget(DockContainer):
             name="val_dir",
             tooltip="A folder holding images/ and masks/ used only to pick the best epoch",
         )
+
+    def _build_training_controls(self, device: str | None) -> None:
+        """How long and how to train, where, from which model, and where the run is saved."""
         self.epochs = SpinBox(
             value=100, min=1, max=100000, label="epochs", name="epochs", tooltip="Passes over the training pairs"
         )
@@ -216,7 +244,7 @@ class TrainWidget(DockContainer):
             name="image_size",
             tooltip="Images are resized to this square size (a multiple of 32)",
         )
-        self.device = device_combo(saved.get("device"))
+        self.device = device_combo(device)
         self.device.name = "device"
         self.estimate = fit_label(Label(
             value="", name="estimate",
@@ -237,6 +265,9 @@ class TrainWidget(DockContainer):
             name="resume",
             tooltip="Continue the run saved in the output folder itself (its last.safetensors)",
         )
+
+    def _build_run_controls(self) -> None:
+        """Train/Stop, progress, status, notes and the live loss plot."""
         self.run_button = PushButton(text="Train", tooltip="Start training in the background")
         self.stop_button = PushButton(
             text=STOP, enabled=False, tooltip="Stop after the current step; last and best are saved"
@@ -246,58 +277,39 @@ class TrainWidget(DockContainer):
         self.notes = fit_label(Label(value="", name="notes", visible=False, tooltip="Things to know about this run"))
         self.plot = LossPlot()
         self.plot.setToolTip("Training loss per step (blue, left) and validation Dice per epoch (orange, right)")
-        super().__init__(
-            widgets=[
-                self.source,
-                self.images,
-                self.masks,
-                self.image_layer,
-                self.labels_layer,
-                Container(widgets=[self.pairs, self.check], layout="horizontal", labels=False),
-                self.validation,
-                self.val_percent,
-                self.val_dir,
-                self.epochs,
-                self.estimate,
-                self.device,
-                self.init,
-                self.output,
-                self.resume,
-                Container(widgets=[self.run_button, self.stop_button], layout="horizontal", labels=False),
-                self.progress,
-                self.status,
-                self.notes,
-            ]
-        )
+
+    def _rows(self) -> list[Any]:
+        return [
+            self.source,
+            self.images,
+            self.masks,
+            self.image_layer,
+            self.labels_layer,
+            Container(widgets=[self.pairs, self.check], layout="horizontal", labels=False),
+            self.validation,
+            self.val_percent,
+            self.val_dir,
+            self.epochs,
+            self.estimate,
+            self.device,
+            self.init,
+            self.output,
+            self.resume,
+            Container(widgets=[self.run_button, self.stop_button], layout="horizontal", labels=False),
+            self.progress,
+            self.status,
+            self.notes,
+        ]
+
+    def _lay_out_extras(self) -> None:
+        """The collapsed Advanced section above the device row, and the loss plot at the bottom."""
         self.advanced = collapsible(
             "Advanced", [self.lr, self.batch_size, self.image_size], "Learning rate, batch size and image size"
         )
         insert_before(self.form, self.advanced, self.device)
         self.form.layout().addWidget(self.plot)
-        self._remembered = [
-            self.source,
-            self.images,
-            self.masks,
-            self.validation,
-            self.val_percent,
-            self.val_dir,
-            self.epochs,
-            self.lr,
-            self.batch_size,
-            self.image_size,
-            self.device,
-            self.output,
-        ]
-        restore(self._remembered, saved)
-        self.init.set_model(saved.get("init") or None)
-        self.job: Job | None = None
-        self.output_dir: Path | None = None
-        self.result: Any = None
-        self.best_dice: float | None = None  # the run's best validation Dice, once known
-        self._scan: Job | None = None
-        self._n_pairs: int | None = None  # matched pairs of the chosen folders, once counted
-        self._estimating: Job | None = None
-        self._estimate_again = False
+
+    def _connect(self) -> None:
         for widget in [*self._remembered, self.init.combo]:
             widget.changed.connect(self._save)
         self.images.changed.connect(self.check_pairs)
@@ -311,7 +323,6 @@ class TrainWidget(DockContainer):
             widget.changed.connect(lambda *_: self.source.value == LAYERS and self.update_estimate())
         self.run_button.changed.connect(self.run)
         self.stop_button.changed.connect(self.stop)
-        self._visibility()
 
     # --- settings and visibility ----------------------------------------------------------------
     def _save(self, *_: Any) -> None:
