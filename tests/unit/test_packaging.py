@@ -65,3 +65,27 @@ def test_importing_the_package_does_not_import_torch():
     code = "import sys, napari_wavegms; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_console_scripts_name_the_cli_functions_and_its_choices_are_the_engines():
+    """pyproject's console scripts resolve to napari_wavegms.cli's functions; the CLI offers exactly
+    the formats, conventions and recipes the engine accepts."""
+    import importlib.metadata as md
+
+    from napari_wavegms import cli
+    from napari_wavegms.cli import predict, train
+    from napari_wavegms.core.io import MASK_FORMATS
+    from napari_wavegms.inference.batch import CONVENTIONS
+    from napari_wavegms.training.config import RECIPES
+
+    scripts = {ep.name: ep for ep in md.entry_points(group="console_scripts") if ep.name.startswith("wavegms-")}
+    assert {name: ep.value for name, ep in scripts.items()} == {
+        "wavegms-predict": "napari_wavegms.cli:predict_main",
+        "wavegms-train": "napari_wavegms.cli:train_main",
+        "wavegms-eval": "napari_wavegms.cli:eval_main",
+    }
+    assert scripts["wavegms-predict"].load() is cli.predict_main
+    choices = {a.dest: a.choices for a in predict.build_parser()._actions if a.choices}
+    assert tuple(choices["fmt"]) == MASK_FORMATS and tuple(choices["convention"]) == CONVENTIONS
+    recipes = next(a.choices for a in train.build_parser()._actions if a.dest == "recipe")
+    assert list(recipes) == list(RECIPES)
