@@ -184,18 +184,16 @@ def predict_main(argv: list[str] | None = None) -> int:
 def _watched(job: Generator, started: list) -> Generator:
     """``job``, putting the summary its first event hands over into ``started`` (so that a cancelled
     run can name its CSV); closing this closes ``job``, whose ``finally`` writes that CSV."""
-    try:
-        while True:
-            try:
-                event = next(job)
-            except StopIteration as stop:
-                return stop.value
-            summary = getattr(event, "info", {}).get("summary")
-            if summary is not None and not started:
-                started.append(summary)
-            yield event
-    finally:
-        job.close()
+
+    def keep(event: Any) -> Any:
+        summary = getattr(event, "info", {}).get("summary")
+        if summary is not None and not started:
+            started.append(summary)
+        return event
+
+    from napari_wavegms.core.progress import relay
+
+    return relay(job, keep)
 
 
 def _print_choices(results: list) -> None:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import functools
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from napari_wavegms.core.dist import placement
+
+if TYPE_CHECKING:  # torch loads when a device is asked for: the CLI's --help and argument checks stay quick
+    import torch
 
 
 def available_devices() -> list[str]:
     """``auto`` followed by the devices this machine can actually use (``cuda:N``, ``mps``, ``cpu``)."""
+    import torch
+
     names = ["auto"]
     if torch.cuda.is_available():
         names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -26,6 +30,8 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     ``auto`` prefers CUDA, then Apple's MPS, then the CPU. Under ``torchrun`` (``LOCAL_RANK`` set)
     ``auto`` and ``cuda`` pick this process's GPU.
     """
+    import torch
+
     if isinstance(name, torch.device):
         name = str(name)
     name = (name or "auto").strip().lower()
@@ -60,6 +66,8 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 def describe(device: torch.device) -> str:
     """A short human name for the device in use, e.g. ``cuda:0 (NVIDIA H100)`` or ``cpu (2 threads)``."""
+    import torch
+
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
@@ -87,6 +95,8 @@ def native_bf16(device: torch.device) -> bool:
     (:func:`cpu_flags_compute_bf16`), and PyTorch's check must agree (a build without oneDNN has no fast
     kernels either). :data:`CPU_BF16_ENV` (``1``/``0``) overrides the answer for a CPU.
     """
+    import torch
+
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     if device.type != "cpu":
@@ -120,6 +130,8 @@ def _cpu_flags() -> frozenset[str]:
 
 
 def _torch_bf16_kernels() -> bool:
+    import torch
+
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -132,6 +144,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     ``auto``: float16 on CUDA (the fastest there), bfloat16 on a CPU that has it natively, float32
     elsewhere (Apple MPS included). ``fp32``/``bf16``/``fp16`` force one; float16 only exists on CUDA/MPS.
     """
+    import torch
+
     precision = (precision or "auto").lower()
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
@@ -146,4 +160,6 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
 
 def precision_name(dtype: torch.dtype | None) -> str:
     """``fp32`` / ``bf16`` / ``fp16``: how a choice of :func:`autocast_dtype` reads in a widget or a log."""
+    import torch
+
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]

@@ -39,15 +39,19 @@ def run_to_end(job: Generator[Any, None, T]) -> T:
 
 def relay(job: Generator[Any, None, T], translate: Callable[[Any], Any]) -> Generator[Any, None, T]:
     """Re-yield each event of ``job`` as ``translate(event)`` (dropped when that is ``None``) and return
-    ``job``'s result: for a long job that runs another one as a step (``result = yield from relay(...)``)."""
-    while True:
-        try:
-            event = next(job)
-        except StopIteration as stop:
-            return stop.value
-        translated = translate(event)
-        if translated is not None:
-            yield translated
+    ``job``'s result: for a long job that runs another one as a step (``result = yield from relay(...)``).
+    Closing the relay (a cancel) closes ``job`` at once, so its own clean-up (``finally``) runs then."""
+    try:
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as stop:
+                return stop.value
+            translated = translate(event)
+            if translated is not None:
+                yield translated
+    finally:
+        job.close()
 
 
 def run_with_tqdm(job: Generator[Any, None, T], desc: str = "", unit: str = "it", disable: bool = False) -> T:

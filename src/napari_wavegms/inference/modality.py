@@ -119,17 +119,64 @@ def sample_rgb(image: Any, rgb: bool | None = None, side: int = SAMPLE_SIDE) -> 
 
 
 # ---------------------------------------------------------------- features
-def features_of_sample(rgb: np.ndarray) -> dict[str, float]:
-    """The statistics the classifier weighs (see :data:`FEATURES`), from an RGB sample in [0, 1]."""
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    value = rgb.max(axis=-1)
-    chroma = value - rgb.min(axis=-1)
-    grey_level = rgb.mean(axis=-1)
-    h, w = value.shape
-    lit = value >= DARK
-    n_lit = max(1, int(lit.sum()))
-    sat = chroma / np.maximum(value, 1e-3)
+def _speckle(grey_level: np.ndarray, lit: np.ndarray) -> float:
+    """Mean absolute difference of neighbouring lit pixels relative to their brightness."""
+    pair = lit[:, 1:] & lit[:, :-1]
+    diffs = np.abs(np.diff(grey_level, axis=1))[pair]
+    level = grey_level[:, 1:][pair]
+    return float(diffs.mean() / max(level.mean(), 1e-3)) if diffs.size else 0.0
 
+
+def _hues(rgb: np.ndarray, lit: np.ndarray, sat: np.ndarray) -> dict[str, float]:
+    """The hue of the coloured lit pixels, brown-orange (skin, pigment) against pink-red (mucosa), and
+    the green and blue of lit pixels relative to their red."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    coloured = lit & (sat > 0.15)
+    n_col = max(1, int(coloured.sum()))
+    hue = np.degrees(np.arctan2(np.sqrt(3.0) * (g - b), 2.0 * r - g - b)) % 360.0
+    red_lit = lit & (r > 0.05)
+    return {
+        "hue_brown": float((coloured & (hue >= 15) & (hue < 60)).sum() / n_col),
+        "hue_pink": float((coloured & ((hue >= 300) | (hue < 15))).sum() / n_col),
+        "green_ratio": float(np.median(g[red_lit] / r[red_lit])) if red_lit.any() else 1.0,
+        "blue_ratio": float(np.median(b[red_lit] / r[red_lit])) if red_lit.any() else 1.0,
+    }
+
+
+def _dark_saturation(grey_level: np.ndarray, lit: np.ndarray, sat: np.ndarray) -> float:
+    """How much more saturated the darkest third of the lit pixels is than the brightest third."""
+    levels = grey_level[lit]
+    if levels.size < 6:
+        return 0.0
+    order = np.argsort(levels)
+    third = levels.size // 3
+    sat_lit = sat[lit]
+    return float(sat_lit[order[:third]].mean() - sat_lit[order[-third:]].mean())
+
+
+def _lighting(grey_level: np.ndarray, lit: np.ndarray) -> tuple[float, float]:
+    """How much 8×8-block means vary (a lit cavity has depth, skin under a dermatoscope is evenly lit)
+    and how much detail lies below the block scale."""
+    h, w = grey_level.shape
+    bh, bw = h // 8, w // 8
+    if bh < 2 or bw < 2:
+        return 0.0, 0.0
+    blocks = grey_level[: bh * 8, : bw * 8].reshape(bh, 8, bw, 8)
+    block_lit = lit[: bh * 8, : bw * 8].reshape(bh, 8, bw, 8).mean(axis=(1, 3)) > 0.9
+    means = blocks.mean(axis=(1, 3))
+    inside = np.abs(blocks - means[:, None, :, None]).mean(axis=(1, 3))
+    lit_means = means[block_lit]
+    if lit_means.size <= 1:
+        return 0.0, 0.0
+    shading = float(lit_means.std() / max(lit_means.mean(), 1e-3))
+    fine_detail = float(inside[block_lit].mean() / max(lit_means.std(), 1e-3))
+    return shading, fine_detail
+
+
+def _framing(value: np.ndarray, grey_level: np.ndarray, lit: np.ndarray) -> dict[str, float]:
+    """Dark corners and top/bottom rows (an ultrasound sector, an endoscope's frame) and a bright centre
+    against its ring (a vignette)."""
+    h, w = value.shape
     ch, cw = max(1, h // 7), max(1, w // 7)
     corners = np.concatenate([value[:ch, :cw].ravel(), value[:ch, -cw:].ravel(),
                               value[-ch:, :cw].ravel(), value[-ch:, -cw:].ravel()])
@@ -138,45 +185,28 @@ def features_of_sample(rgb: np.ndarray) -> dict[str, float]:
     ring = np.ones((h, w), bool)
     ring[h // 8: h - h // 8, w // 8: w - w // 8] = False
     ring &= lit
-
-    # speckle: mean absolute difference of neighbouring lit pixels relative to their brightness
-    pair = lit[:, 1:] & lit[:, :-1]
-    diffs = np.abs(np.diff(grey_level, axis=1))[pair]
-    level = grey_level[:, 1:][pair]
-    speckle = float(diffs.mean() / max(level.mean(), 1e-3)) if diffs.size else 0.0
-
-    # hue of the coloured lit pixels: brown-orange (skin, pigment) against pink-red (mucosa)
-    coloured = lit & (sat > 0.15)
-    n_col = max(1, int(coloured.sum()))
-    hue = np.degrees(np.arctan2(np.sqrt(3.0) * (g - b), 2.0 * r - g - b)) % 360.0
-    hue_brown = float((coloured & (hue >= 15) & (hue < 60)).sum() / n_col)
-    hue_pink = float((coloured & ((hue >= 300) | (hue < 15))).sum() / n_col)
-    red_lit = lit & (r > 0.05)
-    green_ratio = float(np.median(g[red_lit] / r[red_lit])) if red_lit.any() else 1.0
-    blue_ratio = float(np.median(b[red_lit] / r[red_lit])) if red_lit.any() else 1.0
-    levels = grey_level[lit]
-    if levels.size >= 6:
-        order = np.argsort(levels)
-        third = levels.size // 3
-        sat_lit = sat[lit]
-        dark_saturation = float(sat_lit[order[:third]].mean() - sat_lit[order[-third:]].mean())
-    else:
-        dark_saturation = 0.0
-    # lighting: how much 8×8-block means vary (a lit cavity has depth, skin under a dermatoscope is
-    # evenly lit) and how much detail lies below the block scale
-    bh, bw = h // 8, w // 8
-    if bh >= 2 and bw >= 2:
-        blocks = grey_level[: bh * 8, : bw * 8].reshape(bh, 8, bw, 8)
-        block_lit = lit[: bh * 8, : bw * 8].reshape(bh, 8, bw, 8).mean(axis=(1, 3)) > 0.9
-        means = blocks.mean(axis=(1, 3))
-        inside = np.abs(blocks - means[:, None, :, None]).mean(axis=(1, 3))
-        lit_means = means[block_lit]
-        shading = float(lit_means.std() / max(lit_means.mean(), 1e-3)) if lit_means.size > 1 else 0.0
-        fine_detail = float(inside[block_lit].mean() / max(lit_means.std(), 1e-3)) if lit_means.size > 1 else 0.0
-    else:
-        shading = fine_detail = 0.0
     centre_mean = float(centre.mean()) if centre.size else 0.0
     ring_mean = float(grey_level[ring].mean()) if ring.any() else 0.0
+    return {
+        "dark_corners": float((corners < DARK).mean()),
+        "dark_rows": float((rows < DARK).mean()),
+        "centre_contrast": centre_mean - ring_mean,
+    }
+
+
+def features_of_sample(rgb: np.ndarray) -> dict[str, float]:
+    """The statistics the classifier weighs (see :data:`FEATURES`), from an RGB sample in [0, 1]."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    value = rgb.max(axis=-1)
+    chroma = value - rgb.min(axis=-1)
+    grey_level = rgb.mean(axis=-1)
+    lit = value >= DARK
+    n_lit = max(1, int(lit.sum()))
+    sat = chroma / np.maximum(value, 1e-3)
+    hues = _hues(rgb, lit, sat)
+    framing = _framing(value, grey_level, lit)
+    shading, fine_detail = _lighting(grey_level, lit)
+    levels = grey_level[lit]
     return {
         "grey": float((chroma[lit] < GREY_CHROMA).sum() / n_lit),
         "strong_colour": float(((sat > 0.35) & (chroma > 0.15) & lit).sum() / n_lit),
@@ -184,17 +214,17 @@ def features_of_sample(rgb: np.ndarray) -> dict[str, float]:
         "red": float(((r - np.maximum(g, b)) / np.maximum(value, 1e-3))[lit].mean()) if lit.any() else 0.0,
         "blue_minus_green": float(((b - g) / np.maximum(value, 1e-3))[lit].mean()) if lit.any() else 0.0,
         "dark": float(1.0 - lit.mean()),
-        "dark_corners": float((corners < DARK).mean()),
-        "dark_rows": float((rows < DARK).mean()),
-        "speckle": speckle,
+        "dark_corners": framing["dark_corners"],
+        "dark_rows": framing["dark_rows"],
+        "speckle": _speckle(grey_level, lit),
         "highlights": float(((rgb.min(axis=-1) > 0.9) & (chroma < 0.1)).sum() / n_lit),
-        "centre_contrast": centre_mean - ring_mean,
-        "green_ratio": min(green_ratio, 2.0),
-        "blue_ratio": min(blue_ratio, 2.0),
-        "hue_brown": hue_brown,
-        "hue_pink": hue_pink,
+        "centre_contrast": framing["centre_contrast"],
+        "green_ratio": min(hues["green_ratio"], 2.0),
+        "blue_ratio": min(hues["blue_ratio"], 2.0),
+        "hue_brown": hues["hue_brown"],
+        "hue_pink": hues["hue_pink"],
         "contrast": float(levels.std()) if levels.size else 0.0,
-        "dark_saturation": dark_saturation,
+        "dark_saturation": _dark_saturation(grey_level, lit, sat),
         "shading": shading,
         "fine_detail": min(fine_detail, 10.0),
     }

@@ -493,6 +493,24 @@ def write_result(
     return layer, kept
 
 
+def result_metadata(value: tuple[Any, str, str, bool, bool], request: SegmentRequest, model: str | None,
+                    threshold: float, model_choice: str = "") -> dict[str, Any]:
+    """What a result layer's ``metadata["wavegms"]`` says of the mask: the model (and why it was chosen),
+    device, threshold, flips, clean-up and presence check as applied, the image, and the confidence."""
+    result, device_name, applied, gated, flipped = value
+    return {
+        "model": str(model),
+        "device": device_name,
+        "threshold": threshold,
+        "tta": flipped,
+        "postprocess": applied,
+        "presence_check": gated,
+        "image": request.image_name,
+        **({"model_choice": model_choice} if model_choice else {}),
+        **confidence_info(result),
+    }
+
+
 def segment_layer(
     viewer: napari.Viewer,
     layer: napari.layers.Image,
@@ -535,20 +553,9 @@ def segment_layer(
     state: dict[str, Any] = {}
 
     def _result(value: tuple[Any, str, str, bool, bool]) -> None:
-        result, device_name, applied, gated, flipped = value
-        info = {
-            "model": str(model),
-            "device": device_name,
-            "threshold": threshold,
-            "tta": flipped,
-            "postprocess": applied,
-            "presence_check": gated,
-            "image": request.image_name,
-            **({"model_choice": model_choice} if model_choice else {}),
-            **confidence_info(result),
-        }
+        info = result_metadata(value, request, model, threshold, model_choice)
         state.update(info)
-        written, kept = write_result(viewer, request, np.asarray(result.mask), info)
+        written, kept = write_result(viewer, request, np.asarray(value[0].mask), info)
         state["layer"] = written.name
         if kept:
             state["kept"] = kept
