@@ -144,3 +144,11 @@ def _isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     folder = tmp_path_factory.mktemp("config")
     monkeypatch.setenv("WAVEGMS_CONFIG_DIR", str(folder))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def user_models_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test lists, writes or prefers the user's real models: each gets an empty models folder."""
+    folder = tmp_path_factory.mktemp("models")
+    monkeypatch.setenv("WAVEGMS_MODELS_DIR", str(folder))
+    return folder

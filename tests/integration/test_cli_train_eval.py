@@ -127,7 +127,7 @@ def test_cli_errors_are_clear(tmp_path, busi10, capsys):
     assert train_main([str(tmp_path / "missing.yaml")]) == 2
     assert "no such config file" in capsys.readouterr().err
     assert eval_main([str(tmp_path / "nope.safetensors"), str(busi10), "--quiet"]) == 1
-    assert "neither a built-in model" in capsys.readouterr().err
+    assert "neither an installed model" in capsys.readouterr().err
 
 
 def _free_port() -> int:

@@ -114,6 +114,20 @@ def test_time_budget_schedule_anneals_over_the_budget():
         Schedule(10, 1, 5.0, clock="gpu")
 
 
+def test_a_budget_longer_than_the_epoch_cap_still_anneals_by_the_cap():
+    """A 10-minute budget on 20 pairs reaches a 100-epoch cap after 2 minutes: the learning rate must be
+    near 0 by then, not still at its peak (the cap and the budget: whichever end comes first)."""
+    clock = [0.0]
+    s = Schedule(total=200, warmup=2, budget_s=600.0)
+    s._now = lambda: clock[0]
+    s.resume()
+    clock[0] = 60.0  # 10 % of the budget, but half of the steps
+    assert s.progress(100) == pytest.approx(0.5)
+    assert s.lr_factor(100) == pytest.approx(0.5, abs=0.02)
+    clock[0] = 120.0
+    assert s.lr_factor(199) < 0.001 and s.progress(200) == 1.0
+
+
 @pytest.mark.slow
 def test_a_time_budget_ends_the_run_validated_and_tested(tmp_path, busi_names):
     data = link_busi_pairs(tmp_path / "busi16", busi_names)

@@ -628,9 +628,11 @@ def _train(run: _Run, should_stop: Callable[[], bool]) -> Generator[TrainEvent, 
 
 
 # ---------------------------------------------------------------- command-line driver
-def train_with_progress(config: TrainConfig, quiet: bool = False) -> int:
-    """Run :func:`train` with a tqdm bar and one line per epoch (rank 0 only); Ctrl-C stops cleanly,
-    keeping ``last`` and ``best``. Returns the exit status for ``wavegms-train``."""
+def train_with_progress(config: TrainConfig, quiet: bool = False, job: Generator | None = None,
+                        report: Callable[[Any], int] | None = None) -> int:
+    """Run :func:`train` (or ``job``, a generator that wraps it, such as a fine-tune) with a tqdm bar and
+    one line per epoch (rank 0 only); Ctrl-C stops cleanly, keeping ``last`` and ``best``. ``report``
+    gets the job's result and returns the exit status. Returns the exit status for ``wavegms-train``."""
     import sys
 
     from tqdm.auto import tqdm
@@ -638,7 +640,7 @@ def train_with_progress(config: TrainConfig, quiet: bool = False) -> int:
     from napari_wavegms.zoo.downloads import HashMismatchError, WeightsUnavailableError
 
     main = placement().main
-    job = train(config)
+    job = job if job is not None else train(config)
     bar = tqdm(desc="training", unit="step", disable=quiet or not main, dynamic_ncols=True)
     say = (lambda msg: None) if quiet or not main else (lambda msg: tqdm.write(msg, file=sys.stderr))
     try:
@@ -659,6 +661,8 @@ def train_with_progress(config: TrainConfig, quiet: bool = False) -> int:
         print(f"wavegms-train: {err}", file=sys.stderr)
         return 1
     bar.close()
+    if report is not None:
+        return report(result)
     if main and not quiet:
         print(f"best: {result.best}\nlast: {result.last}")
     return 0
@@ -666,7 +670,9 @@ def train_with_progress(config: TrainConfig, quiet: bool = False) -> int:
 
 def _show(ev: TrainEvent, bar: Any, say: Callable[[str], None], output_dir: str) -> None:
     """One event on the terminal: the bar follows steps; data problems, epochs and the test get a line."""
-    if ev.kind == "prepare":
+    if not isinstance(ev, TrainEvent):  # what follows training (a fine-tune's scoring)
+        bar.set_description_str(ev.message[:60])
+    elif ev.kind == "prepare":
         bar.set_description_str(ev.message[:60])
         if "problems" in ev.info and ev.info["problems"] and "notes" in ev.info:
             probs = ev.info["problems"]

@@ -26,7 +26,8 @@ class Schedule:
     Without a budget the run is ``total`` steps (epochs × steps per epoch) and warm-up then cosine
     follow the step count. With ``budget_s`` the same warm-up fraction and cosine follow the time spent
     training instead, so a 30-minute run anneals to 0 at 30 minutes whatever one step costs: a schedule
-    that fits a short budget (an epoch count would leave it cut off at a high learning rate).
+    that fits a short budget (an epoch count would leave it cut off at a high learning rate). When the
+    epoch cap comes before the budget, the steps lead: the run anneals by whichever end comes first.
     ``clock`` is ``wall`` or ``process`` (this process's CPU seconds: fair when other jobs share the CPU).
     """
 
@@ -51,9 +52,12 @@ class Schedule:
         return self.spent + (self._now() - self._since if self._since is not None else 0.0)
 
     def progress(self, step: int) -> float:
+        """How far the run is: by steps, or with a budget by whichever end comes first (the budget, or
+        the epoch cap), so a run that reaches its epoch cap early has still annealed to 0 by then."""
+        by_steps = min(1.0, step / self.total)
         if self.budget_s:
-            return min(1.0, self.elapsed() / self.budget_s)
-        return min(1.0, step / self.total)
+            return max(by_steps, min(1.0, self.elapsed() / self.budget_s))
+        return by_steps
 
     def lr_factor(self, step: int) -> float:
         if not self.budget_s:

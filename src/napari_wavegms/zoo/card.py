@@ -94,8 +94,9 @@ _LOCK = threading.Lock()
 
 
 def read_card(path: str | Path) -> ModelCard:
-    """The card in the JSON file ``path``, named by the file's stem; read again only once the file has
-    changed (its modification time, size or inode: a card rewritten atomically is a new file)."""
+    """The card in the JSON file ``path``, named by its ``"name"`` (else the file's stem: a user model's
+    name may hold characters a file name cannot); read again only once the file has changed (its
+    modification time, size or inode: a card rewritten atomically is a new file)."""
     path = Path(path)
     stat = path.stat()
     stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
@@ -103,7 +104,8 @@ def read_card(path: str | Path) -> ModelCard:
         cached = _CACHE.get(path)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    card = ModelCard.from_record(path.stem, json.loads(path.read_text()))
+    record = json.loads(path.read_text())
+    card = ModelCard.from_record(str(record.get("name") or path.stem), record)
     with _LOCK:
         _CACHE[path] = (stamp, card)
     return card

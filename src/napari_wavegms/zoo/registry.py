@@ -46,10 +46,32 @@ def builtin_models() -> dict[str, ModelInfo]:
     return {m.name: m for m in found}
 
 
+def user_models() -> dict[str, ModelInfo]:
+    """The user's own models (:mod:`napari_wavegms.zoo.user_models`), by the names they were given; a
+    name that a built-in model has is left out (a built-in name always means the built-in model)."""
+    from napari_wavegms.zoo.user_models import user_cards
+
+    builtin = builtin_models()
+    found: dict[str, ModelInfo] = {}
+    for card_path in user_cards():
+        try:
+            card = read_card(card_path)
+        except (OSError, ValueError):
+            continue  # a damaged card hides its model; it never stops the listing
+        if card.name not in builtin:
+            found[card.name] = ModelInfo(card.name, card_path.with_suffix(".safetensors"), card)
+    return found
+
+
+def installed_models() -> dict[str, ModelInfo]:
+    """Every model a user can pick by name: the built-in models (default first), then their own."""
+    return {**builtin_models(), **user_models()}
+
+
 def canonical_name(name: str) -> str | None:
-    """The built-in model a name or an old alias (a card's ``"aliases"``) stands for; ``None`` when it
-    is neither."""
-    return _canonical(name, builtin_models())
+    """The model a name or an old alias (a card's ``"aliases"``) stands for, built-in or the user's;
+    ``None`` when it is neither."""
+    return _canonical(name, installed_models())
 
 
 def _canonical(name: str, models: dict[str, ModelInfo]) -> str | None:
@@ -59,11 +81,12 @@ def _canonical(name: str, models: dict[str, ModelInfo]) -> str | None:
 
 
 def builtin_card(model: str | os.PathLike | None) -> ModelCard | None:
-    """The card of a built-in model found by name, old alias or the path of its weights (the widgets
-    pass the resolved path); ``None`` (the default model) gives the default's card; ``None`` for any
-    other checkpoint. Reads only the JSON cards (no torch), so a widget can show a card's defaults
-    before a run."""
-    models = builtin_models()
+    """The card of a model found by name, old alias or the path of its weights (the widgets pass the
+    resolved path): a built-in model, a user model, or a checkpoint with a card beside it
+    (``model.safetensors`` + ``model.json``, as a fine-tune writes); ``None`` (the default model) gives
+    the default's card; ``None`` for a checkpoint without a card. Reads only the JSON cards (no torch),
+    so a widget can show a card's defaults before a run."""
+    models = installed_models()
     key = next(iter(models), None) if model is None else str(model)  # None: the default (first) model
     if key is None:
         return None
@@ -74,7 +97,22 @@ def builtin_card(model: str | os.PathLike | None) -> ModelCard | None:
         except (OSError, RuntimeError):
             return None
         info = next((m for m in models.values() if m.path.resolve() == path), None)
-    return info.card if info is not None else None
+        if info is None:
+            return card_beside(path)
+    return info.card
+
+
+def card_beside(weights: Path) -> ModelCard | None:
+    """The card written beside a checkpoint file (same name, ``.json``: ``model.safetensors`` and
+    ``model.json``), or ``None``; a damaged card is no card (the model still segments, without its
+    defaults)."""
+    if weights.suffix != ".safetensors":
+        return None
+    path = weights.with_suffix(".json")
+    try:
+        return read_card(path) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def card_tta(model: str | os.PathLike | None) -> bool:
@@ -90,7 +128,7 @@ def set_card_entry(name: str, key: str, value: Any) -> Path:
     training scripts that choose a card's defaults on validation write them here."""
     from napari_wavegms.core.atomic import atomic_path
 
-    canonical = canonical_name(name)
+    canonical = _canonical(name, builtin_models())  # a user model's card is written by its fine-tune
     if canonical is None:
         raise ValueError(f"no built-in model named {name!r}; built-in: {', '.join(builtin_models())}")
     path = BUILTIN_DIR / f"{canonical}.json"
@@ -116,9 +154,16 @@ KIND_IMAGES = {"ultrasound": "gray", "endoscopy": "rgb", "dermoscopy": "rgb"}
 def suggest_model(kind: str) -> str | None:
     """The built-in model made for this kind of image (``"ultrasound"``, ``"endoscopy"``, ``"dermoscopy"``).
 
-    When no built-in model is made for that kind, the first (by rank) whose training images look alike
-    (colour or grey, see :data:`KIND_IMAGES`), else the default model.
+    The user's model for that kind comes first, when they chose one
+    (:func:`napari_wavegms.zoo.user_models.set_preferred`) and it is still installed. When no built-in
+    model is made for that kind, the first (by rank) whose training images look alike (colour or grey,
+    see :data:`KIND_IMAGES`), else the default model.
     """
+    from napari_wavegms.zoo.user_models import preferred
+
+    mine = preferred(kind)
+    if mine and mine in user_models():
+        return mine
     models = builtin_models()
     exact = next((name for name, info in models.items() if info.card.kind == kind), None)
     if exact is not None:
@@ -128,26 +173,28 @@ def suggest_model(kind: str) -> str | None:
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
-    """The checkpoint file for a built-in name or a path (file, or a training output folder with ``best``)."""
+    """The checkpoint file for a model's name (built-in or the user's) or a path (a file, or a training
+    output folder: its fine-tuned ``model``, else ``best``)."""
     if name_or_path is None:
         name_or_path = default_model()
         if name_or_path is None:
             raise FileNotFoundError("no built-in model is installed; pass a checkpoint with --model")
     key = str(name_or_path)
-    models = builtin_models()
-    builtin = canonical_name(key)
-    if builtin is not None:
-        return models[builtin].path
+    models = installed_models()
+    named = _canonical(key, models)
+    if named is not None:
+        return models[named].path
     path = Path(key).expanduser()
     if path.is_dir():
-        for candidate in ("best.safetensors", "last.safetensors", "model.safetensors"):
+        # a fine-tune's model (with its card) first, then a training run's selected and last weights
+        for candidate in ("model.safetensors", "best.safetensors", "last.safetensors"):
             if (path / candidate).is_file():
                 return path / candidate
         raise FileNotFoundError(f"{path} is a folder without best.safetensors or last.safetensors")
     if path.is_file():
         return path
     known = ", ".join(models) or "none installed"
-    raise FileNotFoundError(f"{key!r} is neither a built-in model ({known}) nor a checkpoint file")
+    raise FileNotFoundError(f"{key!r} is neither an installed model ({known}) nor a checkpoint file")
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, device: Any = "auto"):
