@@ -146,13 +146,16 @@ def remember_model_file(path: str | Path) -> None:
 
 
 def model_choices(include_scratch: bool = False) -> list[tuple[str, str]]:
-    """(label, value) pairs: built-in models, models trained in this session, recently chosen files."""
-    from napari_wavegms.zoo.registry import builtin_models
+    """(label, value) pairs: built-in models, the user's own models, models trained in this session,
+    recently chosen files."""
+    from napari_wavegms.zoo.registry import builtin_models, user_models
 
     choices: list[tuple[str, str]] = [("scratch (no initial model)", "")] if include_scratch else []
     for name, info in builtin_models().items():
         summary = info.summary if info.summary != name else ""
         choices.append((f"{name} — {summary}" if summary else name, name))
+    for name, info in user_models().items():
+        choices.append((f"mine: {name}" + (f" ({info.card.kind})" if info.card.kind else ""), name))
     seen = {value for _, value in choices}
     for entry in session_models.models():
         if str(entry.path) not in seen:
@@ -200,7 +203,8 @@ class ModelPicker(Container):
         "or training output folders you chose with Browse…"
     )
     AUTO_HELP = ("Automatic until you pick a model here: the built-in model made for the image's kind "
-                 "(ultrasound, endoscopy, dermoscopy). A model you pick is kept for every image.")
+                 "(ultrasound, endoscopy, dermoscopy), or your own model for that kind when you chose "
+                 "\"use it automatically\" after a fine-tune. A model you pick is kept for every image.")
 
     mode_changed = Signal(bool)  # by_hand
 

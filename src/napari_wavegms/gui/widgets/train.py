@@ -1,4 +1,5 @@
-"""The Train widget: train (or fine-tune) a Wave-GMS model on folders of pairs or on layers in the viewer.
+"""The Train widget: train (or fine-tune) a Wave-GMS model on folders of pairs, on layers in the viewer, or
+on the corrections kept with "Use as training example" (a budgeted fine-tune, offered only if better).
 
 Training runs in a worker; the widget shows the pair count and the problems found as the folders are
 chosen, the loss and validation Dice live, and a progress bar. Stop closes the training job, which
@@ -47,14 +48,18 @@ from napari_wavegms.gui.widgets.common import (
     restore,
     snapshot,
 )
+from napari_wavegms.gui.widgets.corrections import SETTINGS as CORRECTIONS_SETTINGS
+from napari_wavegms.gui.widgets.corrections import corrections_folder
+from napari_wavegms.gui.widgets.finetune import FinetuneRequest, OfferPanel, finetune_job
 from napari_wavegms.gui.widgets.plot import LossPlot
 from napari_wavegms.gui.worker import Job, start_job
+from napari_wavegms.training.finetune import DEFAULT_HOLD_OUT, DEFAULT_MINUTES
 
 if TYPE_CHECKING:
     import napari
 
 STOP = "Stop (keeps last and best)"
-FOLDERS, LAYERS = "folders of pairs", "layers in the viewer"
+FOLDERS, LAYERS, CORRECTIONS = "folders of pairs", "layers in the viewer", "my corrections (fine-tune)"
 SPLIT, VAL_FOLDER = "split % of the pairs", "separate folder"
 POOR_DICE = 0.5  # below this validation Dice a model is offered with a warning
 
@@ -107,12 +112,19 @@ def train_job(request: TrainRequest) -> Generator[Any, None, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _estimate_job(image_size: int, epochs: int, n_train: int, device: str, n_val: int, init_from: str | None
-                  ) -> Generator[None, None, Any]:
+def _estimate_job(image_size: int, epochs: int, n_train: int, device: str, n_val: int, init_from: str | None,
+                  budget_s: float | None = None) -> Generator[None, None, Any]:
     from napari_wavegms.training.config import default_recipe
     from napari_wavegms.training.cost import estimate_training
 
     yield
+    if budget_s:  # a fine-tune: its budget, plus scoring both models on the held-out pairs
+        from napari_wavegms.training.cost import Estimate
+        from napari_wavegms.training.finetune import EPOCH_CAP
+
+        run = estimate_training(image_size, EPOCH_CAP, n_train, recipe="finetune", device=device,
+                                time_budget_s=budget_s)
+        return Estimate(run.seconds + 2 * n_val * 1.0, run.device)
     return estimate_training(image_size, epochs, n_train, recipe=default_recipe(init_from), device=device,
                              n_val=n_val)
 
@@ -139,7 +151,8 @@ class TrainWidget(DockContainer):
         self._lay_out_extras()
         self._remembered = [
             self.source, self.images, self.masks, self.validation, self.val_percent, self.val_dir,
-            self.epochs, self.lr, self.batch_size, self.image_size, self.device, self.output,
+            self.epochs, self.lr, self.batch_size, self.image_size, self.device, self.output, self.minutes,
+            self.hold_out,
         ]
         restore(self._remembered, saved)
         self.init.set_model(saved.get("init") or None)
@@ -160,12 +173,25 @@ class TrainWidget(DockContainer):
         import napari
 
         self.source = ComboBox(
-            choices=[FOLDERS, LAYERS],
+            choices=[FOLDERS, LAYERS, CORRECTIONS],
             value=FOLDERS,
             label="train on",
             name="source",
-            tooltip="Folders of image/mask files with the same names, or an image layer and its Labels layer",
+            tooltip="Folders of image/mask files with the same names, an image layer and its Labels layer, or "
+            "the corrections you kept with \"Use as training example\" (fine-tunes the model that drew them "
+            "for a time budget and offers the result only if it does better on corrections it did not train on)",
         )
+        self.corrections = FileEdit(mode="d", label="corrections", name="corrections",
+                                    tooltip="The corrections folder of the Segment and Batch widgets")
+        folder = corrections_folder()
+        if folder is not None:
+            self.corrections.value = folder
+        self.minutes = FloatSpinBox(value=DEFAULT_MINUTES, min=0.5, max=24 * 60, step=1, label="minutes",
+                                    name="minutes", tooltip="Training time: the learning rate anneals to 0 by "
+                                    "then (scoring both models on the held-out corrections comes after)")
+        self.hold_out = SpinBox(value=round(DEFAULT_HOLD_OUT * 100), min=10, max=50, label="held out %",
+                                name="hold_out", tooltip="Corrections kept apart to compare the starting and the "
+                                "fine-tuned model (at least 2)")
         self.images = FileEdit(mode="d", label="image folder", name="images", tooltip="The training images")
         self.masks = FileEdit(
             mode="d",
@@ -275,6 +301,7 @@ class TrainWidget(DockContainer):
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress", tooltip="Optimisation steps done")
         self.status = fit_label(Label(value="", tooltip="Epoch, loss, validation Dice and device"))
         self.notes = fit_label(Label(value="", name="notes", visible=False, tooltip="Things to know about this run"))
+        self.offer = OfferPanel()
         self.plot = LossPlot()
         self.plot.setToolTip("Training loss per step (blue, left) and validation Dice per epoch (orange, right)")
 
@@ -285,8 +312,11 @@ class TrainWidget(DockContainer):
             self.masks,
             self.image_layer,
             self.labels_layer,
+            self.corrections,
             Container(widgets=[self.pairs, self.check], layout="horizontal", labels=False),
             self.validation,
+            self.hold_out,
+            self.minutes,
             self.val_percent,
             self.val_dir,
             self.epochs,
@@ -299,6 +329,7 @@ class TrainWidget(DockContainer):
             self.progress,
             self.status,
             self.notes,
+            self.offer,
         ]
 
     def _lay_out_extras(self) -> None:
@@ -314,10 +345,14 @@ class TrainWidget(DockContainer):
             widget.changed.connect(self._save)
         self.images.changed.connect(self.check_pairs)
         self.masks.changed.connect(self.check_pairs)
+        self.corrections.changed.connect(self.check_pairs)
+        self.corrections.changed.connect(self._save_corrections_folder)
+        self.source.changed.connect(self.check_pairs)
         self.check.changed.connect(self.check_pairs)
         self.source.changed.connect(self._visibility)
         self.validation.changed.connect(self._visibility)
-        for widget in (self.epochs, self.image_size, self.device, self.val_percent, self.source, self.init.combo):
+        for widget in (self.epochs, self.image_size, self.device, self.val_percent, self.source, self.init.combo,
+                       self.minutes, self.hold_out):
             widget.changed.connect(self.update_estimate)
         for widget in (self.image_layer, self.labels_layer):  # layers come and go: only when training on them
             widget.changed.connect(lambda *_: self.source.value == LAYERS and self.update_estimate())
@@ -330,22 +365,39 @@ class TrainWidget(DockContainer):
         values["init"] = self.init.model or ""
         _settings.save(self.SETTINGS, values)
 
+    def _save_corrections_folder(self, *_: Any) -> None:
+        """One corrections folder for Segment, Batch and Train: choosing it here chooses it there."""
+        folder = folder_or_none(self.corrections.value)
+        _settings.save(CORRECTIONS_SETTINGS, {"folder": str(folder) if folder else ""})
+
     def _visibility(self, *_: Any) -> None:
-        folders = self.source.value == FOLDERS
-        for w in (self.images, self.masks, self.pairs, self.check):
+        source = self.source.value
+        folders, tuning = source == FOLDERS, source == CORRECTIONS
+        for w in (self.images, self.masks):
             w.visible = folders
+        for w in (self.pairs, self.check):
+            w.visible = folders or tuning
         for w in (self.image_layer, self.labels_layer):
-            w.visible = not folders
+            w.visible = source == LAYERS
+        for w in (self.corrections, self.minutes, self.hold_out):
+            w.visible = tuning
+        for w in (self.validation, self.epochs, self.resume):
+            w.visible = not tuning
         split = self.validation.value == SPLIT
-        self.val_percent.visible = split
-        self.val_dir.visible = not split
+        self.val_percent.visible = split and not tuning
+        self.val_dir.visible = not split and not tuning
+        self.run_button.text = "Fine-tune" if tuning else "Train"
 
     # --- live pair count ------------------------------------------------------------------------
     def check_pairs(self, *_: Any) -> Job | None:
         """Count the matched pairs and list problems (in a worker: folders may be slow to list)."""
         images, masks = folder_or_none(self.images.value), folder_or_none(self.masks.value)
+        if self.source.value == CORRECTIONS:
+            folder = folder_or_none(self.corrections.value)
+            images, masks = (folder / "images", folder / "masks") if folder is not None else (None, None)
         if images is None or masks is None:
-            self.pairs.value = "pairs: choose the image and mask folders"
+            self.pairs.value = ("pairs: choose the corrections folder" if self.source.value == CORRECTIONS
+                                else "pairs: choose the image and mask folders")
             return None
         self.pairs.value = "pairs: checking…"
         self._scan = start_job(
@@ -367,7 +419,7 @@ class TrainWidget(DockContainer):
 
     # --- estimated duration ---------------------------------------------------------------------
     def _pair_count(self) -> int:
-        if self.source.value == FOLDERS:
+        if self.source.value in (FOLDERS, CORRECTIONS):
             return self._n_pairs or 0
         image = self.image_layer.value
         if image is None or self.labels_layer.value is None:
@@ -386,8 +438,11 @@ class TrainWidget(DockContainer):
             return self._estimating
         self._estimate_again = False
         n_val = round(n * self.val_percent.value / 100) if self.validation.value == SPLIT else 0
+        budget = None
+        if self.source.value == CORRECTIONS:
+            n_val, budget = max(2, round(n * self.hold_out.value / 100)), float(self.minutes.value) * 60
         args = (int(self.image_size.value), int(self.epochs.value), n - n_val, self.device.value, n_val,
-                self.init.model)
+                self.init.model, budget)
         self.estimate.value = "estimated time: measuring a step…"
         self._estimating = start_job(
             _estimate_job(*args), "Wave-GMS: estimating the training time", show_progress=False,
@@ -450,16 +505,29 @@ class TrainWidget(DockContainer):
             layer_pairs = (data, labels.data, bool(image.rgb))
         return TrainRequest(config, layer_pairs)
 
+    def _finetune_request(self) -> FinetuneRequest:
+        folder = folder_or_none(self.corrections.value)
+        if folder is None:
+            raise ValueError("choose the corrections folder (the one Segment and Batch keep corrections in)")
+        if not self.init.model:
+            raise ValueError("choose the model to start from: the one that drew the masks you corrected")
+        output = folder_or_none(self.output.value) or folder / "fine-tunes"
+        run_dir = output / time.strftime("finetune-%Y%m%d-%H%M%S")
+        return FinetuneRequest(self.init.model, str(folder), str(run_dir), float(self.minutes.value),
+                               self.hold_out.value / 100, self.device.value)
+
     def run(self, *_: Any) -> Job | None:
         from napari.utils.notifications import show_error
 
+        tuning = self.source.value == CORRECTIONS
         try:
-            request = self._request()
+            request = self._finetune_request() if tuning else self._request()
         except ValueError as err:
             show_error(f"Wave-GMS training: {err}")
             return None
         self._save()
-        self.output_dir = Path(request.config["output_dir"])
+        self.offer.show(None)
+        self.output_dir = Path(request.output_dir if tuning else request.config["output_dir"])
         self.result = None
         self.best_dice: float | None = None
         self.plot.clear()
@@ -469,8 +537,8 @@ class TrainWidget(DockContainer):
         self.stop_button.enabled = True
         self.status.value = f"starting; saving to {self.output_dir}"
         self.job = start_job(
-            train_job(request),
-            "Wave-GMS: training",
+            finetune_job(request) if tuning else train_job(request),
+            "Wave-GMS: fine-tuning" if tuning else "Wave-GMS: training",
             on_event=self._event,
             on_result=self._result,
             on_finished=self._finished,
@@ -503,6 +571,8 @@ class TrainWidget(DockContainer):
         val = getattr(event, "val", {}) or {}
         if kind == "epoch" and "dice" in val:
             self.plot.add_dice(done, float(val["dice"]))
+        if kind == "" and getattr(event, "message", ""):  # a fine-tune scoring its two models
+            self.status.value = event.message
         if kind in ("step", "epoch"):
             parts = [f"epoch {getattr(event, 'epoch', '?')}/{getattr(event, 'epochs', '?')}"]
             if losses:
@@ -543,6 +613,9 @@ class TrainWidget(DockContainer):
         self.run_button.enabled = True
         self.stop_button.enabled = False
         self.stop_button.text = STOP
+        if self.source.value == CORRECTIONS:
+            self._finetune_finished(status)
+            return
         out = self.output_dir
         saved = out is not None and any((out / f).is_file() for f in ("best.safetensors", "last.safetensors"))
         if saved:
@@ -553,5 +626,17 @@ class TrainWidget(DockContainer):
             self.status.value = (
                 f"stopped: last and best kept in {out}" if saved else "stopped before any checkpoint"
             )
+        else:
+            self.status.value = "failed (see the notification)"
+
+    def _finetune_finished(self, status: str) -> None:
+        """Show the comparison; the offer panel offers the model only when it is better."""
+        result = self.result
+        if status == "done" and result is not None:
+            self.offer.show(result)
+            self.status.value = ("done: the fine-tuned model is better; name it and add it below" if result.better
+                                 else f"done: not better than {result.start_model}; nothing to add")
+        elif status == "cancelled":
+            self.status.value = f"stopped: {self.init.model} stays in use (the run is in {self.output_dir})"
         else:
             self.status.value = "failed (see the notification)"
