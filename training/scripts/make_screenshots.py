@@ -7,6 +7,10 @@ Runs the widgets exactly as a user does (real viewer, real BUSI images, real job
 
 (``--only batch --model M`` retakes one screenshot.)
 
+The fine-tune screenshot (``--only finetune --finetune-from MODEL``) is the Train widget after
+fine-tuning MODEL on a corrections folder of BUS-BRA pairs (``--finetune-minutes`` of training), with
+one of them on screen as an image and its corrected mask.
+
 The Train screenshot is a short run in the Train widget: with ``--model`` it fine-tunes that model
 (a few CPU minutes then give a healthy validation Dice); without, it trains a small model from scratch
 and segments with it, so the masks are only as good as a few CPU minutes allow. The Segment and Batch
@@ -24,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("WAVEGMS_SHARED", REPO.parent / "shared"))
 BUSI = SHARED / "data" / "busi"
-SHOTS = ("train", "segment", "batch")
+SHOTS = ("train", "segment", "batch", "finetune")
+BUSBRA = SHARED / "data" / "bus-bra-256"
 
 
 def wait(job, timeout: float = 1800) -> None:
@@ -89,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=48, help="BUSI training pairs for the Train screenshot")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--only", nargs="+", choices=SHOTS, default=list(SHOTS),
+    parser.add_argument("--finetune-from", default="breast-ultrasound-busi-busbra",
+                        help="the model the fine-tune screenshot starts from")
+    parser.add_argument("--finetune-minutes", type=float, default=2.0)
+    parser.add_argument("--corrections", type=int, default=20, help="BUS-BRA pairs in the corrections folder")
+    parser.add_argument("--only", nargs="+", choices=SHOTS, default=list(SHOTS[:3]),
                         help="retake only these screenshots (without train, --model is needed)")
     args = parser.parse_args(argv)
-    if "train" not in args.only and not args.model:
+    if "train" not in args.only and not args.model and set(args.only) != {"finetune"}:
         parser.error("--model is needed when the Train screenshot (which trains one) is not taken")
 
     import torch  # noqa: F401  (before Qt, as napari's docs advise)
@@ -114,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         segment_shot(args.out, model, test_names)
     if "batch" in args.only:
         batch_shot(args.out, model, test_names, work)
+    if "finetune" in args.only:
+        finetune_shot(args, work)
     return 0
 
 
@@ -180,6 +191,41 @@ def batch_shot(out: Path, model: str, test_names: list[str], work: Path) -> None
         if layer.name.endswith("_wavegms"):
             layer.opacity = 0.6
     save(viewer, out / "batch.png")
+    viewer.close()
+
+
+def finetune_shot(args: argparse.Namespace, work: Path) -> None:
+    """The Train widget after a fine-tune from a corrections folder, one correction on screen."""
+    import json
+
+    from napari_wavegms.core.io import read_image, read_mask
+
+    names = (BUSBRA / "splits" / "fold1.txt").read_text().split()[: args.corrections]
+    folder = work / "corrections"
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True)
+        for name in names:
+            (folder / sub / f"{name}.png").symlink_to(BUSBRA / sub / f"{name}.png")
+    (folder / "records").mkdir()
+    for name in names:
+        (folder / "records" / f"{name}.json").write_text(json.dumps({"name": name, "model": args.finetune_from}))
+    viewer = new_viewer()
+    shown = names[0]
+    viewer.add_image(read_image(BUSBRA / "images" / f"{shown}.png"), name=shown)
+    viewer.add_labels(read_mask(BUSBRA / "masks" / f"{shown}.png").astype("uint8"), name=f"{shown}_wavegms",
+                      opacity=0.5)
+    _, train = viewer.window.add_plugin_dock_widget("napari-wavegms", "Train")
+    train.source.value = "my corrections (fine-tune)"
+    train.corrections.value = folder
+    wait(train.check_pairs())
+    train.init.set_model(args.finetune_from)
+    train.minutes.value = args.finetune_minutes
+    train.output.value = work / "fine-tunes"
+    job = train.run()
+    wait(job, timeout=3600)
+    if job.status != "done":
+        raise SystemExit(f"fine-tuning failed: {job.error}")
+    save(viewer, args.out / "finetune.png")
     viewer.close()
 
 
