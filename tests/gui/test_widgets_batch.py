@@ -241,19 +241,19 @@ def test_cancel_shows_the_summary_and_open_results_pairs_each_image_with_its_mas
 
 
 def test_flips_and_the_presence_check_reach_every_file(make_napari_viewer, qtbot, tmp_path, busi_names):
-    """The automatic (ultrasound) model on a lesion scan and a lesion-free scan: by default the card's
-    flips run and the lesion-free scan's mask is empty; with flips off and the check unticked, each mask
-    is exactly what the engine draws with those options, and the lesion-free scan keeps its drawing."""
+    """The automatic (ultrasound) model on a lesion scan and a lesion-free scan: with flips on and the
+    presence check on by default, the lesion-free scan's mask is empty; with flips off and the check
+    unticked, each mask is exactly what the engine draws with those options, and the lesion-free scan
+    keeps its drawing."""
     from napari_wavegms.inference.segmenter import Segmenter
-    from napari_wavegms.zoo.registry import card_tta, suggest_model
+    from napari_wavegms.zoo.registry import suggest_model
 
     src = tmp_path / "in"
     src.mkdir()
-    names = [busi_names[0], "normal_1"]
+    names = [busi_names[0], "normal_90"]
     for name in names:
         (src / f"{name}.png").symlink_to(BUSI / "images" / f"{name}.png")
     model = suggest_model("ultrasound")
-    assert card_tta(model)  # the default run below is the flipped one
     viewer = make_napari_viewer()
     widget = viewer.window.add_plugin_dock_widget("napari-wavegms", "Batch")[1]
     widget.input.value = src
@@ -267,8 +267,10 @@ def test_flips_and_the_presence_check_reach_every_file(make_napari_viewer, qtbot
         return {name: read_mask(tmp_path / out / f"{name}.png") > 0 for name in names}
 
     assert widget.tta.value == "model's choice" and widget.presence.value
+    assert widget.segmenter_options()["tta"] is None  # the card's choice, whichever it is
+    widget.tta.value = "on"
     default = run("default")
-    assert not default["normal_1"].any()
+    assert not default["normal_90"].any()
     widget.tta.value = "off"
     widget.presence.value = False
     assert widget.segmenter_options() == {"tta": False, "presence": False}
@@ -276,4 +278,4 @@ def test_flips_and_the_presence_check_reach_every_file(make_napari_viewer, qtbot
     engine = Segmenter(model, device="cpu", tta=False, presence=False)
     for name in names:
         np.testing.assert_array_equal(plain[name], engine(read_image(src / f"{name}.png")) > 0)
-    assert plain["normal_1"].any() and not np.array_equal(plain[names[0]], default[names[0]])
+    assert plain["normal_90"].any() and not np.array_equal(plain[names[0]], default[names[0]])

@@ -651,7 +651,8 @@ def test_clean_up_under_advanced_reaches_the_mask_in_the_layers_units(
 
 def test_a_lesion_free_scan_gets_an_empty_mask_unless_the_check_is_unticked(make_napari_viewer, qtbot,
                                                                              monkeypatch):
-    """The ultrasound model's presence gate empties the mask of a lesion-free BUSI test scan; unticking
+    """The ultrasound model's presence gate empties the mask of a lesion-free BUSI test scan, and the
+    status line and the layer's metadata say "no lesion found" rather than asking for a review; unticking
     "empty mask if no lesion" keeps what the model drew, in the widget and in the menu command; the box
     is greyed out for a model without a gate."""
     from napari_wavegms.gui import commands as _commands
@@ -659,16 +660,20 @@ def test_a_lesion_free_scan_gets_an_empty_mask_unless_the_check_is_unticked(make
 
     viewer = make_napari_viewer()
     widget = open_widget(viewer, "Segment")
-    viewer.add_image(read_image(BUSI / "images" / "normal_1.png"), name="normal")
+    viewer.add_image(read_image(BUSI / "images" / "normal_90.png"), name="normal")
     ultrasound = suggest_model("ultrasound")
     assert widget.model.model == ultrasound and widget.presence.enabled and widget.presence.value
     wait_done(qtbot, widget.run())
     result = viewer.layers["normal_wavegms"]
-    assert not np.asarray(result.data).any() and result.metadata["wavegms"]["presence_check"]
+    info = result.metadata["wavegms"]
+    assert not np.asarray(result.data).any() and info["presence_check"]
+    assert info["lesion"] == "no" and not info["review"]  # the gate's answer is trusted: nothing to review
+    assert "no lesion found" in widget.status.value and "review" not in widget.status.value
     widget.presence.value = False
     wait_done(qtbot, widget.run())
     result = viewer.layers["normal_wavegms"]
     assert np.asarray(result.data).any() and not result.metadata["wavegms"]["presence_check"]
+    assert "lesion" not in result.metadata["wavegms"] and "no lesion found" not in widget.status.value
     viewer.layers.remove(result)
     viewer.layers.selection.active = viewer.layers["normal"]
     monkeypatch.setattr(_commands, "show_info", lambda message: None)
@@ -862,3 +867,20 @@ def test_the_model_is_loaded_while_the_user_opens_an_image(make_napari_viewer, q
     qtbot.waitUntil(lambda: widget.warmer.stopped, timeout=10_000)
     widget.warmer.want(None, "cpu", False, True)  # a stopped warmer takes no more work
     assert widget.warmer.idle.is_set()
+
+
+def test_the_status_line_gives_each_of_the_three_answers_and_the_flips_box_its_cost():
+    """A lesion-free answer is said as such, with no confidence to second-guess; an unsure one asks for a
+    review even when the mask looks sure; without a gate the confidence rules as before. The flips box
+    says what flips cost and what they gave the chosen model on validation."""
+    from napari_wavegms.gui.widgets.segment import describe_confidence, flips_tooltip
+
+    assert describe_confidence({"confidence": 0.41, "review": False, "lesion": "no"}) == "no lesion found (empty mask)"
+    unsure = describe_confidence({"confidence": 0.97, "review": True, "lesion": "unsure"})
+    assert unsure.startswith("confidence 0.97") and "may hold no lesion: review this mask" in unsure
+    assert describe_confidence({"confidence": 0.97, "review": False, "lesion": "yes"}) == "confidence 0.97"
+    assert describe_confidence({"confidence": 0.5, "review": True}) == "confidence 0.50, review this mask"
+    for kind in ("ultrasound", "endoscopy"):
+        tip = flips_tooltip(suggest_model(kind))
+        assert "four model passes, 3–4× the time" in tip and "validation Dice" in tip
+        assert ("on by default" if card_tta(suggest_model(kind)) else "off by default") in tip

@@ -195,7 +195,7 @@ def test_ctrl_c_while_judging_the_folder_still_leaves_the_csv_it_names(tmp_path,
     def interrupted(image):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(modality, "classify", interrupted)
+    monkeypatch.setattr(modality, "classify_features", interrupted)  # what judging the folder calls first
     out = tmp_path / "out"
     assert cli.predict_main([str(scans), str(out), "--device", "cpu", "--quiet"]) == 130
     (csv_path,) = summaries(out)

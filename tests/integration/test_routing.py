@@ -52,7 +52,7 @@ def test_a_folder_run_segments_an_image_it_cannot_judge_with_the_default_model()
     choice = FolderRouter().choose(np.zeros(2))
     assert choice.model == default_model() and choice.kind == "unknown" and not choice.exact
     assert choice.reason.startswith("could not judge the image")
-    assert choice.note.endswith("; no built-in model for it")
+    assert choice.unknown and choice.note.endswith("; review: could not judge the kind of image")
 
 
 def test_a_choice_says_why_in_the_words_the_csv_and_the_status_line_use():

@@ -44,6 +44,7 @@ def test_wheel_ships_the_manifest_and_entry_point(tmp_path: Path):
     assert "[napari.manifest]" in entry_points and "napari_wavegms:napari.yaml" in entry_points
     assert "Classifier: Framework :: napari" in metadata
     assert not any(n.endswith((".pth", ".png", ".jpg")) for n in names)
+    assert "napari_wavegms/inference/unknown_kind.npz" in names  # the open-set check's reference
 
     # A normal (non-editable) install of that wheel is found by npe2 with its manifest.
     target = tmp_path / "site"

@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kind-per-image", action="store_true",
                         help="without --model: judge each image's kind alone (default: an image the kind classifier "
                         "finds ambiguous is judged with the kinds of the rest of its folder)")
+    parser.add_argument("--skip-unknown", action="store_true",
+                        help="leave out images of no kind the built-in models know (not ultrasound, endoscopy or "
+                        "dermoscopy: photos, fundus, histology), before any model pass; the CSV lists them as "
+                        "skipped with kind = unknown (default: segment them and flag them for review)")
     parser.add_argument("--pattern", default="*", help="glob for file names, case-insensitive (default: *)")
     parser.add_argument("--recursive", action="store_true", help="also process sub-folders (kept in OUTPUT)")
     parser.add_argument("--format", dest="fmt", choices=MASK_FORMATS, default=MASK_FORMATS[0],
@@ -67,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace existing masks (default: skip)")
     parser.add_argument("--overlays", action="store_true", help="also write previews to OUTPUT/overlays")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--list-models", action="store_true", help="print the built-in model names and exit")
+    parser.add_argument("--list-models", action="store_true",
+                        help="print the installed model names (built-in, then your own) and exit")
     return parser
 
 
@@ -127,7 +132,7 @@ def run(args: argparse.Namespace, segmenter: Any, started: list) -> Any:
                          overlays=args.overlays, threshold=args.threshold, min_size=args.min_size,
                          fill_holes=args.fill_holes, keep_largest=args.keep_largest, model=args.model,
                          segmenter=segmenter, device=args.device, segmenter_options=segmenter_options(args),
-                         kind_per_image=args.kind_per_image)
+                         kind_per_image=args.kind_per_image, skip_unknown=args.skip_unknown)
     return run_with_tqdm(_watched(job, started), desc="segmenting", unit="file", disable=args.quiet)
 
 
@@ -139,12 +144,29 @@ def report(args: argparse.Namespace, summary: Any, automatic: bool) -> int:
         _print_choices(summary.results)
     print(f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed "
           f"-> {summary.output_dir}", file=sys.stderr)
+    lesion = _lesion_counts(summary.masks)
+    if lesion:
+        print(f"presence check: {lesion}", file=sys.stderr)
+    unknown = [r for r in summary.results if r.kind == "unknown"]
+    if unknown:
+        what = ("left out" if args.skip_unknown
+                else "segmented anyway and flagged for review (--skip-unknown leaves them out)")
+        print(f"{len(unknown)} file{'' if len(unknown) == 1 else 's'} of no kind the built-in models know: {what}",
+              file=sys.stderr)
     if not summary.results:
         print(f"{PROG}: no file matched {args.pattern!r} in {args.input}", file=sys.stderr)
     for result in summary.failed:
         print(f"FAILED {printable(result.file)}: {printable(result.error)}", file=sys.stderr)
     print(f"summary: {summary.csv_path}", file=sys.stderr)
     return SOME_FAILED if summary.failed else 0
+
+
+def _lesion_counts(results: list) -> str:
+    """The presence gate's answers in words ("3 no lesion found, 1 unsure (flagged for review), 12 with a
+    lesion"); ``""`` when no mask was judged (no model with a gate ran)."""
+    words = {"no": "no lesion found", "unsure": "unsure (flagged for review)", "yes": "with a lesion"}
+    counts = {answer: sum(r.lesion == answer for r in results) for answer in words}
+    return ", ".join(f"{n} {words[answer]}" for answer, n in counts.items() if n)
 
 
 def report_cancelled(started: list) -> int:
@@ -164,9 +186,9 @@ def predict_main(argv: list[str] | None = None) -> int:
     if isinstance(args, int):
         return args
     if args.list_models:
-        from napari_wavegms.zoo.registry import builtin_models
+        from napari_wavegms.zoo.registry import installed_models
 
-        print("\n".join(builtin_models()))
+        print("\n".join(installed_models()))
         return 0
     errors = cannot_start()
     started: list = []

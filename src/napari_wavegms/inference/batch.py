@@ -17,7 +17,10 @@ Safety rules, in order of importance:
   a killed run left there are removed by the next run (:func:`remove_stale_parts`);
 - every mask gets the model's ``confidence`` in it and ``review`` = yes when it is low
   (:data:`napari_wavegms.inference.segmenter.REVIEW_BELOW`), so a person looks at the doubtful ones first; a
-  blank image (no intensity variation) gets an empty mask and a ``note`` saying so.
+  blank image (no intensity variation) gets an empty mask and a ``note`` saying so;
+- a model with a presence gate (the ultrasound model) answers ``lesion`` = yes, no or unsure
+  (:mod:`napari_wavegms.inference.presence`): "no" is an empty mask that needs no review ("no lesion
+  found"), "unsure" a kept mask flagged for review (the scan may be healthy); ``""`` without a gate.
 
 Files are found lazily (one directory listing at a time, in sorted order; folder links that lead back
 into the scan are reported, not followed) and read a few ahead in threads, so a folder of any size works
@@ -60,8 +63,8 @@ from napari_wavegms.core.io import (
 from napari_wavegms.core.progress import Progress, run_to_end
 
 CSV_COLUMNS = (
-    "file", "status", "error", "shape", "foreground_fraction", "seconds", "model", "model_choice",
-    "confidence", "review", "note",
+    "file", "status", "error", "shape", "foreground_fraction", "seconds", "model", "model_choice", "kind",
+    "confidence", "review", "lesion", "note",
 )
 CONVENTIONS = ("0/255", "0/1", "labels")
 OVERLAY_DIR = "overlays"
@@ -91,6 +94,9 @@ class FileResult:
     note: str = ""  # what the mask alone does not say ("the image is blank …")
     model: str = ""  # the model that segmented it
     choice: str = ""  # why, when the model was chosen for this image: "ultrasound: grey, speckle texture"
+    kind: str = ""  # what the image looks like: ultrasound, endoscopy, dermoscopy or unknown (routing.UNKNOWN)
+    lesion: str = ""  # the presence gate's answer: yes / no ("no lesion found") / unsure; "" without a gate
+    doubt: str = ""  # why the kind or model choice should be checked (routing.ModelChoice.doubt); not a column
 
     def row(self) -> dict[str, str]:
         """The CSV row; every text is valid UTF-8 (a name's undecodable bytes are written as ``\\xff``)."""
@@ -106,11 +112,14 @@ class FileResult:
             "note": printable(self.note),
             "model": printable(self.model),
             "model_choice": printable(self.choice),
+            "kind": self.kind,
+            "lesion": self.lesion,
         }
 
     def fill_from(self, row: dict[str, str]) -> None:
         """Take what an earlier run's CSV row says of this file's mask (a mask skipped as existing)."""
         self.model, self.choice, self.note = row.get("model", ""), row.get("model_choice", ""), row.get("note", "")
+        self.kind, self.lesion = row.get("kind", ""), row.get("lesion", "")
         self.confidence = _number(row.get("confidence"))
         self.foreground = _number(row.get("foreground_fraction"))
         self.review = {"yes": True, "no": False}.get(row.get("review", ""))
@@ -523,10 +532,15 @@ class _Models:
     picker: _ModelPerFile | None
     name: str  # the given model's name in the CSV ("" when none)
     options: dict  # threshold, label_objects and post-processing, for every file
+    skip_unknown: bool = False  # leave out images of no kind the built-in models know, before any model pass
+    kinds: FolderRouter | None = None  # judges each image's kind when the run has a given model
 
-    def segment(self, result: FileResult, image: np.ndarray, stack: bool) -> Segmentation:
-        """One image's (or stack's) mask with its confidence; the model and why go into ``result``."""
+    def segment(self, result: FileResult, image: np.ndarray, stack: bool) -> Segmentation | None:
+        """One image's (or stack's) mask with its confidence; the model, the image's kind and why go into
+        ``result``. ``None``, with no model pass, for an image of an unknown kind when ``skip_unknown``."""
         segmenter = self._choose(result, image[0] if stack else image)
+        if segmenter is None:
+            return None
         try:
             if stack:  # each page, with one intensity scale for the stack (Segmenter.segment)
                 return run_to_end(segmenter.segment(image, rgb=image.ndim == 4, with_confidence=True,
@@ -538,14 +552,29 @@ class _Models:
             raise found
         return found
 
-    def _choose(self, result: FileResult, image: np.ndarray) -> Segmenter:
+    def _choose(self, result: FileResult, image: np.ndarray) -> Segmenter | None:
+        """The image's kind (judged in every run: the CSV's ``kind`` and its doubts) and its model; ``None``
+        for an image left out as unknown. A given model is used whatever the kind; only an unknown kind
+        is then a doubt, since no automatic choice was made."""
+        from napari_wavegms.inference.routing import FolderRouter
+
         if self.picker is None:
+            self.kinds = self.kinds or FolderRouter()
+            choice = self.kinds.choose(image)
             result.model = self.name
-            return self.segmenter
-        choice = self.picker.router.choose(image)
-        result.model = choice.model or ""
-        result.choice = choice.note
-        return self.picker.segmenter(choice.model)
+            result.doubt = choice.doubt if choice.unknown else ""
+            if choice.unknown:
+                result.note = f"{choice.message}; segmented with the chosen model"
+        else:
+            choice = self.picker.router.choose(image)
+            result.model = choice.model or ""
+            result.choice = choice.note
+            result.doubt = choice.doubt
+        result.kind = choice.kind
+        if choice.unknown and self.skip_unknown:
+            result.model = ""
+            return None
+        return self.segmenter if self.picker is None else self.picker.segmenter(choice.model)
 
 
 def _read(path: Path) -> tuple[tuple[np.ndarray, bool] | Exception, float]:
@@ -574,7 +603,12 @@ def _segment_and_write(result: FileResult, target: Path, overlay: Path | None, r
     start = time.perf_counter()
     try:
         found = models.segment(result, image, stack)
-        result.confidence, result.review, result.note = found.score, found.review, found.note
+        if found is None:  # an unknown kind of image, left out before any model pass: no mask
+            result.status, result.output, result.review = "skipped", None, True
+            result.error = "not a kind of image the built-in models know: left out (skip unknown)"
+            return
+        result.confidence, result.note = found.score, "; ".join(n for n in (found.note, result.note) if n)
+        result.review, result.lesion = bool(found.review or result.doubt), found.lesion_answer
         write_mask(target, found.mask, convention)
         if overlay is not None:
             _write_overlay(overlay, image, found.mask, stack)
@@ -656,7 +690,7 @@ def segment_folder(
     overwrite: bool = False, overlays: bool = False, threshold: float = 0.5, device: str = "auto",
     segmenter: Segmenter | None = None, min_size: int | None = None, batch_size: int | None = None,
     segmenter_options: dict | None = None, fill_holes: bool | None = None, keep_largest: bool | None = None,
-    kind_per_image: bool = False,
+    kind_per_image: bool = False, skip_unknown: bool = False,
 ) -> Generator[Progress, None, BatchSummary]:
     """Segment every file of ``input_dir`` matching ``pattern`` into ``output_dir`` (module docstring).
 
@@ -669,6 +703,10 @@ def segment_folder(
     :data:`~napari_wavegms.inference.routing.FOLDER_SAMPLE` of the folder's images are judged first,
     so that an image the classifier finds ambiguous is judged as an image of its folder
     (:func:`napari_wavegms.inference.modality.folder_prior`); ``kind_per_image`` judges every image alone.
+    Every image's kind goes into the CSV's ``kind`` column, ``unknown`` for one of no kind the built-in
+    models know (:mod:`napari_wavegms.inference.unknown_kind`), and a doubt about the kind or the model
+    choice (:func:`napari_wavegms.inference.routing.doubts`) sets ``review``; ``skip_unknown`` leaves the
+    unknown images out (``skipped``, no mask) before any model pass.
     A given ``model`` or ``segmenter`` is used for every file (with a ``segmenter``,
     ``model`` only names it in the CSV). ``segmenter_options`` go to every :class:`Segmenter` made
     here (``precision=``, say). Post-processing (``min_size`` in pixels, ``fill_holes``, ``keep_largest``):
@@ -683,7 +721,7 @@ def segment_folder(
     plan = _Plan(paths, pattern, recursive, fmt, overlays, overwrite, where.rank, where.world)
     models = _Models(segmenter, picker, "" if model is None else str(model), {
         "threshold": threshold, "label_objects": convention == "labels", "min_size": min_size,
-        "fill_holes": fill_holes, "keep_largest": keep_largest})
+        "fill_holes": fill_holes, "keep_largest": keep_largest}, skip_unknown)
     csv_path = _open_output(plan)
     # The summary fills as files finish; a caller that cancels (close()) gets no return value, so the
     # first event hands it over: after a cancel it holds every file done, as the CSV does.

@@ -57,6 +57,9 @@ FEATURES: dict[str, tuple[str, str]] = {
 }
 
 
+#: Below this probability a kind is called "uncertain" (in the reason, and as a doubt by the router).
+UNSURE_BELOW = 0.6
+
 COLOUR_FEATURES = {"strong_colour", "saturation", "red", "blue_minus_green", "green_ratio", "blue_ratio",
                    "hue_brown", "hue_pink", "dark_saturation"}
 
@@ -69,6 +72,7 @@ class Modality:
     reason: str
     confidence: float
     scores: dict[str, float] = field(default_factory=dict)
+    alone: dict[str, float] = field(default_factory=dict)  # the probabilities of the image judged alone
 
     def __str__(self) -> str:
         return f"{self.kind} ({self.reason})"
@@ -296,12 +300,13 @@ def classify_features(feats: dict[str, float], prior: np.ndarray | None = None) 
     probs = alone if prior is None else with_prior(alone, prior)[0]
     best = int(np.argmax(probs))
     reason = _explain(best, credit, feats)
-    if probs[best] < 0.6:
+    if probs[best] < UNSURE_BELOW:
         reason += ", uncertain"
     first = int(np.argmax(alone))
     if first != best:
         reason += f"; taken with its folder, mostly {KINDS[best]} (alone: {KINDS[first]}, {alone[first]:.2f})"
-    return Modality(KINDS[best], reason, float(probs[best]), {k: float(v) for k, v in zip(KINDS, probs, strict=True)})
+    return Modality(KINDS[best], reason, float(probs[best]), {k: float(v) for k, v in zip(KINDS, probs, strict=True)},
+                    {k: float(v) for k, v in zip(KINDS, alone, strict=True)})
 
 
 def classify(image: Any, rgb: bool | None = None, prior: np.ndarray | None = None) -> Modality:

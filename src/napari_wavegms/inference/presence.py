@@ -9,11 +9,20 @@ latents know more: a logistic regression on pooled statistics of E_wave's latent
 (``napari_wavegms.tuning.presence_fit``). The regression costs nothing at inference: the latents are computed
 anyway.
 
-A :class:`PresenceGate` holds the regression (the features' centre and scale, weights, bias) and the
-logit below which a mask is emptied, chosen on the validation split for the highest mean Dice (a
-lesion-free image scores 1 when its mask is empty, 0 otherwise). It lives in the model card as
-``"presence"`` (:func:`card_presence`), beside the post-processing; models trained without lesion-free
-images (Kvasir-SEG, ISIC 2017) have none, and every image keeps its mask.
+A :class:`PresenceGate` holds the regression (the features' centre and scale, weights, bias) and two
+logits that split its answer in three (:meth:`PresenceGate.answer`):
+
+- below ``threshold``: **no lesion** (``"no"``): the mask is emptied and nobody needs to look at it;
+- from ``threshold`` to ``unsure_below``: **unsure** (``"unsure"``): the mask is kept (a missed lesion is
+  the worst mistake the product can make) and flagged for review, because the scan may be healthy;
+- above: **lesion** (``"yes"``): the mask is kept, flagged only if the model's own confidence is low.
+
+Both logits are chosen on images the regression was not fitted on (``napari_wavegms.tuning.presence_fit``:
+training folds held out in turn, whole BUS-BRA folds among them, and the validation split), so the
+gate leans towards keeping lesions on scans from scanners other than the ones it was fitted on. It
+lives in the model card as ``"presence"`` (:func:`card_presence`), beside the post-processing; models
+trained without lesion-free images (Kvasir-SEG, ISIC 2017) have none, every image keeps its mask and
+the answer is ``""`` (not judged).
 """
 
 from __future__ import annotations
@@ -25,7 +34,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported where it is used: the widgets read cards without loading it
     import torch
 
-__all__ = ["PresenceGate", "card_presence", "features"]
+__all__ = ["ANSWERS", "LESION", "NO_LESION", "UNSURE", "PresenceGate", "card_presence", "features"]
+
+#: The three answers of a gate about one image (``""``: not judged: no gate, or a blank image).
+LESION, NO_LESION, UNSURE = "yes", "no", "unsure"
+ANSWERS = (LESION, NO_LESION, UNSURE)
 
 
 def features(mean: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
@@ -45,7 +58,9 @@ def features(mean: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class PresenceGate:
     """Logistic regression ``logit = w · (f − centre) / scale + bias`` over :func:`features`; a mask
-    whose image scores below ``threshold`` is emptied (``threshold`` is a logit: 0 is even odds)."""
+    whose image scores below ``threshold`` is emptied (``threshold`` is a logit: 0 is even odds), one
+    scoring below ``unsure_below`` is kept and flagged (``None``: the same as ``threshold``, no unsure
+    band; a card written before the band existed)."""
 
     centre: tuple[float, ...]
     scale: tuple[float, ...]
@@ -56,6 +71,7 @@ class PresenceGate:
     #: fitted on features averaged over the image and its test-time flips (free where the segmenter flips
     #: anyway; without flips the image's own features stand in for the average)
     flips: bool = False
+    unsure_below: float | None = None
 
     def __post_init__(self) -> None:
         n = len(self.weights)
@@ -66,6 +82,15 @@ class PresenceGate:
             raise ValueError("presence gate: every number must be finite")
         if min(self.scale) <= 0:
             raise ValueError("presence gate: every scale must be positive")
+        if self.unsure_below is not None and not (math.isfinite(self.unsure_below)
+                                                  and self.unsure_below >= self.threshold):
+            raise ValueError(f"presence gate: unsure_below ({self.unsure_below}) must be a finite logit at or "
+                             f"above the threshold ({self.threshold})")
+
+    @property
+    def sure_above(self) -> float:
+        """The logit from which the gate is sure there is a lesion (the top of the unsure band)."""
+        return self.threshold if self.unsure_below is None else self.unsure_below
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PresenceGate:
@@ -73,7 +98,8 @@ class PresenceGate:
         try:
             return cls(tuple(map(float, values["centre"])), tuple(map(float, values["scale"])),
                        tuple(map(float, values["weights"])), float(values["bias"]), float(values["threshold"]),
-                       dict(values.get("chosen_on") or {}), bool(values.get("flips", False)))
+                       dict(values.get("chosen_on") or {}), bool(values.get("flips", False)),
+                       None if values.get("unsure_below") is None else float(values["unsure_below"]))
         except (KeyError, TypeError) as err:
             raise ValueError(f"presence gate: malformed record ({err!r})") from err
 
@@ -95,6 +121,17 @@ class PresenceGate:
     def absent(self, feats: torch.Tensor) -> torch.Tensor:
         """Boolean per image: no lesion (its mask is to be emptied)."""
         return self.logit(feats) < self.threshold
+
+    def answer(self, logit: float, drawn: bool) -> str:
+        """The gate's answer for one image from its logit and whether the model drew a mask on it:
+        :data:`NO_LESION` below ``threshold`` (the mask is emptied); :data:`UNSURE` below
+        ``unsure_below``, and also where the gate is sure of a lesion the model did not draw (a person
+        should look: one of the two is wrong); :data:`LESION` otherwise."""
+        if logit < self.threshold:
+            return NO_LESION
+        if logit < self.sure_above or not drawn:
+            return UNSURE
+        return LESION
 
 
 def card_presence(model: Any) -> PresenceGate | None:

@@ -24,10 +24,12 @@ Inputs may be any array-like with ``shape``, ``dtype`` and numpy indexing (numpy
 Every slice also gets a **confidence** in [0, 1] from the model's own soft mask (:func:`mask_confidence`,
 measured in ``training/scripts/measure_confidence.py`` to rank bad masks first); one below
 :data:`REVIEW_BELOW` is worth a look (``Segmentation.review``). ``tta=True`` averages the soft masks of
-the image and its flips, at about 3× the time. With the built-in models (trained with flips and
-quarter turns) that gives better masks, so their cards turn it on where validation Dice says so
-(``docs/results.md``). It no longer sharpens the confidence: with the 64² previews it ranked bad masks
-better; with the 128² models it ranks them no better (AUROC 0.829 with flips, 0.827 without). A slice
+the image and its flips: four model passes in one batch, 3–4× the time of one on a CPU at the usual
+image sizes (``training/benchmarks/bench_flips.py``). The built-in models were trained with flips and
+quarter turns, so flips can give better masks; a card turns them on only where the validation gain
+was worth that time (``napari_wavegms.tuning.tta_choice``, ``docs/results.md``). It no longer
+sharpens the confidence: with the 64² previews it ranked bad masks better; with the 128² models it
+ranks them no better (AUROC 0.829 with flips, 0.827 without). A slice
 with no intensity variation (:data:`BLANK_STD`: an all-black or all-grey image) holds nothing to
 segment: it gets an empty mask without running the model, whose output on a flat input is meaningless
 (a large blob), and is marked ``blank``.
@@ -44,9 +46,12 @@ the caller gives wins. The confidence is always the model's own: it is measured 
 model drew, before any clean-up, so removing a doubtful speck cannot make a mask look surer.
 
 Before that, a model whose card holds a **presence gate** (the ultrasound model: :mod:`presence`)
-empties the whole mask of an image it finds without a lesion, judged from its own latents. The
-confidence is still that of the mask the model drew, so an emptied doubtful mask is still flagged for
-review. ``presence=False`` turns the gate off (``wavegms-predict --no-presence-check``).
+answers, from its own latents, whether each image holds a lesion: ``"no"`` empties the whole mask and
+the image is *not* flagged for review (the answer is the gate's, made to be trusted: "no lesion
+found"); ``"unsure"`` keeps the mask and flags it (the scan may be healthy); ``"yes"`` keeps it, flagged
+only if its confidence is low (``Segmentation.lesion``, ``Segmentation.lesion_answer``). The
+confidence is still that of the mask the model drew. ``presence=False`` turns the gate off
+(``wavegms-predict --no-presence-check``) and every answer is ``""``.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ from napari_wavegms.core.images import (
 )
 from napari_wavegms.core.progress import Progress, run_to_end
 from napari_wavegms.inference.postprocess import PostProcess, card_postprocess, label_mask
-from napari_wavegms.inference.presence import PresenceGate
+from napari_wavegms.inference.presence import LESION, NO_LESION, UNSURE, PresenceGate
 from napari_wavegms.inference.presence import features as presence_features
 
 __all__ = [
@@ -121,12 +126,15 @@ class Segmentation:
     ``confidence`` and ``blank`` have one value per slice (the input's leading axes; 0-d for one 2D
     image). Blank slices (no intensity variation) have an empty mask and confidence 1. ``review_below``
     is the threshold of the mode that made it (:data:`REVIEW_BELOW` or :data:`REVIEW_BELOW_TTA`).
+    ``lesion`` holds each slice's presence-gate answer (``"yes"``, ``"no"``, ``"unsure"``; ``""`` for a
+    blank slice), or is ``None`` when no gate ran.
     """
 
     mask: np.ndarray
     confidence: np.ndarray
     blank: np.ndarray
     review_below: float = REVIEW_BELOW
+    lesion: np.ndarray | None = None
 
     @property
     def score(self) -> float:
@@ -135,8 +143,27 @@ class Segmentation:
 
     @property
     def review(self) -> bool:
-        """Whether a person should look at this mask (its confidence is below ``review_below``)."""
-        return self.score < self.review_below
+        """Whether a person should look at this mask: a slice whose confidence is below ``review_below``
+        (unless the gate found no lesion there and emptied it: that answer is made to be trusted), or
+        a slice the gate is unsure of."""
+        low = np.asarray(self.confidence) < self.review_below
+        if self.lesion is not None:
+            answer = np.asarray(self.lesion)
+            low = (low & (answer != NO_LESION)) | (answer == UNSURE)
+        return bool(np.any(low))
+
+    @property
+    def lesion_answer(self) -> str:
+        """The presence gate's answer for the whole image or stack: ``"unsure"`` if any slice is,
+        else ``"yes"`` if any slice holds a lesion, else ``"no"``; ``""`` when no gate judged it (no gate,
+        or only blank slices)."""
+        if self.lesion is None:
+            return ""
+        judged = np.asarray(self.lesion)[np.asarray(self.lesion) != ""]
+        for answer in (UNSURE, LESION, NO_LESION):
+            if np.any(judged == answer):
+                return answer
+        return ""
 
     @property
     def note(self) -> str:
@@ -316,9 +343,10 @@ class Segmenter:
                 results[n] = err
                 continue
             items.append((n, img, layout, scale))
-        for n, mask, confidence, blank in self._masks(items, threshold):
+        for n, mask, confidence, blank, lesion in self._masks(items, threshold):
             mask = self._post(mask, label_objects, post, pixel_scale, 0)[0]
-            results[n] = (Segmentation(mask, np.float32(confidence), np.bool_(blank), self.review_below)
+            answer = None if self.presence is None else np.array(lesion)
+            results[n] = (Segmentation(mask, np.float32(confidence), np.bool_(blank), self.review_below, answer)
                           if with_confidence else mask)
         return results
 
@@ -356,6 +384,7 @@ class Segmenter:
             out = np.zeros(layout.mask_shape, np.int32 if label_objects else np.uint8)
         confidence = np.ones(layout.lead, np.float32)
         blank = np.zeros(layout.lead, bool)
+        lesion = np.full(layout.lead, "", "<U6")
         yield Progress(0, total, f"segmenting on {self.device_name}")
 
         def items() -> Iterator[tuple[int, np.ndarray, ImageLayout, IntensityScale]]:
@@ -366,8 +395,8 @@ class Segmenter:
 
         next_label = 0
         done = 0
-        for i, mask, conf, empty in self._masks(items(), None if soft else threshold):
-            confidence[layout.index(i)], blank[layout.index(i)] = conf, empty
+        for i, mask, conf, empty, answer in self._masks(items(), None if soft else threshold):
+            confidence[layout.index(i)], blank[layout.index(i)], lesion[layout.index(i)] = conf, empty, answer
             if soft:
                 out[layout.index(i)] = mask
             else:
@@ -375,7 +404,7 @@ class Segmenter:
             done += 1
             if done % self.batch_size == 0 or done == total:
                 yield Progress(done, total, f"slice {done}/{total} on {self.device_name}")
-        result = Segmentation(out, confidence, blank, self.review_below)
+        result = Segmentation(out, confidence, blank, self.review_below, None if self.presence is None else lesion)
         if report:
             return result
         if result.note:
@@ -419,12 +448,14 @@ class Segmenter:
         The flipped copies go through the model in the same call (one batch of 4·B), each result
         flipped back before averaging.
         """
-        prob, absent = self._predict(x)
-        return prob if absent is None else prob.masked_fill(absent.view(-1, 1, 1, 1), 0.0)
+        prob, logit = self._predict(x)
+        if logit is None:
+            return prob
+        return prob.masked_fill((logit < self.presence.threshold).view(-1, 1, 1, 1), 0.0)
 
     def _predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The model's soft masks as it drew them, and which images the presence gate finds without a
-        lesion (``None`` without a gate)."""
+        """The model's soft masks as it drew them, and the presence gate's logit for each image (the
+        log-odds that it holds a lesion; ``None`` without a gate)."""
         flips = self.flips
         if flips:
             x = torch.cat([x, *(x.flip(dims) for dims in flips)])
@@ -447,12 +478,12 @@ class Segmenter:
             feats = feats.view(-1, n, feats.shape[-1]).mean(0)
         else:  # judged on the image as it is (the first of the flipped copies)
             feats = presence_features(mean[:n], latent[:n])
-        return prob, self.presence.absent(feats)
+        return prob, self.presence.logit(feats)
 
     def _masks(self, items: Iterable[tuple[int, np.ndarray, ImageLayout, IntensityScale]],
-               threshold: float | None) -> Iterator[tuple[int, np.ndarray, float, bool]]:
+               threshold: float | None) -> Iterator[tuple[int, np.ndarray, float, bool, str]]:
         """Batched model calls over ``(key, raw slice, layout, scale)``: yields ``(key, mask, confidence,
-        blank)`` in order.
+        blank, lesion)`` in order (``lesion``: the presence gate's answer, ``""`` without one).
 
         The soft mask is resized back to each slice's size on the device (bilinear; antialiased where
         it shrinks), then thresholded (``mask > threshold``, uint8) unless ``threshold`` is ``None``.
@@ -484,22 +515,30 @@ class Segmenter:
         return batch, tensors
 
     def _batch_masks(self, batch: list[tuple[int, ImageLayout, int | None]], tensors: list[torch.Tensor],
-                     threshold: float | None) -> list[tuple[int, np.ndarray, float, bool]]:
-        """One model call for a batch of :meth:`_next_batch`: ``(key, mask, confidence, blank)`` per item.
+                     threshold: float | None) -> list[tuple[int, np.ndarray, float, bool, str]]:
+        """One model call for a batch of :meth:`_next_batch`: ``(key, mask, confidence, blank, lesion)``
+        per item.
 
-        The confidence is taken before the presence gate empties a mask, so an emptied doubtful mask
-        stays flagged for review."""
-        prob, absent = self._predict(torch.cat(tensors)) if tensors else (None, None)
+        The confidence is taken before the presence gate empties a mask: it stays the model's own. The
+        gate's answer (:meth:`PresenceGate.answer`) is given whether the model drew anything at the
+        model's size (``p > threshold``, 0.5 for soft masks), so a lesion it is sure of that the model did
+        not draw is "unsure"."""
+        prob, logit = self._predict(torch.cat(tensors)) if tensors else (None, None)
         confidence = mask_confidence(prob).tolist() if prob is not None else []
-        if absent is not None:
+        answers = [""] * len(tensors)
+        if logit is not None:
+            drawn = (prob > (0.5 if threshold is None else threshold)).flatten(1).any(1).tolist()
+            answers = [self.presence.answer(v, d) for v, d in zip(logit.tolist(), drawn, strict=True)]
+            absent = torch.tensor([a == NO_LESION for a in answers], device=prob.device)
             prob = prob.masked_fill(absent.view(-1, 1, 1, 1), 0.0)
         results = []
         for key, layout, j in batch:
             if j is None:
                 empty = np.zeros((layout.height, layout.width), np.uint8 if threshold is not None else np.float32)
-                results.append((key, empty, 1.0, True))
+                results.append((key, empty, 1.0, True, ""))
             else:
-                results.append((key, self._full_size(prob[j:j + 1], layout, threshold), confidence[j], False))
+                results.append((key, self._full_size(prob[j:j + 1], layout, threshold), confidence[j], False,
+                                answers[j]))
         return results
 
     def _full_size(self, prob: torch.Tensor, layout: ImageLayout, threshold: float | None) -> np.ndarray:

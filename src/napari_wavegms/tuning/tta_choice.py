@@ -14,10 +14,14 @@ The validation pairs are the ones training used (``make_splits(TrainConfig.from_
 the choice never sees the test split. Each is segmented as a user's image is (native resolution,
 threshold 0.5, the card's post-processing, no presence gate: the gate is fitted after this choice, on
 the masks it makes) with and without flips, and scored with Dice (1 when mask and truth are both
-empty). Flips are turned on when they raise the validation mean Dice at 3 decimals: they cost 4 model
-passes per image, about 3x the time on a CPU, so a tie goes to the faster setting. Only then is the
-test split scored, both ways, once. ``--write-card`` stores the choice and the numbers behind it as the
-card's ``"tta"``, which :class:`~napari_wavegms.inference.segmenter.Segmenter` (``tta=None``), ``wavegms-predict``
+empty). Flips cost four model passes per image: 3-4x the time of one pass on a CPU for the images
+people open (a scan of about 500 x 500 px; 2x at 2,048², where the full-size work weighs more;
+``training/benchmarks/bench_flips.py``). They are turned on only when they pay for that: a validation
+Dice gain of at least :data:`MIN_GAIN` (half a Dice point) that is also larger than its standard error
+(the per-image differences, paired), so that a gain the validation split can barely tell from chance
+does not cost every user three to four times the time. A tie goes to the faster setting. Only then is
+the test split scored, both ways, once. ``--write-card`` stores the choice and the numbers behind it as
+the card's ``"tta"``, which :class:`~napari_wavegms.inference.segmenter.Segmenter` (``tta=None``), ``wavegms-predict``
 and the Segment widget follow. Run it before :mod:`~napari_wavegms.tuning.postprocess_choice` and
 :mod:`~napari_wavegms.tuning.presence_fit`, whose choices are made on the masks a user gets.
 """
@@ -37,12 +41,25 @@ from napari_wavegms.training.data import make_splits
 from napari_wavegms.tuning.common import dice_scores
 from napari_wavegms.zoo.registry import canonical_name, set_card_entry
 
+#: The smallest validation Dice gain that is worth flips' 3-4x time (half a Dice point).
+MIN_GAIN = 0.005
+
 
 def summary(dice: np.ndarray, flipped: np.ndarray) -> dict:
-    """Mean Dice both ways and how many images each way is better on (by more than 0.01)."""
+    """Mean Dice both ways, the gain with its standard error (paired over images) and how many images
+    each way is better on (by more than 0.01)."""
+    diff = flipped - dice
     return {"n": len(dice), "dice_plain": float(dice.mean()), "dice_flips": float(flipped.mean()),
+            "gain": float(diff.mean()),
+            "gain_se": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf"),
             "better_with_flips": int((flipped > dice + 0.01).sum()),
             "worse_with_flips": int((flipped < dice - 0.01).sum())}
+
+
+def worth_it(val: dict) -> bool:
+    """Whether the validation gain pays for flips' time: at least :data:`MIN_GAIN`, and larger than its
+    standard error."""
+    return val["gain"] >= MIN_GAIN and val["gain"] > val["gain_se"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,17 +80,18 @@ def main(argv: list[str] | None = None) -> int:
         return summary(dice, flipped)
 
     val = both(splits.val, "validation")
-    use = round(val["dice_flips"], 3) > round(val["dice_plain"], 3)
+    use = worth_it(val)
     print(f"{name}: validation ({val['n']} pairs): Dice {val['dice_plain']:.4f} without flips, "
-          f"{val['dice_flips']:.4f} with; better on {val['better_with_flips']}, worse on {val['worse_with_flips']} "
-          f"images -> flips {'on' if use else 'off'}")
+          f"{val['dice_flips']:.4f} with (gain {val['gain']:+.4f} ± {val['gain_se']:.4f}); better on "
+          f"{val['better_with_flips']}, worse on {val['worse_with_flips']} images -> flips {'on' if use else 'off'}")
     test = both(splits.test, "test") if splits.test else None
     if test:
         print(f"test ({test['n']} pairs, once, after the choice): Dice {test['dice_plain']:.4f} without flips, "
               f"{test['dice_flips']:.4f} with")
     record = {"flips": use, "chosen_on": {
         "split": f"validation: {len(splits.val)} pairs ({splits.how.get('val', '')})",
-        "rule": "flips on when they raise the validation mean Dice at 3 decimals (a tie: off, 4x fewer passes)",
+        "rule": f"flips on when the validation Dice gain is at least {MIN_GAIN} and larger than its standard error "
+                "(paired over images): they cost 3-4x the time of one pass at the usual image sizes",
         "command": f"python -m napari_wavegms.tuning.tta_choice --model {name} --config {args.config} --write-card",
         "validation": val, "test": test,
         "note": "native resolution, threshold 0.5, the card's post-processing, no presence gate; the test "

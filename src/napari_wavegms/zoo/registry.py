@@ -123,6 +123,21 @@ def card_tta(model: str | os.PathLike | None) -> bool:
     return card.tta if card is not None else False
 
 
+def card_tta_gain(model: str | os.PathLike | None) -> str:
+    """What test-time flips gave this model on its validation split, in words, from its card ("validation
+    Dice 0.822 → 0.828 with flips (+0.007 ± 0.006): on"); ``""`` for a model whose card has no such
+    numbers. No torch: the Segment widget's flips box says it in its tooltip."""
+    card = builtin_card(model)
+    chosen = ((card.record.get("tta") or {}).get("chosen_on") or {}) if card is not None else {}
+    val = chosen.get("validation") or {}
+    if "dice_plain" not in val or "dice_flips" not in val:
+        return ""
+    gain = val["dice_flips"] - val["dice_plain"]
+    spread = f" ± {val['gain_se']:.3f}" if "gain_se" in val else ""
+    return (f"validation Dice {val['dice_plain']:.3f} → {val['dice_flips']:.3f} with flips ({gain:+.3f}{spread}): "
+            f"{'on' if card.tta else 'off'} by default")
+
+
 def set_card_entry(name: str, key: str, value: Any) -> Path:
     """Store ``value`` as ``key`` in built-in model ``name``'s card (``None`` removes it), atomically: the
     training scripts that choose a card's defaults on validation write them here."""

@@ -36,6 +36,7 @@ from napari_wavegms.gui.widgets.common import (
     restore,
     snapshot,
 )
+from napari_wavegms.gui.widgets.corrections import CorrectionsRow
 from napari_wavegms.gui.worker import Job, start_job
 from napari_wavegms.inference.batch import CONVENTIONS
 
@@ -68,7 +69,8 @@ class BatchWidget(DockContainer):
         super().__init__(widgets=self._rows())
         self._remembered = [
             self.input, self.pattern, self.recursive, self.output, self.fmt, self.convention,
-            self.skip_existing, self.overlays, self.device, self.threshold, self.tta, self.presence,
+            self.skip_existing, self.overlays, self.skip_unknown, self.device, self.threshold, self.tta,
+            self.presence,
             self.open_count,
         ]
         self._restore(saved)
@@ -120,6 +122,14 @@ class BatchWidget(DockContainer):
             name="overlays",
             tooltip="PNG previews of each image with its mask, in overlays/ of the output folder",
         )
+        self.skip_unknown = CheckBox(
+            value=False,
+            text="leave out images of unknown kinds",
+            name="skip_unknown",
+            tooltip="Images that are not ultrasound, endoscopy or dermoscopy (photos, fundus, histology) get no "
+            "mask and no model pass; unticked they are segmented and flagged for review. The CSV's kind "
+            "column says unknown either way",
+        )
 
     def _build_model_options(self) -> None:
         """How each model is used: test-time flips and the presence check."""
@@ -153,6 +163,7 @@ class BatchWidget(DockContainer):
             enabled=False,
             tooltip="Open the first images with their masks, side by side in napari's grid view",
         )
+        self.corrections = CorrectionsRow(self._viewer)
 
     def _rows(self) -> list[Any]:
         return [
@@ -164,6 +175,7 @@ class BatchWidget(DockContainer):
             self.convention,
             self.skip_existing,
             self.overlays,
+            self.skip_unknown,
             self.model,
             self.device,
             self.threshold,
@@ -174,6 +186,7 @@ class BatchWidget(DockContainer):
             self.status,
             self.summary_label,
             Container(widgets=[self.open_count, self.open_button], layout="horizontal"),
+            self.corrections,
         ]
 
     def _restore(self, saved: dict[str, Any]) -> None:
@@ -271,6 +284,7 @@ class BatchWidget(DockContainer):
             threshold=float(self.threshold.value),
             device=self.device.value,
             segmenter_options=self.segmenter_options(),
+            skip_unknown=self.skip_unknown.value,
         )
         self.summary = None
         self.summary_label.value = ""
@@ -319,7 +333,7 @@ class BatchWidget(DockContainer):
         review = summary.to_review
         lines = [
             f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed"
-            + (f", {len(review)} to review (low confidence)" if review else ""),
+            + (f", {len(review)} to review" if review else ""),
             f"summary: {summary.csv_path}",
         ]
         used: dict[str, int] = {}
@@ -327,7 +341,8 @@ class BatchWidget(DockContainer):
             used[r.model] = used.get(r.model, 0) + 1
         if used:
             lines.append("models: " + ", ".join(f"{name or '?'} ({n})" for name, n in used.items()))
-        lines += [f"review: {r.file} (confidence {r.confidence:.2f})" for r in review]
+        lines += [f"review: {r.file} ({r.doubt or 'low confidence'}"
+                  + (f", confidence {r.confidence:.2f})" if r.confidence is not None else ")") for r in review]
         lines += [f"failed: {r.file}: {r.error}" for r in summary.failed]
         lines += [f"skipped: {r.file} ({r.error})" for r in summary.skipped if r.error]
         self.summary_label.value = "\n".join(lines)
@@ -367,7 +382,11 @@ class BatchWidget(DockContainer):
             stem = Path(result.file).stem
             image, stack = read_image_or_stack(source)
             mask = self._mask(Path(result.output), stack)
-            pairs.append((self._layer("image", stem, image), self._layer("labels", f"{stem}_wavegms", mask)))
+            labels = self._layer("labels", f"{stem}_wavegms", mask)
+            # what "Use as training example" needs: the image file, the mask the model drew and its model
+            labels.metadata["wavegms"] = {"image": stem, "image_file": str(source), "mask_file": str(result.output),
+                                          "model": result.model}
+            pairs.append((self._layer("image", stem, image), labels))
         layers = self._viewer.layers
         for n, (image, labels) in enumerate(pairs):
             layers.move(layers.index(image), 2 * n)

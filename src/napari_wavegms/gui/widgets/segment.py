@@ -49,8 +49,9 @@ from napari_wavegms.gui.widgets.common import (
     presence_checkbox,
     restore,
 )
+from napari_wavegms.gui.widgets.corrections import CorrectionsRow, PreferencesRow, remember_drawn
 from napari_wavegms.gui.worker import Job, start_job
-from napari_wavegms.zoo.registry import card_tta
+from napari_wavegms.zoo.registry import card_tta, card_tta_gain
 
 if TYPE_CHECKING:
     import napari
@@ -225,6 +226,13 @@ def choice_for_layer(layer: napari.layers.Image) -> ModelChoice | None:
     return choice_for_image(data, layout.kind != "gray")
 
 
+def unknown_kind_message(choice: ModelChoice) -> str:
+    """What the status line and the notification say of an image of no kind the built-in models know:
+    Auto does not segment it (a model made for another kind draws confident nonsense on it), a model
+    picked by hand still runs."""
+    return f"{choice.message}. Not segmented: pick a model by hand to segment it anyway"
+
+
 def pick_model(
     layer: napari.layers.Image, chosen: str | None, by_hand: bool = False
 ) -> tuple[str | None, ModelChoice | None]:
@@ -387,12 +395,28 @@ def card_has_gate(model: str | None) -> bool:
         return False
 
 
+def flips_tooltip(model: str | None) -> str:
+    """The flips box's tooltip: what they cost (``training/benchmarks/bench_flips.py``) and what they gave
+    this model on validation (its card), so the user can weigh the two."""
+    gain = card_tta_gain(model)
+    return ("Average the masks of the image and its three flips: four model passes, 3–4× the time of one "
+            "on a CPU for a scan of about 500 × 500 px (2× at 2,048², where the full-size work weighs more; a "
+            "first run with flips takes longer while the CPU prepares for a batch of four). Set to the model "
+            "card's choice whenever the model changes: on only where the gain on validation was worth the time"
+            + (f". This model: {gain}" if gain else ""))
+
+
 def confidence_info(result: Any) -> dict[str, Any]:
     """The confidence part of a result layer's metadata: the score (the weakest slice's), whether to
-    review the mask, each slice's score for a stack, and the engine's note (blank image)."""
+    review the mask, each slice's score for a stack, the presence gate's answer where one ran
+    (``lesion``: yes / no / unsure, and per slice for a stack) and the engine's note (blank image)."""
     info: dict[str, Any] = {"confidence": round(result.score, 3), "review": bool(result.review)}
     if np.ndim(result.confidence):
         info["slice_confidence"] = np.round(result.confidence, 3).tolist()
+    if getattr(result, "lesion_answer", ""):
+        info["lesion"] = result.lesion_answer
+        if np.ndim(result.lesion):
+            info["slice_lesion"] = np.asarray(result.lesion).tolist()
     if result.note:
         info["note"] = result.note
     return info
@@ -413,6 +437,10 @@ def describe_confidence(info: dict[str, Any]) -> str:
     text = f"confidence {info['confidence']:.2f}"
     if info.get("note"):
         return f"{text} ({info['note'].split(' (')[0]}: empty mask)"
+    if info.get("lesion") == "no":  # the presence gate's answer, made to be trusted: nothing to review
+        return "no lesion found (empty mask)"
+    if info.get("lesion") == "unsure":
+        return f"{text}, the scan may hold no lesion: review this mask"
     return f"{text}, review this mask" if info.get("review") else text
 
 
@@ -490,6 +518,7 @@ def write_result(
             setattr(layer, key, value)
         layer.metadata.update(metadata)
     layer.metadata["wavegms"][WRITTEN] = data_digest(layer.data)
+    remember_drawn(layer, layer.data)  # to say later how much a kept correction changed it
     return layer, kept
 
 
@@ -619,10 +648,9 @@ class SegmentWidget(DockContainer):
         self.model, self.device, self.threshold = model_controls(device)
         self.tta = CheckBox(
             value=card_tta(None),
-            text="test-time flips (3× slower)",
+            text="test-time flips (4 passes, 3–4× slower)",
             name="tta",
-            tooltip="Average the masks of the image and its three flips (four model passes): better masks with "
-            "the built-in models. Set to the model card's choice (made on validation) whenever the model changes",
+            tooltip=flips_tooltip(None),
         )
         self.scope = ComboBox(
             choices=[scope.value for scope in Scope],
@@ -638,6 +666,8 @@ class SegmentWidget(DockContainer):
         self.status = fit_label(Label(value="", tooltip="What the last run did"))
         self.device_used = fit_label(Label(value="device in use: (not run yet)",
                                            tooltip="The device the last run actually used"))
+        self.corrections = CorrectionsRow(self._viewer)
+        self.my_models = PreferencesRow()
 
     def _build_cleanup_controls(self) -> None:
         """The Advanced section's controls: presence check, clean-up, and the cache folder."""
@@ -680,6 +710,8 @@ class SegmentWidget(DockContainer):
             self.progress,
             self.status,
             self.device_used,
+            self.my_models,
+            self.corrections,
         ]
 
     def _add_advanced(self) -> None:
@@ -805,7 +837,7 @@ class SegmentWidget(DockContainer):
         if model != self.model.model:
             self.model.set_model(model)
         self.model.set_note(choice.message)
-        self.status.value = f"model: {choice.message}"
+        self.status.value = unknown_kind_message(choice) if choice.unknown else f"model: {choice.message}"
         return choice
 
     def _model_mode_changed(self, by_hand: bool) -> None:
@@ -845,8 +877,10 @@ class SegmentWidget(DockContainer):
         self.min_area_label.value = f"smallest object ({self._area_unit()})"
 
     def _card_flips(self, *_: Any) -> None:
-        """A newly chosen model brings its card's test-time flips (on where they helped on validation)."""
+        """A newly chosen model brings its card's test-time flips (on where they paid for their time on
+        validation) and says what they gave it."""
         self.tta.value = card_tta(self.model.model)
+        self.tta.tooltip = flips_tooltip(self.model.model)
 
     def _area_unit(self) -> str:
         layer = self.image.value
@@ -899,6 +933,12 @@ class SegmentWidget(DockContainer):
             return None
         if model != self.model.model:
             self.model.set_model(model)
+        if choice is not None and choice.unknown:  # Auto does not guess a model for it; by hand it runs
+            from napari.utils.notifications import show_warning
+
+            self.status.value = unknown_kind_message(choice)
+            show_warning(f"Wave-GMS: {layer.name}: {unknown_kind_message(choice)}")
+            return None
         chosen = self.settings()
         chosen.save()
         self._target = f"{layer.name}{SUFFIX}"
