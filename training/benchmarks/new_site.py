@@ -87,7 +87,7 @@ def score(model: str | Path) -> float:
     return float(result.native["dice"])
 
 
-def run_one(kind: str, start: str, data: Path, out: Path, budget_cpu_s: float) -> dict:
+def run_one(kind: str, start: str, data: Path, out: Path, budget_cpu_s: float, lr: float | None = None) -> dict:
     """One budgeted run in this process: the product's fine-tune, or a model from scratch."""
     from napari_wavegms.core.progress import run_to_end
     from napari_wavegms.training.config import TrainConfig
@@ -95,7 +95,7 @@ def run_one(kind: str, start: str, data: Path, out: Path, budget_cpu_s: float) -
 
     t0 = time.perf_counter()
     cfg = finetune_config(start, data, out, minutes=budget_cpu_s / 60, overwrite=True,
-                          time_budget_clock="process")
+                          time_budget_clock="process", lr=lr)
     if kind == "finetune":
         result = run_to_end(finetune(cfg))
         offered = result.model if result.better else start
@@ -132,6 +132,8 @@ def main() -> None:
     p.add_argument("--scratch-minutes", type=float, nargs="+", default=None,
                    help="budgets of the scratch runs (default: those of --minutes)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the training default, 2e-3); runs "
+                   "with another one are kept apart (``-lr`` in their folder's name)")
     p.add_argument("--report", action="store_true")
     p.add_argument("--one", nargs=4, metavar=("KIND", "K", "MINUTES", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -145,7 +147,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         kind, k, minutes, run_out = args.one
         data = make_folder(site_pairs(int(k), args.seed), out / f"data-k{k}")
-        row = run_one(kind, args.start, data, Path(run_out), float(minutes) * 60 * args.threads)
+        row = run_one(kind, args.start, data, Path(run_out), float(minutes) * 60 * args.threads, args.lr)
         (Path(run_out) / "site.json").write_text(json.dumps(row, indent=1))
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -157,13 +159,13 @@ def main() -> None:
     plan = [(kind, k, m) for m in args.minutes for k in args.k for kind in args.runs
             if kind == "finetune" or m in (args.scratch_minutes or args.minutes)]
     for kind, k, minutes in plan:
-        run_out = out / f"{kind}-k{k}-{minutes:g}min"
+        run_out = out / (f"{kind}-k{k}-{minutes:g}min" + (f"-lr{args.lr:g}" if args.lr else ""))
         if (run_out / "site.json").exists():
             continue
         print(f"== {kind}, k={k}, {minutes:g} min × {args.threads} threads", flush=True)
         cmd = ["/usr/bin/time", "-v", "-o", str(out / f"{run_out.name}.time"), sys.executable, __file__,
                "--one", kind, str(k), str(minutes), str(run_out), "--start", args.start, "--output", str(out),
-               "--threads", str(args.threads), "--seed", str(args.seed)]
+               "--threads", str(args.threads), "--seed", str(args.seed), *(["--lr", str(args.lr)] if args.lr else [])]
         subprocess.run(cmd, env=env, check=True)
         report(out)
 
@@ -178,7 +180,13 @@ def report(out: Path) -> None:
     rows = {}
     for f in sorted(out.glob("*/site.json")):
         r = json.loads(f.read_text())
-        kind, k, minutes = re.fullmatch(r"(\w+)-k(\d+)-([\d.]+)min", f.parent.name).groups()
+        found = re.fullmatch(r"(\w+)-k(\d+)-([\d.]+)min", f.parent.name)
+        if found is None:  # a run with another learning rate: printed on its own line below
+            r = json.loads(f.read_text())
+            held = f", held-out {r['held_out_start']:.3f} → {r['held_out_new']:.3f}" if "held_out_new" in r else ""
+            print(f"({f.parent.name}: other patients {r['test_new']:.3f}{held})")
+            continue
+        kind, k, minutes = found.groups()
         r["peak_mb"] = peak_mb(out / f"{f.parent.name}.time")
         rows[(kind, int(k), float(minutes))] = r
     for k, minutes in sorted({(k, m) for _, k, m in rows}):

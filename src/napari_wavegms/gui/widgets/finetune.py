@@ -53,7 +53,8 @@ class OfferPanel(Container):
                              tooltip="The name the new model is listed under in Segment and Batch")
         self.add_button = PushButton(text="Add as my model", tooltip="Keep the fine-tuned model under this name")
         self.use_for_kind = CheckBox(value=False, text="use it automatically", name="use_for_kind",
-                                     enabled=False, tooltip="")
+                                     enabled=False, tooltip="Segment and Batch then choose it for every image of "
+                                     "its kind, in place of the built-in model; untick to go back")
         super().__init__(widgets=[self.verdict, self.model_name, self.add_button, self.use_for_kind])
         self.margins = (0, 0, 0, 0)
         self.result: Any = None

@@ -365,6 +365,19 @@ class TrainWidget(DockContainer):
         values["init"] = self.init.model or ""
         _settings.save(self.SETTINGS, values)
 
+    def _start_from_drawing_model(self, folder: Path) -> None:
+        """Start from the model that drew most of the corrected masks (their records say which)."""
+        from collections import Counter
+
+        from napari_wavegms.training.corrections import records
+        from napari_wavegms.zoo.registry import canonical_name
+
+        drawn_by = Counter(r.get("model") for r in records(folder) if r.get("model"))
+        for model, _ in drawn_by.most_common():
+            if canonical_name(model) or Path(model).exists():
+                self.init.set_model(canonical_name(model) or model)
+                return
+
     def _save_corrections_folder(self, *_: Any) -> None:
         """One corrections folder for Segment, Batch and Train: choosing it here chooses it there."""
         folder = folder_or_none(self.corrections.value)
@@ -395,6 +408,8 @@ class TrainWidget(DockContainer):
         if self.source.value == CORRECTIONS:
             folder = folder_or_none(self.corrections.value)
             images, masks = (folder / "images", folder / "masks") if folder is not None else (None, None)
+            if folder is not None and not self.init.model:
+                self._start_from_drawing_model(folder)
         if images is None or masks is None:
             self.pairs.value = ("pairs: choose the corrections folder" if self.source.value == CORRECTIONS
                                 else "pairs: choose the image and mask folders")
