@@ -15,7 +15,7 @@ MODEL ?=
 # Run again with the CPU precision path this machine does not take by itself (bf16 ↔ fp32): the tests whose
 # numbers depend on it, so that both paths are tested whichever CPU runs the suite.
 PRECISION_TESTS := tests/unit/test_device.py tests/integration/test_inference.py tests/integration/test_precision.py \
-	tests/integration/test_recipes.py
+	tests/integration/test_recipes.py tests/integration/test_unknown_kind.py tests/integration/test_presence.py
 
 .PHONY: segment test lint clean
 

@@ -135,13 +135,13 @@ def test_fine_tune_from_corrections_and_the_offer_follows_the_comparison(make_na
 def test_a_better_model_is_kept_under_its_name_remembered_and_chosen_for_its_kind_on_request(
         make_napari_viewer, tmp_path, shown):
     from napari_wavegms.network.checkpoint import save_checkpoint
-    from napari_wavegms.zoo.registry import builtin_card, load_model, suggest_model
+    from napari_wavegms.zoo.registry import load_model, model_card, suggest_model
 
     # a fine-tune's output: weights and the card the fine-tune writes (the start's kind, flips, clean-up)
     model, _, _ = load_model(START, device="cpu")
     out = tmp_path / "run"
     weights = save_checkpoint(out / "model.safetensors", model, {"note": "fine-tuned"})
-    card = {"kind": "ultrasound", "images": "gray", "tta": dict(builtin_card(START).record["tta"])}
+    card = {"kind": "ultrasound", "images": "gray", "tta": dict(model_card(START).record["tta"])}
     weights.with_suffix(".json").write_text(json.dumps(card))
 
     viewer = make_napari_viewer()

@@ -78,7 +78,7 @@ def test_wavegms_train_fine_tunes_without_a_config_and_predict_uses_the_result(t
     assert float(history[-1]["lr"]) < 0.2 * config["lr"]  # annealed by the end of the budget
     assert float(history[-1]["train_seconds"]) >= 55
     card = json.loads((out / "model.json").read_text())
-    start_card = registry.builtin_card(START)
+    start_card = registry.model_card(START)
     assert card["kind"] == start_card.kind == "ultrasound"
     assert card["tta"] == start_card.record["tta"] and card["postprocess"] == start_card.record["postprocess"]
     assert "presence" not in card and "dropped" in card["finetune"]["presence"]
@@ -111,9 +111,9 @@ def test_refits_the_presence_gate_on_lesion_free_corrections_and_offers_only_a_b
     card = json.loads((result.model.with_suffix(".json")).read_text())
     assert result.gate.startswith("presence check refitted on")
     assert card["presence"]["chosen_on"]["fitted_on"].endswith("training images of a fine-tune")
-    start_gate = registry.builtin_card(START).presence
+    start_gate = registry.model_card(START).presence
     assert card["presence"]["weights"] != list(start_gate.weights)
-    assert registry.builtin_card(result.model).presence is not None  # the segmenter will use it
+    assert registry.model_card(result.model).presence is not None  # the segmenter will use it
     assert len(result.held_out) == 2 and result.n_train == 12
 
     worse = FinetuneResult(result.output_dir, result.model, START, start_dice=0.8, dice=0.7)
@@ -123,4 +123,4 @@ def test_refits_the_presence_gate_on_lesion_free_corrections_and_offers_only_a_b
     better = FinetuneResult(result.output_dir, result.model, START, start_dice=0.7, dice=0.8, n_train=12)
     kept = install_finetuned(better, "ultrasound — test site")
     assert registry.resolve_model("ultrasound — test site") == kept
-    assert registry.builtin_card("ultrasound — test site").kind == "ultrasound"
+    assert registry.model_card("ultrasound — test site").kind == "ultrasound"

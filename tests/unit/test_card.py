@@ -12,7 +12,7 @@ from napari_wavegms.inference.postprocess import NONE, PostProcess, card_postpro
 from napari_wavegms.inference.presence import PresenceGate, card_presence
 from napari_wavegms.zoo import registry
 from napari_wavegms.zoo.card import NO_CARD, UNRANKED, ModelCard, read_card
-from napari_wavegms.zoo.registry import builtin_card, builtin_models, card_tta, default_model
+from napari_wavegms.zoo.registry import builtin_models, card_tta, default_model, model_card
 
 MODELS = builtin_models()
 
@@ -35,11 +35,11 @@ def test_each_shipped_card_reads_as_typed_entries_equal_to_its_json(name):
 def test_a_card_is_found_by_name_old_name_or_weights_path_and_other_checkpoints_have_none(tmp_path):
     name = default_model()
     card = MODELS[name].card
-    assert builtin_card(name) is card and builtin_card(str(MODELS[name].path)) is card
-    assert builtin_card(None) is card  # the default model's
+    assert model_card(name) is card and model_card(str(MODELS[name].path)) is card
+    assert model_card(None) is card  # the default model's
     for old in card.aliases:
-        assert builtin_card(old) is card
-    assert builtin_card(tmp_path / "mine.safetensors") is None and builtin_card("nonsense") is None
+        assert model_card(old) is card
+    assert model_card(tmp_path / "mine.safetensors") is None and model_card("nonsense") is None
     assert card_tta(tmp_path / "mine.safetensors") is False
 
 
@@ -76,7 +76,7 @@ def test_a_card_is_read_once_and_again_after_it_is_written(tmp_path, monkeypatch
     record = json.loads(path.read_text())
     record["kind"] = "endoscopy"
     path.write_text(json.dumps(record))  # edited by hand: a new modification time or size
-    assert builtin_card(name).kind == "endoscopy"
+    assert model_card(name).kind == "endoscopy"
 
 
 def test_a_malformed_gate_fails_the_model_that_needs_it_not_the_list_of_models(tmp_path, monkeypatch):

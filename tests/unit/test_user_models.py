@@ -33,7 +33,7 @@ def test_a_model_is_kept_under_its_name_and_listed_after_the_builtin_ones(tmp_pa
     assert list(models)[-1] == name and list(models)[: len(builtin)] == builtin
     assert models[name].card.kind == "ultrasound" and models[name].card.rank == UNRANKED
     assert registry.resolve_model(name) == kept
-    assert registry.builtin_card(kept).name == name  # the widgets pass the resolved path
+    assert registry.model_card(kept).name == name  # the widgets pass the resolved path
     assert name not in registry.builtin_models()
 
 

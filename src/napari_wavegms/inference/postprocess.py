@@ -204,7 +204,7 @@ def card_postprocess(model: str | os.PathLike | None) -> PostProcess:
     """The post-processing a built-in model's card chose on validation (``"postprocess"``), found by
     name or by the path of its weights (the widgets pass the resolved path); :data:`NONE` for any other
     checkpoint. Reads only the JSON cards (no torch), so a widget can show the default before a run."""
-    from napari_wavegms.zoo.registry import builtin_card
+    from napari_wavegms.zoo.registry import model_card
 
-    card = builtin_card(model)
+    card = model_card(model)
     return card.postprocess if card is not None else NONE

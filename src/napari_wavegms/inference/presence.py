@@ -137,7 +137,7 @@ class PresenceGate:
 def card_presence(model: Any) -> PresenceGate | None:
     """The presence gate in a built-in model's card (``None`` for a model without one, a checkpoint
     file, a training folder or a module)."""
-    from napari_wavegms.zoo.registry import builtin_card
+    from napari_wavegms.zoo.registry import model_card
 
-    card = builtin_card(model)
+    card = model_card(model)
     return card.presence if card is not None else None

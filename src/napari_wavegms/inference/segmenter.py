@@ -214,10 +214,10 @@ class Segmenter:
 
             self.model, self.config, self.device = load_model(model, device)
         from napari_wavegms.zoo.card import NO_CARD
-        from napari_wavegms.zoo.registry import builtin_card
+        from napari_wavegms.zoo.registry import model_card
 
         # the defaults below that are not given: a built-in model's card, none for any other model
-        card = NO_CARD if isinstance(model, torch.nn.Module) else builtin_card(model) or NO_CARD
+        card = NO_CARD if isinstance(model, torch.nn.Module) else model_card(model) or NO_CARD
         if isinstance(postprocess, PostProcess):
             self.postprocess = postprocess
         elif postprocess is not None:

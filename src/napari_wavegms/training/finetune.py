@@ -170,9 +170,9 @@ def _score(model: Any, config: TrainConfig, pairs: list, what: str) -> Generator
 def _card(config: TrainConfig, model: Path, train_names: list[str]) -> tuple[dict[str, Any], str]:
     """The new model's card: the starting card's kind, images, clean-up and flips, the fine-tune's
     record, and a presence gate refitted on the training pairs or dropped (and which, in words)."""
-    from napari_wavegms.zoo.registry import builtin_card
+    from napari_wavegms.zoo.registry import model_card
 
-    start = builtin_card(config.init_from)
+    start = model_card(config.init_from)
     record = dict(start.record) if start is not None else {}
     keep = ("kind", "images", "modality", "tta", "postprocess")
     card: dict[str, Any] = {k: record[k] for k in keep if k in record}

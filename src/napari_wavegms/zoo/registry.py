@@ -80,7 +80,7 @@ def _canonical(name: str, models: dict[str, ModelInfo]) -> str | None:
     return next((n for n, info in models.items() if name in info.card.aliases), None)
 
 
-def builtin_card(model: str | os.PathLike | None) -> ModelCard | None:
+def model_card(model: str | os.PathLike | None) -> ModelCard | None:
     """The card of a model found by name, old alias or the path of its weights (the widgets pass the
     resolved path): a built-in model, a user model, or a checkpoint with a card beside it
     (``model.safetensors`` + ``model.json``, as a fine-tune writes); ``None`` (the default model) gives
@@ -119,7 +119,7 @@ def card_tta(model: str | os.PathLike | None) -> bool:
     """Whether a built-in model's card turns test-time flips on (``"tta": {"flips": true, ...}``, chosen
     on validation by ``napari_wavegms.tuning.tta_choice``); ``False`` for other checkpoints. No torch: the widgets
     read it to set their box before a run."""
-    card = builtin_card(model)
+    card = model_card(model)
     return card.tta if card is not None else False
 
 
@@ -127,7 +127,7 @@ def card_tta_gain(model: str | os.PathLike | None) -> str:
     """What test-time flips gave this model on its validation split, in words, from its card ("validation
     Dice 0.822 → 0.828 with flips (+0.007 ± 0.006): on"); ``""`` for a model whose card has no such
     numbers. No torch: the Segment widget's flips box says it in its tooltip."""
-    card = builtin_card(model)
+    card = model_card(model)
     chosen = ((card.record.get("tta") or {}).get("chosen_on") or {}) if card is not None else {}
     val = chosen.get("validation") or {}
     if "dice_plain" not in val or "dice_flips" not in val:

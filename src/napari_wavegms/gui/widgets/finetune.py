@@ -66,13 +66,13 @@ class OfferPanel(Container):
 
     def show(self, result: Any) -> None:
         """Show a :class:`~napari_wavegms.training.finetune.FinetuneResult` (``None``: nothing yet)."""
-        from napari_wavegms.zoo.registry import builtin_card
+        from napari_wavegms.zoo.registry import model_card
 
         self.result, self.kept_name = result, None
         better = result is not None and result.better
         self.visible = result is not None
         self.verdict.value = "" if result is None else result.message + (f"\n{result.gate}" if result.gate else "")
-        card = builtin_card(result.model) if better else None
+        card = model_card(result.model) if better else None
         self._kind = card.kind if card is not None else None
         for widget in (self.model_name, self.add_button):
             widget.visible = better
