@@ -39,8 +39,11 @@ from napari_wavegms.training.config import TrainConfig
 DEFAULT_MINUTES = 10.0
 #: The share of the pairs held out to compare the starting and the fine-tuned model (at least 2 pairs).
 DEFAULT_HOLD_OUT = 0.2
-#: The epoch cap of a budgeted fine-tune: high enough that the budget, not the cap, ends a run.
-EPOCH_CAP = 10_000
+#: At most this many passes over the pairs: with a handful of pairs a long budget would otherwise be spent
+#: learning the same few images by heart (10 BUS-BRA pairs for 10 CPU minutes: 334 passes, the held-out
+#: pairs improved while other patients' Dice fell from 0.627 to 0.592). With more pairs the budget ends
+#: the run first; the learning rate anneals by whichever end comes first.
+EPOCH_CAP = 150
 #: Lesion-free and lesion training pairs needed, of each, to refit a presence gate.
 GATE_MIN_EACH = 5
 MODEL_FILE = "model.safetensors"
