@@ -127,7 +127,7 @@ def test_fine_tune_from_corrections_and_the_offer_follows_the_comparison(make_na
     qtbot.waitUntil(lambda: not job.running, timeout=300_000)
     result = train.result
     assert job.status == "done" and isinstance(result, FinetuneResult)
-    assert "held-out Dice on 2 pairs: starting model" in train.offer.verdict.value
+    assert "held-out Dice on 4 pairs: starting model" in train.offer.verdict.value
     assert shown_(train.offer) and shown_(train.offer.add_button) == result.better
     assert Path(result.model).parent.parent == folder / "fine-tunes"
     assert ("name it and add it below" if result.better else "nothing to add") in train.status.value

@@ -70,7 +70,7 @@ def test_wavegms_train_fine_tunes_without_a_config_and_predict_uses_the_result(t
                      "--quiet"])
     said = capsys.readouterr().out
     assert rc == 0, said
-    assert "held-out Dice on 2 pairs: starting model" in said and "presence check dropped" in said
+    assert "held-out Dice on 4 pairs: starting model" in said and "presence check dropped" in said
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["recipe"] == "finetune" and config["image_size"] == 128 and config["time_budget_s"] == 60
     assert config["init_from"] == START and config["augmentation"] == "robust"
@@ -82,7 +82,7 @@ def test_wavegms_train_fine_tunes_without_a_config_and_predict_uses_the_result(t
     assert card["kind"] == start_card.kind == "ultrasound"
     assert card["tta"] == start_card.record["tta"] and card["postprocess"] == start_card.record["postprocess"]
     assert "presence" not in card and "dropped" in card["finetune"]["presence"]
-    assert card["finetune"]["held_out"] == 2 and isinstance(card["finetune"]["better"], bool)
+    assert card["finetune"]["held_out"] == 4 and isinstance(card["finetune"]["better"], bool)
     assert registry.resolve_model(out) == out / "model.safetensors"
 
     images = tmp_path / "new-images"
@@ -103,8 +103,8 @@ def test_refits_the_presence_gate_on_lesion_free_corrections_and_offers_only_a_b
     from napari_wavegms.core.progress import run_to_end
     from napari_wavegms.training.finetune import finetune, finetune_config
 
-    free = (BUSI / "splits" / "normal_train.txt").read_text().split()[:7]
-    lesion = (BUSI / "splits" / "gms_train.txt").read_text().split()[:7]
+    free = (BUSI / "splits" / "normal_train.txt").read_text().split()[:9]
+    lesion = (BUSI / "splits" / "gms_train.txt").read_text().split()[:9]
     data = link_busi_pairs(tmp_path / "site", free + lesion)
     config = finetune_config(START, data, tmp_path / "out", minutes=0.05, hold_out=0.15)
     result = run_to_end(finetune(config))
@@ -114,13 +114,13 @@ def test_refits_the_presence_gate_on_lesion_free_corrections_and_offers_only_a_b
     start_gate = registry.model_card(START).presence
     assert card["presence"]["weights"] != list(start_gate.weights)
     assert registry.model_card(result.model).presence is not None  # the segmenter will use it
-    assert len(result.held_out) == 2 and result.n_train == 12
+    assert len(result.held_out) == 4 and result.n_train == 14
 
     worse = FinetuneResult(result.output_dir, result.model, START, start_dice=0.8, dice=0.7)
     assert not worse.better and "not better, keep using the starting model" in worse.message
     with pytest.raises(ValueError, match="not better"):
         install_finetuned(worse, "mine")
-    better = FinetuneResult(result.output_dir, result.model, START, start_dice=0.7, dice=0.8, n_train=12)
+    better = FinetuneResult(result.output_dir, result.model, START, start_dice=0.7, dice=0.8, n_train=14)
     kept = install_finetuned(better, "ultrasound — test site")
     assert registry.resolve_model("ultrasound — test site") == kept
     assert registry.model_card("ultrasound — test site").kind == "ultrasound"

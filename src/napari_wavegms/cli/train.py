@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--val-fraction", type=float,
                    help="fraction of training pairs carved out for validation (without a config: held out to "
-                        "compare the fine-tuned model with its start; default 0.2, at least 2 pairs)")
+                        "compare the fine-tuned model with its start; default 0.2, at least 4 pairs)")
     p.add_argument("--init-from", help="fine-tune from a built-in model name, checkpoint or run folder")
     p.add_argument("--resume", action="store_true", help="continue the output folder's run")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a used output folder")

@@ -191,7 +191,7 @@ class TrainWidget(DockContainer):
                                     "then (scoring both models on the held-out corrections comes after)")
         self.hold_out = SpinBox(value=round(DEFAULT_HOLD_OUT * 100), min=10, max=50, label="held out %",
                                 name="hold_out", tooltip="Corrections kept apart to compare the starting and the "
-                                "fine-tuned model (at least 2)")
+                                "fine-tuned model (at least 4)")
         self.images = FileEdit(mode="d", label="image folder", name="images", tooltip="The training images")
         self.masks = FileEdit(
             mode="d",
