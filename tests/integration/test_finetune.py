@@ -120,7 +120,13 @@ def test_refits_the_presence_gate_on_lesion_free_corrections_and_offers_only_a_b
     assert not worse.better and "not better, keep using the starting model" in worse.message
     with pytest.raises(ValueError, match="not better"):
         install_finetuned(worse, "mine")
-    better = FinetuneResult(result.output_dir, result.model, START, start_dice=0.7, dice=0.8, n_train=14)
+    few = FinetuneResult(result.output_dir, result.model, START, start_dice=0.7, dice=0.8, held_out=["a"] * 4,
+                         n_train=14)
+    assert few.better and not few.offered and "is not offered (at least 20" in few.message
+    with pytest.raises(ValueError, match="not offered"):
+        install_finetuned(few, "mine")
+    better = FinetuneResult(result.output_dir, result.model, START, start_dice=0.7, dice=0.8, held_out=["a"] * 4,
+                            n_train=16)
     kept = install_finetuned(better, "ultrasound — test site")
     assert registry.resolve_model("ultrasound — test site") == kept
     assert registry.model_card("ultrasound — test site").kind == "ultrasound"

@@ -98,10 +98,10 @@ def run_one(kind: str, start: str, data: Path, out: Path, budget_cpu_s: float, l
                           time_budget_clock="process", lr=lr)
     if kind == "finetune":
         result = run_to_end(finetune(cfg))
-        offered = result.model if result.better else start
-        row = {"held_out_start": result.start_dice, "held_out_new": result.dice, "offered": result.better,
+        offered = result.model if result.offered else start
+        row = {"held_out_start": result.start_dice, "held_out_new": result.dice, "offered": result.offered,
                "test_new": score(result.model), "gate": result.gate}
-        row["test_offered"] = row["test_new"] if result.better else None  # the start's score is measured once
+        row["test_offered"] = row["test_new"] if result.offered else None  # the start's score is measured once
     else:
         from napari_wavegms.training.loop import train
 
@@ -171,7 +171,11 @@ def main() -> None:
 
 
 def report(out: Path) -> None:
-    """The table: Dice on other patients by k and budget, fine-tune (as offered) against scratch."""
+    """The table: Dice on other patients by k and budget, fine-tune (as offered) against scratch. Whether a
+    model is offered follows the product's rule (:attr:`FinetuneResult.offered`), applied to the recorded
+    held-out scores and pair counts."""
+    from napari_wavegms.training.finetune import MIN_PAIRS_TO_OFFER
+
     start = json.loads((out / "start.json").read_text())
     print(f"\nstarting model on BUS-BRA fold 5 (other patients): Dice {start['test']:.3f}")
     print("| k pairs | budget | fine-tune: held-out start → new | offered? | Dice, other patients (as offered) "
@@ -193,9 +197,13 @@ def report(out: Path) -> None:
         ft, sc = rows.get(("finetune", k, minutes)), rows.get(("scratch", k, minutes))
         cells = ["–"] * 7
         if ft:
-            offered = ft["test_new"] if ft["offered"] else start["test"]
-            cells[:5] = [f"{ft['held_out_start']:.3f} → {ft['held_out_new']:.3f}", "yes" if ft["offered"] else "no",
-                         f"{offered:.3f}", f"{offered - start['test']:+.3f}", f"{ft['test_new']:.3f}"]
+            n_pairs = sum(ft["pairs"].values())
+            is_offered = ft["held_out_new"] > ft["held_out_start"] and n_pairs >= MIN_PAIRS_TO_OFFER
+            offered = ft["test_new"] if is_offered else start["test"]
+            why = "" if is_offered or ft["held_out_new"] <= ft["held_out_start"] else f" ({n_pairs} pairs)"
+            held = f"{ft['held_out_start']:.3f} → {ft['held_out_new']:.3f}"
+            cells[:5] = [held, ("yes" if is_offered else "no") + why, f"{offered:.3f}",
+                         f"{offered - start['test']:+.3f}", f"{ft['test_new']:.3f}"]
             cells[6] = f"{ft['peak_mb']:.0f} MB" if ft.get("peak_mb") else "–"
         if sc:
             cells[5] = f"{sc['test_new']:.3f}"

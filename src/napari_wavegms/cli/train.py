@@ -141,7 +141,7 @@ def finetune_main(args: argparse.Namespace) -> int:
         if result.model is None:
             return 130
         print(f"model: {result.model} (use it with wavegms-predict --model {result.model})")
-        if args.name and result.better:
+        if args.name and result.offered:
             try:
                 kept = install_finetuned(result, args.name)
             except (OSError, ValueError) as err:
@@ -149,7 +149,7 @@ def finetune_main(args: argparse.Namespace) -> int:
                 return 1
             print(f"kept as {args.name!r} ({kept}): wavegms-predict --model {args.name!r}")
         elif args.name:
-            print(f"not kept as {args.name!r}: it is not better than {result.start_model}")
+            print(f"not kept as {args.name!r}: it is not offered")
         return 0
 
     return train_with_progress(config, quiet=args.quiet, job=finetune(config), report=report)

@@ -69,7 +69,7 @@ class OfferPanel(Container):
         from napari_wavegms.zoo.registry import model_card
 
         self.result, self.kept_name = result, None
-        better = result is not None and result.better
+        better = result is not None and result.offered
         self.visible = result is not None
         self.verdict.value = "" if result is None else result.message + (f"\n{result.gate}" if result.gate else "")
         card = model_card(result.model) if better else None

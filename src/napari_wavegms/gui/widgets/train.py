@@ -649,7 +649,7 @@ class TrainWidget(DockContainer):
         result = self.result
         if status == "done" and result is not None:
             self.offer.show(result)
-            self.status.value = ("done: the fine-tuned model is better; name it and add it below" if result.better
+            self.status.value = ("done: the fine-tuned model is better; name it and add it below" if result.offered
                                  else f"done: not better than {result.start_model}; nothing to add")
         elif status == "cancelled":
             self.status.value = f"stopped: {self.init.model} stays in use (the run is in {self.output_dir})"
