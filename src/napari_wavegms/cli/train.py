@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "other devices)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimisation steps (smoke test)")
     p.add_argument("--name", help="without a config: keep the fine-tuned model under this name (listed by "
-                                  "wavegms-predict --list-models and in napari) if it beats its start")
+                                  "wavegms-predict --list-models and in napari) if it beats its start and "
+                                  "learned from at least 20 pairs")
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     return p
 
