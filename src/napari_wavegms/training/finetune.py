@@ -10,8 +10,9 @@ run (the learning rate anneals to 0 by its end, or by the epoch cap if that come
 pairs held out from training, as a user gets masks from them (native resolution, each model's card:
 flips, clean-up, presence check), and writes ``model.safetensors`` with its card ``model.json``. The
 held-out pairs are seen by nothing else: validation runs once, at the end, so no epoch is picked on them
-and the comparison is not flattered by the choice. The result says whether the new model is better;
-callers (the Train widget, ``wavegms-train --name``) offer it only then.
+and the comparison is not flattered by the choice. The result says whether the new model is better
+and whether it is offered (better, and learned from at least :data:`MIN_PAIRS_TO_OFFER` pairs); callers
+(the Train widget, ``wavegms-train --name``) keep it only then.
 
 The card keeps what the starting card says about the model's kind, images, clean-up and flips. A
 presence gate is not carried over: it was fitted on the old model's latents. It is refitted on the
@@ -46,7 +47,7 @@ MIN_HELD_OUT = 4
 MIN_TRAIN = 2
 #: A fine-tuned model is offered only when it learned from at least this many corrections. From 10 BUS-BRA
 #: images (5 patients) every fine-tune looked better on its held-out pairs, which come from the same
-#: patients, while other patients' Dice fell (0.627 → 0.543–0.602); from 20 and 40 it rose (→ 0.708, 0.758).
+#: patients, while other patients' Dice fell (0.627 → 0.543–0.602); from 20 and 40 it rose (→ 0.724, 0.758).
 MIN_PAIRS_TO_OFFER = 20
 #: The epoch cap of a budgeted fine-tune: high enough that the budget ends a run. (A cap of 150 passes,
 #: tried against overfitting a handful of pairs, did not save 10 pairs and cost 20 pairs Dice on other
