@@ -186,11 +186,11 @@ class PreferencesRow(Container):
         self.refresh()
 
     def refresh(self, *_: Any) -> None:
-        from napari_wavegms.zoo.registry import user_models
+        from napari_wavegms.zoo.registry import KIND_IMAGES, user_models
         from napari_wavegms.zoo.user_models import preferred
 
         mine = user_models()
-        chosen = {kind: preferred(kind) for kind in ("ultrasound", "endoscopy", "dermoscopy")}
+        chosen = {kind: preferred(kind) for kind in KIND_IMAGES}
         chosen = {kind: name for kind, name in chosen.items() if name in mine}
         try:
             self.text.value = ("automatic: " + ", ".join(f"my {name!r} for {kind}" for kind, name in chosen.items())
@@ -200,8 +200,9 @@ class PreferencesRow(Container):
             session_models.changed.disconnect(self.refresh)
 
     def use_builtin(self, *_: Any) -> None:
+        from napari_wavegms.zoo.registry import KIND_IMAGES
         from napari_wavegms.zoo.user_models import set_preferred
 
-        for kind in ("ultrasound", "endoscopy", "dermoscopy"):
+        for kind in KIND_IMAGES:
             set_preferred(kind, None)
         session_models.changed.emit()
