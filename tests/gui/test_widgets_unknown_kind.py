@@ -32,12 +32,27 @@ def test_an_unknown_image_is_said_and_not_segmented_in_auto_but_runs_by_hand(mak
     assert len(warnings) == 1 and warnings[0].startswith("Wave-GMS: astronaut: not a kind of image")
     assert "astronaut_wavegms" not in viewer.layers
 
+    from napari_wavegms.gui import commands
+
+    menu_warnings: list[str] = []
+    monkeypatch.setattr(commands, "show_warning", menu_warnings.append)
+    viewer.layers.selection.active = photo
+    assert commands.segment_selected(viewer) is None  # Layers ▸ Segment refuses it the same way
+    assert len(menu_warnings) == 1 and "not a kind of image the built-in models know" in menu_warnings[0]
+    assert "astronaut_wavegms" not in viewer.layers
+
     skin = next(n for n in builtin_models() if "isic" in n)
     widget.model.set_model(skin, by_hand=True)
     job = widget.run()
     assert job is not None
     qtbot.waitUntil(lambda: not job.running, timeout=120_000)
     assert job.status == "done" and "astronaut_wavegms" in viewer.layers
+
+    viewer.layers.selection.active = photo  # picked by hand in the widget: the menu command runs it too
+    menu_job = commands.segment_selected(viewer)
+    assert menu_job is not None
+    qtbot.waitUntil(lambda: not menu_job.running, timeout=120_000)
+    assert menu_job.status == "done" and len(menu_warnings) == 1
 
 
 def test_the_batch_checkbox_leaves_unknown_images_out_without_a_model_pass(make_napari_viewer, qtbot, tmp_path,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from napari.viewer import Viewer
 
 from napari_wavegms.gui.settings import SegmentSettings
@@ -18,7 +18,9 @@ def segment_selected(viewer: Viewer) -> Job | None:
     The model is the one picked by hand in the Segment widget (or a checkpoint file chosen there);
     otherwise the built-in model made for this kind of image, and the message says which and why, as the
     widget does: the command has no picker where a user could see it. Flips, clean-up and the presence
-    check are the widget's too (the model card's until they are changed there).
+    check are the widget's too (the model card's until they are changed there). An image of no kind the
+    built-in models know is not segmented by the automatic choice, as in the widget: the message says so
+    and a model picked by hand there still runs.
     """
     from napari_wavegms.gui.widgets.segment import (
         SUFFIX,
@@ -26,6 +28,7 @@ def segment_selected(viewer: Viewer) -> Job | None:
         kept_note,
         pick_model,
         segment_layer,
+        unknown_kind_message,
     )
 
     layer = viewer.layers.selection.active
@@ -40,6 +43,9 @@ def segment_selected(viewer: Viewer) -> Job | None:
             "widget, then use this command again."
         )
         viewer.window.add_plugin_dock_widget("napari-wavegms", "Segment")
+        return None
+    if choice is not None and choice.unknown:
+        show_warning(f"Wave-GMS: {layer.name}: {unknown_kind_message(choice)} in the Segment widget")
         return None
     why = f"model {choice.message}" if choice is not None else f"model {model} (chosen in the Segment widget)"
 
