@@ -8,12 +8,17 @@ Known images: the training splits of :mod:`napari_wavegms.tuning.modality_fit` (
 (``modality_fit.AUGMENT``). Only these are fitted on: the reference rows of each kind, the robust
 scaling and each kind's threshold, chosen out of fold (each fold of training images is measured against
 a reference of the other folds; an image and its copy share a fold) as the :data:`QUANTILE` of its
-images' distances. Nothing of other kinds is fitted on, so the check does not learn a list of files.
+images' distances. The pool of other kinds (``--negatives DIR``'s ``dev/`` and ``generic/`` parts) is
+shipped as it is, as the second neighbour set of
+:func:`napari_wavegms.inference.unknown_kind.other_likeness`, whose threshold is again set on
+out-of-fold training images only (:data:`OTHER_QUANTILE`); what the pool adds is estimated by leaving
+each of its sources out in turn (pool, threshold and all refitted without it).
 
 Reported once, on what the fit never saw: the held-out splits (BUSI ``gms_test`` + ``normal_test``,
 BUS-BRA fold 5, Kvasir-SEG ``medico2020_val``, ISIC-2017 ``val``; as stored and one augmented copy) and
 the images of other kinds that ``training/scripts/negatives.py`` makes (``--negatives DIR`` holding
-``dev/`` and ``test/``; only ``dev`` may be looked at to choose settings, ``test`` is for the table).
+``dev/``, ``generic/`` and ``test/``; only ``dev`` and ``generic`` may be looked at to choose settings,
+``test`` is for the table).
 Each image's TAEF2 latent and kind features are kept in ``--cache`` (a few minutes to fill on one
 thread), so refits take seconds.
 """
@@ -36,6 +41,7 @@ from napari_wavegms.inference.unknown_kind import (
     kind_features,
     knn_distance,
     latent_grid,
+    other_likeness,
     relative_distances,
 )
 from napari_wavegms.tuning.modality_fit import AUGMENT, DATA, SETS, names
@@ -44,6 +50,8 @@ from napari_wavegms.tuning.modality_fit import AUGMENT, DATA, SETS, names
 PER_SET = {"busi": 300, "bus-bra-256": 300, "kvasir-seg": 600, "isic2017-256": 600}
 FOLDS = 5
 QUANTILE = 0.99  # each kind's threshold: the distance 99 % of its out-of-fold training images stay within
+OTHER_QUANTILE = 0.995  # the other-kinds ratio that 99.5 % of out-of-fold training images stay within
+POOL = ("dev", "generic")  # the parts of --negatives pooled as pictures of other kinds (never "test")
 K = 5  # nearest reference rows averaged
 NEGATIVES = Path("runs/negatives")
 
@@ -123,21 +131,37 @@ def robust_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return centre.astype(np.float32), np.maximum((q3 - q1) / 1.349, 1e-3).astype(np.float32)
 
 
-def fit(described: np.ndarray, kind: np.ndarray, group: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
-    """The shipped parameters: scaling, every training row as reference, each kind's threshold chosen
-    out of fold (:data:`FOLDS` folds by image, the :data:`QUANTILE` of the kind's own distances)."""
-    centre, scale = robust_scale(described)
-    z = (described - centre) / scale
+def out_of_fold(z: np.ndarray, kind: np.ndarray, group: np.ndarray, seed: int = 0) -> np.ndarray:
+    """N×kinds distances of each training row to each kind's rows of the other folds (:data:`FOLDS`
+    folds by image)."""
     fold = np.random.default_rng(seed).integers(0, FOLDS, group.max() + 1)[group]
-    own = np.zeros(len(z), np.float32)
+    oof = np.zeros((len(z), len(KINDS)), np.float32)
     for f in range(FOLDS):
         for c in range(len(KINDS)):
-            rows = (fold == f) & (kind == c)
-            own[rows] = knn_distance(z[rows], z[(fold != f) & (kind == c)], K)
+            oof[fold == f, c] = knn_distance(z[fold == f], z[(fold != f) & (kind == c)], K)
+    return oof
+
+
+def fit(described: np.ndarray, kind: np.ndarray, group: np.ndarray, seed: int = 0,
+        routed: np.ndarray | None = None, others: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The shipped parameters: scaling, every training row as reference, each kind's threshold chosen
+    out of fold (:data:`FOLDS` folds by image, the :data:`QUANTILE` of the kind's own distances); with
+    ``others`` (:func:`descriptor` rows of other kinds) and ``routed`` (the kind the classifier names
+    for each training row) also the pool and the :data:`OTHER_QUANTILE` of the training rows'
+    out-of-fold ratios of :func:`~napari_wavegms.inference.unknown_kind.other_likeness`."""
+    centre, scale = robust_scale(described)
+    z = (described - centre) / scale
+    oof = out_of_fold(z, kind, group, seed)
+    own = oof[np.arange(len(z)), kind]
     threshold = np.array([np.quantile(own[kind == c], QUANTILE) for c in range(len(KINDS))], np.float32)
-    return {"kinds": np.array(KINDS), "side": np.array(LATENT_SIDE), "k": np.array(K), "centre": centre,
-            "scale": scale, "reference": z.astype(np.float16), "labels": kind.astype(np.int8),
-            "threshold": threshold}
+    params = {"kinds": np.array(KINDS), "side": np.array(LATENT_SIDE), "k": np.array(K), "centre": centre,
+              "scale": scale, "reference": z.astype(np.float16), "labels": kind.astype(np.int8),
+              "threshold": threshold}
+    if others is not None and routed is not None:
+        pool = ((others - centre) / scale).astype(np.float16)
+        ratio = oof[np.arange(len(z)), routed] / np.maximum(knn_distance(z, pool.astype(np.float32), K), 1e-6)
+        params |= {"others": pool, "other_threshold": np.array(np.quantile(ratio, OTHER_QUANTILE), np.float32)}
+    return params
 
 
 def classifier_kinds(feats: np.ndarray) -> np.ndarray:
@@ -149,10 +173,31 @@ def classifier_kinds(feats: np.ndarray) -> np.ndarray:
 def unknown(params: dict[str, np.ndarray], found: dict[str, np.ndarray]) -> np.ndarray:
     """Whether each image of ``found`` is of no known kind under ``params`` (float16 reference as shipped):
     :attr:`napari_wavegms.inference.unknown_kind.KindCheck.known`'s rule on arrays."""
-    shipped = {**params, "reference": params["reference"].astype(np.float32)}
-    distance = relative_distances(descriptor(found["grid"]), shipped)
+    shipped = {**params, **{name: params[name].astype(np.float32) for name in ("reference", "others")
+                            if name in params}}
+    described = descriptor(found["grid"])
+    distance = relative_distances(described, shipped)
     kind = classifier_kinds(found["feats"])
-    return (distance.argmin(axis=1) != kind) | (distance[np.arange(len(kind)), kind] > 1.0)
+    return ((distance.argmin(axis=1) != kind) | (distance[np.arange(len(kind)), kind] > 1.0)
+            | (other_likeness(described, kind, shipped) > 1.0))
+
+
+def leave_source_out(train: dict[str, np.ndarray], pool: dict[str, np.ndarray], judged: list[dict[str, np.ndarray]],
+                     seed: int = 0) -> list[np.ndarray]:
+    """Whether each image of each ``judged`` set is called unknown by a check whose pool lacks every
+    image of that image's source (pool and threshold refitted without it): the estimate of what the
+    pool does for kinds of pictures it has never seen."""
+    kind, group = labels_and_groups(train["meta"])
+    described, routed = descriptor(train["grid"]), classifier_kinds(train["feats"])
+    others, sources = descriptor(pool["grid"]), np.array([_source(m) for m in pool["meta"]])
+    said = [np.zeros(len(found["meta"]), bool) for found in judged]
+    judged_sources = [np.array([_source(m) for m in found["meta"]]) for found in judged]
+    for name in np.unique(np.concatenate([sources, *judged_sources])):
+        params = fit(described, kind, group, seed, routed, others[sources != name])
+        for found, src, flags in zip(judged, judged_sources, said, strict=True):
+            if (src == name).any():
+                flags[src == name] = unknown(params, {key: value[src == name] for key, value in found.items()})
+    return said
 
 
 def _source(meta: str) -> str:
@@ -160,9 +205,11 @@ def _source(meta: str) -> str:
     return name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() else name
 
 
-def table(params: dict[str, np.ndarray], test: dict, negatives: dict[str, dict]) -> list[str]:
+def table(params: dict[str, np.ndarray], test: dict, negatives: dict[str, dict],
+          left_out: dict[str, np.ndarray] | None = None) -> list[str]:
     """Markdown rows: held-out real images called unknown per data set (as stored / augmented copy), and
-    images of other kinds called unknown (dev part / test part) with the sources of the misses."""
+    images of other kinds called unknown (each part, and ``left_out``: each pooled part's images judged
+    with their source left out of the pool) with the sources of the misses."""
     said = unknown(params, test)
     sets = np.array([m.split("|")[0] for m in test["meta"]])
     copy = np.array([m.split("|")[3] for m in test["meta"]]) == "1"
@@ -177,10 +224,13 @@ def table(params: dict[str, np.ndarray], test: dict, negatives: dict[str, dict])
                  f"{said[copy].mean():.2%} ({said[copy].sum()}) |")
     lines += ["", "| images of other kinds | images | called unknown | taken for a known kind (source) |",
               "| --- | --- | --- | --- |"]
-    for part, found in negatives.items():
-        flag = unknown(params, found)
-        missed = sorted({_source(m) for m, f in zip(found["meta"], flag, strict=True) if not f})
-        lines.append(f"| {part} part | {len(flag)} | {flag.mean():.1%} ({flag.sum()}) | {', '.join(missed) or '-'} |")
+    rows = [(f"{part} part" + (" (in the pool)" if part in POOL else ""), found["meta"], unknown(params, found))
+            for part, found in negatives.items() if part in (*POOL, "test")]
+    rows += [(f"{part} part, each source left out of the pool", negatives[part]["meta"], flag)
+             for part, flag in (left_out or {}).items()]
+    for label, meta, flag in rows:
+        missed = sorted({_source(m) for m, f in zip(meta, flag, strict=True) if not f})
+        lines.append(f"| {label} | {len(flag)} | {flag.mean():.1%} ({flag.sum()}) | {', '.join(missed) or '-'} |")
     return lines
 
 
@@ -190,7 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=Path("runs/ukcache"),
                    help="keep each image's latent and features here (default runs/ukcache)")
     p.add_argument("--negatives", type=Path, default=NEGATIVES,
-                   help="dev/ and test/ images of other kinds (training/scripts/negatives.py; default runs/negatives)")
+                   help="dev/, generic/ and test/ images of other kinds (training/scripts/negatives.py; "
+                        "default runs/negatives)")
+    p.add_argument("--judge", nargs="*", default=[], metavar="PART",
+                   help="more parts of --negatives (e.g. dev20: the dev sources with 20 copies) judged with "
+                        "their source left out of the pool")
+    p.add_argument("--skip-test", action="store_true", help="leave the test part unread (while choosing settings)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--write", action="store_true", help=f"store the fitted reference in {PARAMS_PATH.name}")
     args = p.parse_args(argv)
@@ -199,10 +254,16 @@ def main(argv: list[str] | None = None) -> int:
     args.cache.mkdir(parents=True, exist_ok=True)
     train = known_images(args.cache, args.data, 0)
     test = known_images(args.cache, args.data, 1)
-    negatives = {part: negative_images(args.cache, args.negatives, part) for part in ("dev", "test")}
+    parts = [*POOL, *args.judge, *([] if args.skip_test else ["test"])]
+    negatives = {part: negative_images(args.cache, args.negatives, part) for part in parts}
+    pool = {key: np.concatenate([negatives[part][key] for part in POOL]) for key in ("feats", "grid", "meta")}
     kind, group = labels_and_groups(train["meta"])
-    params = fit(descriptor(train["grid"]), kind, group, args.seed)
-    print("\n".join(table(params, test, negatives)))
+    params = fit(descriptor(train["grid"]), kind, group, args.seed, classifier_kinds(train["feats"]),
+                 descriptor(pool["grid"]))
+    judged = [*POOL, *args.judge]
+    left_out = dict(zip(judged, leave_source_out(train, pool, [negatives[part] for part in judged], args.seed),
+                        strict=True))
+    print("\n".join(table(params, test, negatives, left_out)))
     counts = ", ".join(f"{k} {int((kind == c).sum())}" for c, k in enumerate(KINDS))
     print(f"\nfitted on {len(kind)} training rows ({counts}); {time.perf_counter() - start:.0f} s", file=sys.stderr)
     if args.write:
