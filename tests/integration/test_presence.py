@@ -221,3 +221,21 @@ def summary_rows(out) -> dict[str, dict[str, str]]:
     (path,) = out.glob("wavegms-summary-*.csv")
     with open(path, newline="") as f:
         return {row["file"]: row for row in csv.DictReader(f)}
+
+
+def test_frames_of_one_examination_share_a_held_out_fold():
+    """BUSI has no patient IDs and holds near-copies (two frames of one examination); the gate's held-out
+    folds keep them together, as BUS-BRA's published folds keep a patient's scans together."""
+    from napari_wavegms.tuning.presence_fit import fold_of, same_scan_groups, thumbnail
+
+    names = ["normal_97", "normal_98", "normal_41", "normal_47", "benign_3", "malignant_1", "bus_0001-l"]
+    thumbs = np.stack([thumbnail(BUSI / "images" / f"{n}.png") for n in names[:-1]])
+    groups = same_scan_groups(thumbs)
+    assert groups[0] == groups[1] and groups[2] == groups[3]  # two pairs of frames
+    assert len(set(groups.tolist())) == 4  # each other scan alone
+    lesion = np.array([False, False, False, False, True, True, True])
+    folds = fold_of(names, lesion, {"bus_0001-l": 3}, np.r_[groups, -1])
+    assert folds[0] == folds[1] and folds[2] == folds[3] and folds[0] != folds[2]
+    assert folds[-1] == 3  # a published fold wins
+    alone = fold_of(names, lesion, {"bus_0001-l": 3})  # without groups, each image alone
+    assert alone[0] != alone[1] or alone[2] != alone[3]
