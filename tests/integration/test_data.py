@@ -294,3 +294,26 @@ def test_grey_alpha_png_reads_as_its_grey_channel_and_segments_like_it(tmp_path,
     assert expected.shape == grey.shape and expected.any() and not expected.all()
     np.testing.assert_array_equal(seg(la, rgb=False), expected)  # as napari passes it
     np.testing.assert_array_equal(seg(la), expected)
+
+
+def test_a_carved_validation_can_keep_frames_of_one_examination_together(tmp_path):
+    """Two frames of one examination (BUSI normal_97 / normal_98, and normal_41 / normal_47) on both
+    sides of a carved split would check a model on near-copies of what it learned from; with
+    ``val_by_examination`` (the fine-tune's setting) each pair stays on one side, whatever the seed."""
+    twins = [("normal_97", "normal_98"), ("normal_41", "normal_47")]
+    others = ["benign_3", "benign_8", "malignant_1", "malignant_5", "normal_1", "benign_20"]
+    make_folder(tmp_path / "d", [n for pair in twins for n in pair] + others)
+    split_apart = 0
+    for seed in range(12):
+        for by_examination in (False, True):
+            s = make_splits(TrainConfig(data_dir=str(tmp_path / "d"), val_fraction=0.4, seed=seed,
+                                        val_by_examination=by_examination))
+            val = {p.name for p in s.val}
+            apart = sum((a in val) != (b in val) for a, b in twins)
+            assert len(s.val) >= 4 and not val & {p.name for p in s.train}
+            if by_examination:
+                assert apart == 0, (seed, sorted(val))
+                assert "frames of one examination kept together" in s.how["val"]
+            else:
+                split_apart += apart
+    assert split_apart > 0  # image by image, some seed puts twins on both sides

@@ -226,11 +226,12 @@ def summary_rows(out) -> dict[str, dict[str, str]]:
 def test_frames_of_one_examination_share_a_held_out_fold():
     """BUSI has no patient IDs and holds near-copies (two frames of one examination); the gate's held-out
     folds keep them together, as BUS-BRA's published folds keep a patient's scans together."""
-    from napari_wavegms.tuning.presence_fit import fold_of, same_scan_groups, thumbnail
+    from napari_wavegms.training.data import same_examination_groups, thumbnail
+    from napari_wavegms.tuning.presence_fit import fold_of
 
     names = ["normal_97", "normal_98", "normal_41", "normal_47", "benign_3", "malignant_1", "bus_0001-l"]
     thumbs = np.stack([thumbnail(BUSI / "images" / f"{n}.png") for n in names[:-1]])
-    groups = same_scan_groups(thumbs)
+    groups = same_examination_groups(thumbs)
     assert groups[0] == groups[1] and groups[2] == groups[3]  # two pairs of frames
     assert len(set(groups.tolist())) == 4  # each other scan alone
     lesion = np.array([False, False, False, False, True, True, True])

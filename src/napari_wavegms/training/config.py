@@ -38,6 +38,7 @@ class TrainConfig:
     val_split: str | None = None  # list file; None = carve val_fraction from the training pairs
     test_split: str | None = None  # list file; scored once at the end with the best model
     val_fraction: float = 0.1
+    val_by_examination: bool = False  # carve whole groups of look-alike images (frames of one examination)
     test_fraction: float = 0.0  # carve a test split from the training pairs when none is given
     val_dir: str | None = None  # a separate validation folder with images/ and masks/
     image_size: int = 224

@@ -228,16 +228,63 @@ def resolve_split(split: str | os.PathLike, data_dir: str | os.PathLike) -> Path
     return Path(data_dir) / path
 
 
-def carve(names: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+def carve(names: Sequence[str], fraction: float, seed: int,
+          groups: Sequence[int] | None = None) -> tuple[list[str], list[str]]:
     """Split ``names`` into (kept, carved) with a seeded shuffle; at least one carved and one kept
-    when there are two or more names. The order of each part follows ``names``."""
+    when there are two or more names. The order of each part follows ``names``.
+
+    With ``groups`` (one label per name, e.g. :func:`same_examination_groups`) whole groups are carved,
+    in a seeded random order, until at least ``fraction`` of the names are: frames of one examination
+    never end up on both sides, where a model would be checked on near-copies of what it learned from.
+    """
     if len(names) < 2 or fraction <= 0:
         return list(names), []
     n = min(len(names) - 1, max(1, round(fraction * len(names))))
-    chosen = set(random.Random(seed).sample(range(len(names)), n))
+    if groups is None:
+        chosen = set(random.Random(seed).sample(range(len(names)), n))
+    else:
+        members: dict[int, list[int]] = {}
+        for i, g in enumerate(groups):
+            members.setdefault(int(g), []).append(i)
+        order = sorted(members)
+        random.Random(seed).shuffle(order)
+        chosen = set()
+        for g in order[:-1]:  # the last group is always kept
+            if len(chosen) >= n:
+                break
+            chosen.update(members[g])
     return [s for i, s in enumerate(names) if i not in chosen], [
         s for i, s in enumerate(names) if i in chosen
     ]
+
+
+#: Two images whose thumbnails (:func:`thumbnail`) correlate above this are taken for frames of one
+#: examination (or one picture saved twice). BUSI, which has no patient IDs, holds many such pairs
+#: (``normal_97`` and ``normal_98``: 0.998), while different patients' scans stay well below it.
+SAME_EXAMINATION = 0.9
+
+
+def thumbnail(path: str | os.PathLike) -> np.ndarray:
+    """An image as a 64 × 64 grey vector of zero mean and unit length, so that two of them correlate
+    by a dot product. Cheap next to training: one decode and a resize."""
+    from PIL import Image
+
+    image = np.asarray(read_image(path), np.float32)
+    if image.ndim == 3:
+        image = image[..., :3].mean(-1) if image.shape[-1] in (3, 4) else image[0]
+    small = np.array(Image.fromarray(image).resize((64, 64), Image.BILINEAR), np.float32).ravel()
+    small -= small.mean()
+    return small / (np.linalg.norm(small) + 1e-6)
+
+
+def same_examination_groups(thumbs: np.ndarray, cut: float = SAME_EXAMINATION) -> np.ndarray:
+    """Each image's group from its :func:`thumbnail`: images correlating above ``cut``, and the images
+    linked to them, are one group."""
+    from scipy.sparse.csgraph import connected_components
+
+    if len(thumbs) == 0:
+        return np.zeros(0, int)
+    return connected_components(np.asarray(thumbs) @ np.asarray(thumbs).T > cut, directed=False)[1]
 
 
 # ---------------------------------------------------------------- in-memory data set
@@ -358,13 +405,18 @@ class Splits:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
-def _carve_pairs(train: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+def _carve_pairs(train: list[Pair], fraction: float, seed: int,
+                 by_examination: bool = False) -> tuple[list[Pair], list[Pair]]:
     """(kept, carved) by :func:`carve` over the distinct names, so a name repeated for oversampling
-    lands wholly on one side (never in training and validation at once)."""
+    lands wholly on one side (never in training and validation at once); ``by_examination`` keeps
+    images that look alike together too (:func:`same_examination_groups`)."""
     names = list(dict.fromkeys(p.name for p in train))
-    _, carved = carve(names, fraction, seed)
-    held = set(carved)
     first = {p.name: p for p in train}
+    groups = None
+    if by_examination and len(names) > 1 and fraction > 0:
+        groups = same_examination_groups(np.stack([thumbnail(first[n].image) for n in names]))
+    _, carved = carve(names, fraction, seed, groups)
+    held = set(carved)
     return [p for p in train if p.name not in held], [first[n] for n in carved]
 
 
@@ -444,9 +496,11 @@ def _carve_missing(splits: Splits, config: TrainConfig) -> None:
         splits.val = vscan.pairs
         splits.how["val"] = str(vdir)
     elif not config.val_split:
-        splits.train, splits.val = _carve_pairs(splits.train, config.val_fraction, config.seed)
+        splits.train, splits.val = _carve_pairs(splits.train, config.val_fraction, config.seed,
+                                                config.val_by_examination)
         if not splits.val:
             splits.notes.append(
                 f"{len(splits.train)} training pair(s): no validation split; the best model is the last one"
             )
-        splits.how["val"] = f"{config.val_fraction:g} of the training pairs (seed {config.seed})"
+        splits.how["val"] = (f"{config.val_fraction:g} of the training pairs (seed {config.seed}"
+                             + ("; frames of one examination kept together)" if config.val_by_examination else ")"))

@@ -10,7 +10,9 @@ run (the learning rate anneals to 0 by its end, or by the epoch cap if that come
 pairs held out from training, as a user gets masks from them (native resolution, each model's card:
 flips, clean-up, presence check), and writes ``model.safetensors`` with its card ``model.json``. The
 held-out pairs are seen by nothing else: validation runs once, at the end, so no epoch is picked on them
-and the comparison is not flattered by the choice. The result says whether the new model is better
+and the comparison is not flattered by the choice. They are carved by examination
+(``val_by_examination``): corrections are often frames of one examination, and a model checked on
+near-copies of what it learned from looks better than it is. The result says whether the new model is better
 and whether it is offered (better, and learned from at least :data:`MIN_PAIRS_TO_OFFER` pairs); callers
 (the Train widget, ``wavegms-train --name``) keep it only then.
 
@@ -129,7 +131,8 @@ def finetune_config(init_from: str, data_dir: str | os.PathLike, output_dir: str
     values: dict[str, Any] = {
         "data_dir": os.path.abspath(os.fspath(data_dir)), "output_dir": os.path.abspath(os.fspath(output_dir)),
         "init_from": str(init_from), "recipe": "finetune", "epochs": EPOCH_CAP,
-        "time_budget_s": minutes * 60, "val_fraction": fraction, "val_every": EPOCH_CAP,
+        "time_budget_s": minutes * 60, "val_fraction": fraction, "val_by_examination": True,
+        "val_every": EPOCH_CAP,
         "image_size": int(trained.get("image_size") or 128),
         "tiny_vae": str(trained.get("tiny_vae") or "taef2"),
         "augmentation": str(trained.get("augmentation") or "robust"),

@@ -18,8 +18,8 @@ thresholds on images it was not fitted on.
    regression fitted on the other four: the images of a data set with published patient-wise folds
    (``--folds-of DIR``, its ``splits/fold1.txt`` …: BUS-BRA, scanners and a country BUSI does not have)
    go by those folds, the others at random (seeded, each class spread evenly) but by examination: images
-   whose thumbnails correlate above :data:`SAME_SCAN` (frames of one examination, a copy saved twice) stay
-   in one fold (:func:`same_scan_groups`), since a scan whose twin was fitted on scores like a training
+   whose thumbnails correlate above :data:`SAME_EXAMINATION` (frames of one examination, a copy saved twice) stay
+   in one fold (:func:`same_examination_groups`), since a scan whose twin was fitted on scores like a training
    image. The validation images are dealt the same way and scored, never fitted on. These held-out
    logits are what the thresholds are chosen on: a gate judged on the images it was fitted on looks
    surer than it is, most of all on other scanners.
@@ -48,16 +48,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy.optimize import minimize
-from scipy.sparse.csgraph import connected_components
 
 from napari_wavegms.core.images import image_layout
 from napari_wavegms.core.io import read_image
 from napari_wavegms.inference.presence import NO_LESION, UNSURE, PresenceGate, features
 from napari_wavegms.inference.segmenter import Segmenter, mask_confidence
 from napari_wavegms.training.config import TrainConfig
-from napari_wavegms.training.data import load_pair, make_splits, read_split, resolve_split, scan_pairs
+from napari_wavegms.training.data import (
+    SAME_EXAMINATION,
+    load_pair,
+    make_splits,
+    read_split,
+    resolve_split,
+    same_examination_groups,
+    scan_pairs,
+    thumbnail,
+)
 from napari_wavegms.training.metrics import dice_iou
 from napari_wavegms.zoo.registry import canonical_name, set_card_entry
 
@@ -73,11 +80,6 @@ MAX_MISSED = 0.005
 #: on a healthy scan that nobody is asked to check is a false finding the user is not warned of; the price
 #: is more lesion scans answered "unsure" (held out: 9 % instead of 6 % at the earlier 2 %).
 MAX_UNFLAGGED = 0.0
-#: Two images of a data set without patient IDs whose thumbnails correlate above this are taken for the
-#: same examination and kept in one fold. BUSI holds many: 38 % of its lesion-free training scans have a
-#: near-copy (correlation > 0.9) among the others, and held-out scores of a scan whose twin was fitted on
-#: look better than a new patient's would.
-SAME_SCAN = 0.9
 GRID = tuple(np.arange(-12.0, 8.01, 0.25).round(2).tolist())
 
 
@@ -145,29 +147,10 @@ def _logit(fitted: tuple[np.ndarray, np.ndarray, np.ndarray, float], x: np.ndarr
     return np.nan_to_num((x - centre) / scale, nan=0.0) @ weights + bias
 
 
-def thumbnail(path: Path) -> np.ndarray:
-    """An image as a 64 × 64 grey vector of zero mean and unit length: two of them correlate by a dot
-    product."""
-    image = np.asarray(read_image(path), np.float32)
-    if image.ndim == 3:
-        image = image[..., :3].mean(-1) if image.shape[-1] in (3, 4) else image[0]
-    small = np.array(Image.fromarray(image).resize((64, 64), Image.BILINEAR), np.float32).ravel()
-    small -= small.mean()
-    return small / (np.linalg.norm(small) + 1e-6)
-
-
-def same_scan_groups(thumbs: np.ndarray, cut: float = SAME_SCAN) -> np.ndarray:
-    """Each image's group: images whose thumbnails (:func:`thumbnail`) correlate above ``cut``, and the
-    images linked to them, are one group (frames of one examination, a copy saved twice)."""
-    if len(thumbs) == 0:
-        return np.zeros(0, int)
-    return connected_components(thumbs @ thumbs.T > cut, directed=False)[1]
-
-
 def fold_of(names: list[str], lesion: np.ndarray, published: dict[str, int],
             groups: np.ndarray | None = None, seed: int = SEED) -> np.ndarray:
     """Each image's fold: its data set's published fold where it has one (``published``: name →
-    0 … FOLDS-1); else its group's (``groups``, e.g. :func:`same_scan_groups`; each image alone when
+    0 … FOLDS-1); else its group's (``groups``, e.g. :func:`same_examination_groups`; each image alone when
     ``None``), the groups dealt round the folds in a seeded random order, those holding a lesion-free
     scan first, so that both classes spread evenly and no group is split between folds."""
     groups = np.arange(len(names)) if groups is None else np.asarray(groups)
@@ -312,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     # training and validation images without a published fold: frames of one examination stay together
     images = {p.name: p.image for p in [*train, *splits.val]}
     loose = [n for n in dict.fromkeys(names + val_names) if n not in published]
-    group_of = dict(zip(loose, same_scan_groups(np.stack([thumbnail(images[n]) for n in loose])
+    group_of = dict(zip(loose, same_examination_groups(np.stack([thumbnail(images[n]) for n in loose])
                                                 if loose else np.zeros((0, 4096))).tolist(), strict=True))
     every = names + val_names
     groups = np.array([group_of.get(n, -1) for n in every])
@@ -323,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     held = held_out_logits(np.r_[x, val["features"]], np.r_[y.astype(int), np.full(len(val_names), -1)], folds)
     held_lesion = np.r_[y, val["lesion"]]
     print(f"held-out folds: {len(loose)} images without published folds in {len(set(group_of.values()))} groups "
-          f"of the same examination (thumbnails correlating above {SAME_SCAN})")
+          f"of the same examination (thumbnails correlating above {SAME_EXAMINATION})")
     in_published = np.array([n in published for n in names]
                             + [n in published or n.startswith("bus_") for n in val_names])
     source = np.where(in_published, "published folds", "other")
