@@ -26,6 +26,7 @@ thread), so refits take seconds.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -105,13 +106,17 @@ def known_images(cache: Path, data: Path, which: int) -> dict[str, np.ndarray]:
 def negative_images(cache: Path, negatives: Path, part: str) -> dict[str, np.ndarray]:
     """The images of other kinds in ``negatives/part`` (PNGs of ``training/scripts/negatives.py``)."""
     path = cache / f"neg-{part}.npz"
-    stored = _load(path)
-    if stored is not None:
-        return stored
     files = sorted((negatives / part).glob("*.png"))
     if not files:
         raise SystemExit(f"no negatives in {negatives / part}: python training/scripts/negatives.py {negatives}")
+    # the folder as it is now (names, sizes, times): a part made again is measured again
+    seen = hashlib.sha256("".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns};" for p in files).encode())
+    stored = _load(path)
+    if stored is not None and path.with_suffix(".sha256").is_file() \
+            and path.with_suffix(".sha256").read_text() == seen.hexdigest():
+        return stored
     _save(path, [f"{part}|{p.stem}" for p in files], [_numbers(np.asarray(Image.open(p))) for p in files])
+    path.with_suffix(".sha256").write_text(seen.hexdigest())
     return _load(path)  # type: ignore[return-value]
 
 
