@@ -489,9 +489,9 @@ def test_an_input_that_looks_misread_is_segmented_with_a_warning(make_napari_vie
 def test_first_run_says_it_loads_the_model_and_has_its_own_progress_bar(
     make_napari_viewer, qtbot, random_checkpoint, busi_image, monkeypatch
 ):
-    from napari_wavegms.gui.widgets import segment
+    from napari_wavegms.gui import loaded_models
 
-    monkeypatch.setattr(segment, "_CACHE", {})
+    monkeypatch.setattr(loaded_models, "_CACHE", {})
     viewer = make_napari_viewer()
     viewer.add_image(np.stack([busi_image] * 4), name="stack")
     widget = open_widget(viewer, "Segment")
@@ -507,14 +507,14 @@ def test_first_run_says_it_loads_the_model_and_has_its_own_progress_bar(
 
     widget._event = record
     wait_done(qtbot, widget.run())
-    assert seen[0][0] == segment.LOADING and seen[0][2] == 0  # busy bar while the model loads
+    assert seen[0][0] == loaded_models.LOADING and seen[0][2] == 0  # busy bar while the model loads
     assert all(visible for *_, visible in seen)
     assert seen[-1][1:3] == (4, 4) and seen[-1][0].startswith("4/4 slices")
     assert widget.progress.native.isHidden() and widget.status.value.startswith("done: stack_wavegms · confidence")
 
     seen.clear()
     wait_done(qtbot, widget.run())  # the model is loaded: no loading message
-    assert seen and all(segment.LOADING not in status for status, *_ in seen)
+    assert seen and all(loaded_models.LOADING not in status for status, *_ in seen)
 
 
 def test_missing_weights_notification_leads_with_the_fix_and_has_details(
@@ -525,8 +525,8 @@ def test_missing_weights_notification_leads_with_the_fix_and_has_details(
     searched, the variable) is one click away."""
     import torch
 
+    from napari_wavegms.gui import loaded_models
     from napari_wavegms.gui import worker as _worker
-    from napari_wavegms.gui.widgets import segment
     from napari_wavegms.network import WaveGMS
     from napari_wavegms.network.checkpoint import save_checkpoint
 
@@ -539,7 +539,7 @@ def test_missing_weights_notification_leads_with_the_fix_and_has_details(
     monkeypatch.setenv("WAVEGMS_WEIGHTS_DIR", str(empty))
     monkeypatch.setenv("WAVEGMS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("WAVEGMS_OFFLINE", "1")
-    monkeypatch.setattr(segment, "_CACHE", {})
+    monkeypatch.setattr(loaded_models, "_CACHE", {})
     viewer = make_napari_viewer()
     viewer.add_image(busi_image, name="us")
     widget = open_widget(viewer, "Segment")
@@ -779,11 +779,11 @@ def test_loading_is_said_only_when_a_model_really_loads(make_napari_viewer, qtbo
     """Toggling test-time flips or the presence check, or going back to a model used before, loads
     nothing and says nothing about loading; a model not loaded yet in this session does. The flips
     still take effect: the mask is the one a freshly loaded model with flips gives."""
-    from napari_wavegms.gui.widgets import segment
+    from napari_wavegms.gui import loaded_models
     from napari_wavegms.inference.segmenter import Segmenter
     from napari_wavegms.zoo.registry import builtin_models
 
-    monkeypatch.setattr(segment, "_CACHE", {})
+    monkeypatch.setattr(loaded_models, "_CACHE", {})
     scan = read_image(BUSI / "images" / "malignant_5.png")[::4, ::4]
     viewer = make_napari_viewer()
     viewer.add_image(scan, name="scan")
@@ -803,7 +803,7 @@ def test_loading_is_said_only_when_a_model_really_loads(make_napari_viewer, qtbo
         statuses.clear()
         wait_done(qtbot, widget.run())
         assert widget.status.value.startswith("done: scan_wavegms"), widget.status.value
-        return segment.LOADING in statuses
+        return loaded_models.LOADING in statuses
 
     assert run_says_loading()  # the first run loads the model
     widget.tta.value = True
@@ -831,11 +831,11 @@ def test_the_model_is_loaded_while_the_user_opens_an_image(make_napari_viewer, q
     stops what is not started; a hidden viewer (scripts, other tests) loads nothing ahead."""
     from qtpy.QtCore import QTimer
 
+    from napari_wavegms.gui import loaded_models
     from napari_wavegms.gui import settings as _settings
-    from napari_wavegms.gui.widgets import segment
 
-    monkeypatch.delenv(segment.WARMUP_ENV, raising=False)
-    monkeypatch.setattr(segment, "_CACHE", {})
+    monkeypatch.delenv(loaded_models.WARMUP_ENV, raising=False)
+    monkeypatch.setattr(loaded_models, "_CACHE", {})
     _settings.save("segment", {"model": str(random_checkpoint), "model_by_hand": True})
 
     hidden = open_widget(make_napari_viewer(), "Segment")
@@ -849,7 +849,7 @@ def test_the_model_is_loaded_while_the_user_opens_an_image(make_napari_viewer, q
     timer.start()
     widget = open_widget(viewer, "Segment")
     qtbot.waitUntil(lambda: widget._warming, timeout=10_000)  # the dock appeared
-    qtbot.waitUntil(lambda: segment.model_loaded(str(random_checkpoint), widget.device.value), timeout=60_000)
+    qtbot.waitUntil(lambda: loaded_models.model_loaded(str(random_checkpoint), widget.device.value), timeout=60_000)
     qtbot.waitUntil(widget.warmer.idle.is_set, timeout=10_000)
     timer.stop()
     assert ticks  # the GUI thread ran while the model loaded
@@ -859,7 +859,7 @@ def test_the_model_is_loaded_while_the_user_opens_an_image(make_napari_viewer, q
     original = widget._event
     widget._event = lambda event: (original(event), statuses.append(widget.status.value))
     wait_done(qtbot, widget.run())
-    assert "scan_wavegms" in viewer.layers and segment.LOADING not in statuses
+    assert "scan_wavegms" in viewer.layers and loaded_models.LOADING not in statuses
     assert not hidden._warming and hidden.warmer.idle.is_set()  # events ran: still nothing for a hidden viewer
 
     widget.native.close()
@@ -873,7 +873,8 @@ def test_the_status_line_gives_each_of_the_three_answers_and_the_flips_box_its_c
     """A lesion-free answer is said as such, with no confidence to second-guess; an unsure one asks for a
     review even when the mask looks sure; without a gate the confidence rules as before. The flips box
     says what flips cost and what they gave the chosen model on validation."""
-    from napari_wavegms.gui.widgets.segment import describe_confidence, flips_tooltip
+    from napari_wavegms.gui.widgets.results import describe_confidence
+    from napari_wavegms.gui.widgets.segment import flips_tooltip
 
     assert describe_confidence({"confidence": 0.41, "review": False, "lesion": "no"}) == "no lesion found (empty mask)"
     unsure = describe_confidence({"confidence": 0.97, "review": True, "lesion": "unsure"})

@@ -22,14 +22,8 @@ def segment_selected(viewer: Viewer) -> Job | None:
     built-in models know is not segmented by the automatic choice, as in the widget: the message says so
     and a model picked by hand there still runs.
     """
-    from napari_wavegms.gui.widgets.segment import (
-        SUFFIX,
-        describe_confidence,
-        kept_note,
-        pick_model,
-        segment_layer,
-        unknown_kind_message,
-    )
+    from napari_wavegms.gui.widgets.results import describe_confidence, kept_note
+    from napari_wavegms.gui.widgets.segment import SUFFIX, pick_model, segment_layer, unknown_kind_message
 
     layer = viewer.layers.selection.active
     if not isinstance(layer, Image):

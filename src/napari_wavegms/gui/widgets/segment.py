@@ -8,7 +8,7 @@ status line and the menu command's message say it.
 
 A rerun updates the result layer only while its data is what the plugin wrote (a digest of it is kept
 in that metadata): a mask the user has corrected by hand is never overwritten, the new result goes to a
-new layer instead (:func:`result_target`).
+new layer instead (:func:`napari_wavegms.gui.widgets.results.result_target`).
 
 Post-processing (speck removal, hole filling, the largest object only) is the model card's choice,
 made on validation, unless the user sets it under Advanced; a speck's size is then in the layer's
@@ -17,7 +17,6 @@ physical units² (its scale), so the same number means the same tissue whatever 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,6 +37,7 @@ from magicgui.widgets import (
 from napari_wavegms.core.images import ImageLayout, UnsupportedImageError, image_layout
 from napari_wavegms.core.progress import Progress
 from napari_wavegms.gui import settings as _settings
+from napari_wavegms.gui.loaded_models import CACHE_LOCK, LOADING, Warmer, cached_segmenter, model_loaded
 from napari_wavegms.gui.settings import Scope, SegmentSettings
 from napari_wavegms.gui.widgets.common import (
     DockContainer,
@@ -49,7 +49,8 @@ from napari_wavegms.gui.widgets.common import (
     presence_checkbox,
     restore,
 )
-from napari_wavegms.gui.widgets.corrections import CorrectionsRow, PreferencesRow, remember_drawn
+from napari_wavegms.gui.widgets.corrections import CorrectionsRow, PreferencesRow
+from napari_wavegms.gui.widgets.results import describe_confidence, kept_note, result_metadata, write_result
 from napari_wavegms.gui.worker import Job, start_job
 from napari_wavegms.zoo.registry import card_tta, card_tta_gain
 
@@ -60,16 +61,6 @@ if TYPE_CHECKING:
 
 SUFFIX = "_wavegms"
 TRANSFORMS = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")
-
-# Loaded models are kept between runs (loading costs a second or more), the most recently used last,
-# KEEP_MODELS of them (a few MB each), so switching back and forth between models, or toggling test-time
-# flips or the presence check (which only change how a loaded network is used), loads nothing. The lock
-# keeps two jobs (widget and menu command) from loading or using them at the same time.
-_CACHE: dict[tuple[str, int, str], Any] = {}
-_CACHE_LOCK = threading.Lock()
-KEEP_MODELS = 3
-LOADING = "loading the model (once per model and device)…"
-
 
 # Sides below this many pixels are too small to segment reliably: the model reads every image resized
 # to its own input size (128 × 128 for the built-in models), so a smaller one is enlarged several-fold
@@ -248,123 +239,6 @@ def pick_model(
     return pick(chosen, by_hand, lambda: choice_for_layer(layer))
 
 
-def model_key(model: str | None, device: str) -> tuple[str, int, str]:
-    """The cache key of a model on a device: its checkpoint file and that file's modification time (a
-    model retrained into the same folder is loaded again)."""
-    from napari_wavegms.zoo.registry import resolve_model
-
-    path = resolve_model(model)
-    try:
-        mtime = path.stat().st_mtime_ns
-    except OSError:
-        mtime = 0
-    return str(path), mtime, device
-
-
-def model_loaded(model: str | None, device: str) -> bool:
-    """Whether a run with this model on this device can start without loading it."""
-    try:
-        return model_key(model, device) in _CACHE
-    except (OSError, ValueError):  # a model that cannot be found is reported by the run
-        return False
-
-
-def cached_segmenter(model: str | None, device: str, tta: bool | None, presence: bool) -> Any:
-    """A ``Segmenter`` for these settings, sharing the loaded network when this model was loaded on this
-    device before (only the flips and the presence gate differ); call with :data:`_CACHE_LOCK` held."""
-    from napari_wavegms.inference.presence import card_presence
-    from napari_wavegms.inference.segmenter import Segmenter
-    from napari_wavegms.zoo.registry import card_tta
-
-    key = model_key(model, device)
-    path = key[0]
-    loaded = _CACHE.pop(key, None)
-    if loaded is None:
-        loaded = Segmenter(path, device=device, tta=tta, presence=None if presence else False)
-    _CACHE[key] = loaded  # the most recently used is last
-    while len(_CACHE) > KEEP_MODELS:
-        _CACHE.pop(next(iter(_CACHE)))
-    flips = card_tta(path) if tta is None else bool(tta)
-    gate = card_presence(path) if presence else None
-    if loaded.tta == flips and (loaded.presence is None) == (gate is None):
-        return loaded
-    return Segmenter(loaded.model, device=str(loaded.device), batch_size=loaded.batch_size, tta=flips,
-                     postprocess=loaded.postprocess, presence=gate if gate is not None else False)
-
-
-WARMUP_ENV = "WAVEGMS_WARMUP"  # "0": no loading in the background when the Segment dock opens
-
-
-def warm_up(model: str | None, device: str, tta: bool | None, presence: bool) -> None:
-    """Import torch and the engine and load ``model`` into the cache, as the first Run would.
-
-    Run in a background thread while the user is still choosing an image: a first click then costs one
-    pass of the model instead of importing torch and diffusers and reading weights (seconds) first.
-    """
-    import torch  # noqa: F401  (the biggest import of a first run)
-
-    from napari_wavegms.inference import segmenter as inference  # noqa: F401
-
-    if model is None or model_loaded(model, device):
-        return
-    with _CACHE_LOCK:
-        cached_segmenter(model, device, tta, presence)
-
-
-class Warmer:
-    """Loads, in one background thread, the model the next Run will use (:func:`warm_up`).
-
-    Only the latest wish counts (an image switch that picks another model replaces an earlier one not
-    started yet). It never blocks the GUI thread and never reports errors: a model that cannot be loaded
-    is reported by the Run that uses it. :meth:`stop` (the dock closed) drops what is not started yet; a
-    step already under way (an import, a model load) ends in its daemon thread and only fills the cache.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._wanted: tuple[Any, ...] | None = None
-        self._thread: threading.Thread | None = None
-        self.stopped = False
-        self.idle = threading.Event()
-        self.idle.set()
-
-    @staticmethod
-    def enabled() -> bool:
-        import os
-
-        return os.environ.get(WARMUP_ENV, "1").strip() not in ("0", "false", "no", "off")
-
-    def want(self, model: str | None, device: str, tta: bool | None, presence: bool) -> None:
-        with self._lock:
-            if self.stopped:
-                return
-            self._wanted = (model, device, tta, presence)
-            self.idle.clear()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="wavegms-warm-up", daemon=True)
-                self._thread.start()
-
-    def stop(self) -> None:
-        with self._lock:
-            self.stopped = True
-            self._wanted = None
-
-    def _work(self) -> None:
-        import logging
-
-        while True:
-            with self._lock:
-                wanted, self._wanted = self._wanted, None
-                if wanted is None or self.stopped:
-                    self._thread = None
-                    self.idle.set()
-                    return
-            try:
-                warm_up(*wanted)
-            except Exception as err:  # reported by the Run that uses this model, where it can be fixed
-                logging.getLogger(__name__).debug("warm-up of %s failed: %s", wanted[0], err)
-
-
 def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any, str, str, bool, bool]]:
     """Engine work for one request (runs in the worker thread): load the model once, segment.
 
@@ -375,7 +249,7 @@ def segment_job(request: SegmentRequest) -> Generator[Progress, None, tuple[Any,
     """
     if not model_loaded(request.model, request.device):
         yield Progress(0, 0, LOADING)
-    with _CACHE_LOCK:
+    with CACHE_LOCK:
         segmenter = cached_segmenter(request.model, request.device, request.tta, request.presence)
         image = np.asarray(request.data)
         options = {k: v for k, v in request.postprocess.items() if k != "scale"}
@@ -404,140 +278,6 @@ def flips_tooltip(model: str | None) -> str:
             "first run with flips takes longer while the CPU prepares for a batch of four). Set to the model "
             "card's choice whenever the model changes: on only where the gain on validation was worth the time"
             + (f". This model: {gain}" if gain else ""))
-
-
-def confidence_info(result: Any) -> dict[str, Any]:
-    """The confidence part of a result layer's metadata: the score (the weakest slice's), whether to
-    review the mask, each slice's score for a stack, the presence gate's answer where one ran
-    (``lesion``: yes / no / unsure, and per slice for a stack) and the engine's note (blank image)."""
-    info: dict[str, Any] = {"confidence": round(result.score, 3), "review": bool(result.review)}
-    if np.ndim(result.confidence):
-        info["slice_confidence"] = np.round(result.confidence, 3).tolist()
-    if getattr(result, "lesion_answer", ""):
-        info["lesion"] = result.lesion_answer
-        if np.ndim(result.lesion):
-            info["slice_lesion"] = np.asarray(result.lesion).tolist()
-    if result.note:
-        info["note"] = result.note
-    return info
-
-
-def kept_note(info: dict[str, Any]) -> str:
-    """What the status line and the menu command's message add when an edited mask was kept."""
-    kept = info.get("kept") or []
-    if not kept:
-        return ""
-    return f" · your edited {', '.join(kept)} kept as it is"
-
-
-def describe_confidence(info: dict[str, Any]) -> str:
-    """One short phrase for the status line and the menu command's message."""
-    if "confidence" not in info:
-        return ""
-    text = f"confidence {info['confidence']:.2f}"
-    if info.get("note"):
-        return f"{text} ({info['note'].split(' (')[0]}: empty mask)"
-    if info.get("lesion") == "no":  # the presence gate's answer, made to be trusted: nothing to review
-        return "no lesion found (empty mask)"
-    if info.get("lesion") == "unsure":
-        return f"{text}, the scan may hold no lesion: review this mask"
-    return f"{text}, review this mask" if info.get("review") else text
-
-
-WRITTEN = "written"  # metadata["wavegms"] key: digest of the mask data the plugin last wrote into the layer
-
-
-def data_digest(data: Any) -> str:
-    """A short digest of a mask's values, shape and dtype: what tells a mask the plugin wrote from one a
-    user has painted on since (painting changes the array in place, so only its values can tell)."""
-    import hashlib
-
-    array = np.ascontiguousarray(np.asarray(data))
-    digest = hashlib.blake2b(f"{array.dtype.str}{array.shape}".encode(), digest_size=16)
-    digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
-
-
-def edited_by_user(layer: Any) -> bool:
-    """Whether ``layer``'s data differs from what the plugin last wrote into it. A layer without a
-    digest (made by hand, or by an older version of the plugin) counts as edited: it is never overwritten."""
-    written = (layer.metadata.get("wavegms") or {}).get(WRITTEN)
-    return written is None or written != data_digest(layer.data)
-
-
-def result_layers(viewer: napari.Viewer, name: str) -> list[Any]:
-    """Layers holding results for ``name``: ``name`` itself, then napari's numbered copies
-    (``name [1]``, ``name [2]``, …), newest first."""
-    import re
-
-    numbered = re.compile(re.escape(name) + r" \[(\d+)\]")
-    copies = [(int(m.group(1)), layer) for layer in viewer.layers if (m := numbered.fullmatch(layer.name))]
-    exact = [layer for layer in viewer.layers if layer.name == name]
-    return exact + [layer for _, layer in sorted(copies, key=lambda pair: -pair[0])]
-
-
-def result_target(viewer: napari.Viewer, name: str) -> tuple[Any, list[str]]:
-    """The layer a new result may replace (``None``: add a new one) and the names of the result layers
-    kept because the user edited them (or because they are not Labels layers).
-
-    A hand-corrected mask is worth more than a rerun of the model, so only a Labels layer whose data is
-    still exactly what the plugin wrote is updated in place; otherwise the result goes to a new layer
-    that napari numbers (``{image}_wavegms [1]``) and later reruns update that one.
-    """
-    from napari.layers import Labels
-
-    kept: list[str] = []
-    for layer in result_layers(viewer, name):
-        if isinstance(layer, Labels) and not edited_by_user(layer):
-            return layer, kept
-        kept.append(layer.name)
-    return None, kept
-
-
-def write_result(
-    viewer: napari.Viewer, request: SegmentRequest, mask: np.ndarray, info: dict[str, Any]
-) -> tuple[Any, list[str]]:
-    """Put the mask into ``{image}_wavegms``: update it if the plugin wrote it and the user has not edited
-    it since, else add a new layer (with the image's transforms); an edited layer is never touched.
-    Returns the layer written and the names of the edited result layers kept (see :func:`result_target`)."""
-    mask = mask.astype(np.uint8, copy=False)
-    layer, kept = result_target(viewer, request.output_name)
-    if request.index is not None:
-        if layer is not None and tuple(layer.data.shape) == request.full_shape:
-            full = np.asarray(layer.data)
-        else:
-            full = np.zeros(request.full_shape, dtype=np.uint8)
-        full[request.index] = mask
-        mask = full
-    metadata = {"wavegms": dict(info)}
-    if layer is None:
-        layer = viewer.add_labels(mask, name=request.output_name, metadata=metadata, **request.transforms)
-    else:
-        layer.data = mask
-        for key, value in request.transforms.items():
-            setattr(layer, key, value)
-        layer.metadata.update(metadata)
-    layer.metadata["wavegms"][WRITTEN] = data_digest(layer.data)
-    remember_drawn(layer, layer.data)  # to say later how much a kept correction changed it
-    return layer, kept
-
-
-def result_metadata(value: tuple[Any, str, str, bool, bool], request: SegmentRequest, model: str | None,
-                    threshold: float, model_choice: str = "") -> dict[str, Any]:
-    """What a result layer's ``metadata["wavegms"]`` says of the mask: the model (and why it was chosen),
-    device, threshold, flips, clean-up and presence check as applied, the image, and the confidence."""
-    result, device_name, applied, gated, flipped = value
-    return {
-        "model": str(model),
-        "device": device_name,
-        "threshold": threshold,
-        "tta": flipped,
-        "postprocess": applied,
-        "presence_check": gated,
-        "image": request.image_name,
-        **({"model_choice": model_choice} if model_choice else {}),
-        **confidence_info(result),
-    }
 
 
 def segment_layer(
