@@ -317,3 +317,10 @@ def test_a_carved_validation_can_keep_frames_of_one_examination_together(tmp_pat
             else:
                 split_apart += apart
     assert split_apart > 0  # image by image, some seed puts twins on both sides
+
+
+def test_grouping_changes_nothing_where_no_two_images_look_alike():
+    names = [f"n{i}" for i in range(20)]
+    assert carve(names, 0.2, 7, groups=list(range(20))) == carve(names, 0.2, 7)
+    _, carved = carve(names, 0.2, 7, groups=[0, 0, *range(1, 19)])
+    assert len(carved) >= 4 and ("n0" in carved) == ("n1" in carved)

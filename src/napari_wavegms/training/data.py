@@ -236,11 +236,12 @@ def carve(names: Sequence[str], fraction: float, seed: int,
     With ``groups`` (one label per name, e.g. :func:`same_examination_groups`) whole groups are carved,
     in a seeded random order, until at least ``fraction`` of the names are: frames of one examination
     never end up on both sides, where a model would be checked on near-copies of what it learned from.
+    Where no two names share a group the split is the same as without ``groups``.
     """
     if len(names) < 2 or fraction <= 0:
         return list(names), []
     n = min(len(names) - 1, max(1, round(fraction * len(names))))
-    if groups is None:
+    if groups is None or len(set(np.asarray(groups).tolist())) == len(names):  # no two images alike
         chosen = set(random.Random(seed).sample(range(len(names)), n))
     else:
         members: dict[int, list[int]] = {}
