@@ -318,6 +318,10 @@ def test_a_carved_validation_can_keep_frames_of_one_examination_together(tmp_pat
                 split_apart += apart
     assert split_apart > 0  # image by image, some seed puts twins on both sides
 
+    (tmp_path / "d" / "images" / "benign_20.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    s = make_splits(TrainConfig(data_dir=str(tmp_path / "d"), val_fraction=0.4, val_by_examination=True))
+    assert len(s.train) + len(s.val) == 10  # an unreadable image has a group of its own; the loader reports it
+
 
 def test_grouping_changes_nothing_where_no_two_images_look_alike():
     names = [f"n{i}" for i in range(20)]

@@ -278,6 +278,15 @@ def thumbnail(path: str | os.PathLike) -> np.ndarray:
     return small / (np.linalg.norm(small) + 1e-6)
 
 
+def _thumbnail_or_alone(path: str | os.PathLike) -> np.ndarray:
+    """:func:`thumbnail`, or zeros (a group of its own) for an image that cannot be read: the loader
+    reports it with the other problems, the split goes on."""
+    try:
+        return thumbnail(path)
+    except (ImageReadError, OSError, ValueError):
+        return np.zeros(64 * 64, np.float32)
+
+
 def same_examination_groups(thumbs: np.ndarray, cut: float = SAME_EXAMINATION) -> np.ndarray:
     """Each image's group from its :func:`thumbnail`: images correlating above ``cut``, and the images
     linked to them, are one group."""
@@ -415,7 +424,7 @@ def _carve_pairs(train: list[Pair], fraction: float, seed: int,
     first = {p.name: p for p in train}
     groups = None
     if by_examination and len(names) > 1 and fraction > 0:
-        groups = same_examination_groups(np.stack([thumbnail(first[n].image) for n in names]))
+        groups = same_examination_groups(np.stack([_thumbnail_or_alone(first[n].image) for n in names]))
     _, carved = carve(names, fraction, seed, groups)
     held = set(carved)
     return [p for p in train if p.name not in held], [first[n] for n in carved]
