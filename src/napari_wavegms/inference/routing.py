@@ -51,7 +51,6 @@ FOLDER_PREVIEW = 5
 UNKNOWN = "unknown"
 
 
-
 @dataclass(frozen=True)
 class ModelChoice:
     """The built-in model picked for an image, and why, in words a user can check."""

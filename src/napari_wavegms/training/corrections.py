@@ -66,11 +66,11 @@ def safe_name(name: str) -> str:
 def changed_dice(drawn: np.ndarray | None, corrected: np.ndarray) -> float | None:
     """Dice between the model's mask and the corrected one (1.0 when both are empty); ``None`` when the
     model's mask is unknown or of another shape."""
+    from napari_wavegms.training.metrics import dice_iou
+
     if drawn is None or np.shape(drawn) != np.shape(corrected):
         return None
-    a, b = np.asarray(drawn) > 0, np.asarray(corrected) > 0
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
+    return dice_iou(np.asarray(drawn) > 0, np.asarray(corrected) > 0)[0]
 
 
 def keep(folder: str | os.PathLike, image: np.ndarray, mask: np.ndarray, *, name: str,

@@ -170,7 +170,7 @@ def finetune(config: TrainConfig, stop: threading.Event | Callable[[], bool] | N
         shutil.copyfile(run.last, tmp)  # the annealed end of the run: validated once, never chosen on it
     card, result.gate = _card(config, model, names["train"])
     _write_card(model, card)
-    held = _held_out_pairs(config, names["val"])
+    held = _pairs_named(config, names["val"])
     result.start_dice = yield from _score(config.init_from, config, held, "starting model")
     result.dice = yield from _score(model, config, held, "fine-tuned model")
     card["finetune"].update({"start_dice": result.start_dice, "dice": result.dice, "better": result.better,
@@ -180,7 +180,8 @@ def finetune(config: TrainConfig, stop: threading.Event | Callable[[], bool] | N
     return result
 
 
-def _held_out_pairs(config: TrainConfig, names: list[str]) -> list:
+def _pairs_named(config: TrainConfig, names: list[str]) -> list:
+    """The data folder's pairs with these names (the held-out ones, or the training ones for the gate)."""
     from napari_wavegms.training.data import scan_pairs
 
     data = Path(config.data_dir)
@@ -225,7 +226,7 @@ def _refit_gate(config: TrainConfig, model: Path, train_names: list[str]) -> tup
     why) when they hold fewer than :data:`GATE_MIN_EACH` lesion-free or lesion images."""
     from napari_wavegms.training.data import load_pair
 
-    pairs = _held_out_pairs(config, train_names)
+    pairs = _pairs_named(config, train_names)
     lesion = [bool(load_pair(p)[1].any()) for p in pairs]
     n_free, n_lesion = lesion.count(False), lesion.count(True)
     if n_free < GATE_MIN_EACH or n_lesion < GATE_MIN_EACH:

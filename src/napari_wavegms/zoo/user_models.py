@@ -109,10 +109,8 @@ def _preferences() -> dict[str, Any]:
     path = models_dir() / PREFERENCES
     try:
         values = json.loads(path.read_text())
-    except FileNotFoundError:
+    except (OSError, ValueError):  # none yet, or damaged: no preference, never a failed segmentation
         return {}
-    except (OSError, ValueError):
-        return {}  # a damaged preferences file means no preference, never a failed segmentation
     return values if isinstance(values, dict) else {}
 
 

@@ -44,6 +44,11 @@ def _unwrapped(layer: Any) -> Any:
     return getattr(layer, "__wrapped__", layer)
 
 
+def _wavegms_info(labels: Any) -> dict[str, Any]:
+    """What the plugin wrote into a result layer's ``metadata["wavegms"]`` (empty for any other layer)."""
+    return labels.metadata.get("wavegms", {}) if isinstance(labels.metadata, dict) else {}
+
+
 def corrections_folder() -> Path | None:
     """The remembered corrections folder (shared by Segment, Batch and Train), or ``None``."""
     value = _settings.load(SETTINGS).get("folder")
@@ -54,7 +59,7 @@ def _image_for(viewer: napari.Viewer, labels: Any) -> tuple[np.ndarray, str, str
     """The image data under ``labels`` (all slices), its name and its file (``None`` for a layer)."""
     from napari.layers import Image
 
-    info = labels.metadata.get("wavegms", {}) if isinstance(labels.metadata, dict) else {}
+    info = _wavegms_info(labels)
     image_file = info.get("image_file")
     name = info.get("image")
     if image_file and Path(image_file).is_file():
@@ -79,7 +84,7 @@ def _image_for(viewer: napari.Viewer, labels: Any) -> tuple[np.ndarray, str, str
 def _drawn_for(labels: Any) -> np.ndarray | None:
     if _unwrapped(labels) in _DRAWN:
         return _DRAWN[_unwrapped(labels)]
-    info = labels.metadata.get("wavegms", {}) if isinstance(labels.metadata, dict) else {}
+    info = _wavegms_info(labels)
     mask_file = info.get("mask_file")
     if mask_file and Path(mask_file).is_file():
         from napari_wavegms.core.io import read_image_or_stack
@@ -105,7 +110,7 @@ def keep_layer(viewer: napari.Viewer, labels: Any, folder: Path) -> Any:
         source = f"{source}#{'_'.join(map(str, index))}"
     if not rgb and image.ndim != 2:
         raise ValueError(f"{labels.name!r}: its image has shape {image.shape}, not one 2D image")
-    info = labels.metadata.get("wavegms", {}) if isinstance(labels.metadata, dict) else {}
+    info = _wavegms_info(labels)
     return corrections.keep(folder, image, mask, name=name, model=info.get("model"), drawn=drawn, source=source)
 
 

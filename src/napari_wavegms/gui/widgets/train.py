@@ -53,7 +53,7 @@ from napari_wavegms.gui.widgets.corrections import corrections_folder
 from napari_wavegms.gui.widgets.finetune import FinetuneRequest, OfferPanel, finetune_job
 from napari_wavegms.gui.widgets.plot import LossPlot
 from napari_wavegms.gui.worker import Job, start_job
-from napari_wavegms.training.finetune import DEFAULT_HOLD_OUT, DEFAULT_MINUTES
+from napari_wavegms.training.finetune import DEFAULT_HOLD_OUT, DEFAULT_MINUTES, MIN_HELD_OUT
 
 if TYPE_CHECKING:
     import napari
@@ -455,7 +455,7 @@ class TrainWidget(DockContainer):
         n_val = round(n * self.val_percent.value / 100) if self.validation.value == SPLIT else 0
         budget = None
         if self.source.value == CORRECTIONS:
-            n_val, budget = max(2, round(n * self.hold_out.value / 100)), float(self.minutes.value) * 60
+            n_val, budget = max(MIN_HELD_OUT, round(n * self.hold_out.value / 100)), float(self.minutes.value) * 60
         args = (int(self.image_size.value), int(self.epochs.value), n - n_val, self.device.value, n_val,
                 self.init.model, budget)
         self.estimate.value = "estimated time: measuring a step…"
